@@ -1,0 +1,1 @@
+"""Audio input and the features the model reads."""

@@ -1,0 +1,1 @@
+"""The method, independent of any model: gate space, predictor, straight-through gates, sparsity, skipping."""

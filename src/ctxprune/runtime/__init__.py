@@ -1,0 +1,1 @@
+"""Decoding that honours per-row masks: static KV cache, greedy search, language detection."""

@@ -1,0 +1,116 @@
+"""The Python API behind `ctxprune transcribe`: files in, text out, one fixed mask per utterance.
+
+Files are read and split into 30 s chunks; chunks from all files are batched together, encoded,
+language-detected when asked, greedily decoded, and joined back per file. A file that cannot be
+read is reported in its result and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ctxprune import assets
+from ctxprune.data.audio import SAMPLE_RATE, load_audio, split_chunks
+from ctxprune.data.features import features_for
+from ctxprune.errors import CtxpruneError
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.runtime.greedy import detect_language, greedy_decode
+
+
+@dataclass
+class Transcription:
+    path: str
+    text: str = ""
+    language: str | None = None
+    task: str = "transcribe"
+    duration: float = 0.0
+    seconds: float = 0.0
+    error: str | None = None
+    chunks: list[dict] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict:
+        record = asdict(self)
+        record.pop("chunks")
+        if self.error is None:
+            record.pop("error")
+        return record
+
+
+@dataclass
+class _Chunk:
+    file: int
+    audio: np.ndarray
+
+
+class Transcriber:
+    def __init__(self, model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.loaded = assets.load(model, device=device, dtype=dtype)
+        self.gated = GatedWhisper(self.loaded.model)
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def tokens(self):
+        return self.loaded.tokens
+
+    def transcribe(
+        self,
+        paths: Sequence[str | Path],
+        task: str = "transcribe",
+        language: str = "auto",
+        batch_size: int = 8,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[Transcription]:
+        """Transcribe (or translate to English) each file. `on_progress(n)` is called per decoded chunk."""
+        self.tokens.check_task(task)
+        if language != "auto":
+            self.tokens.check_language(language)
+        if batch_size < 1:
+            raise CtxpruneError("--batch-size must be at least 1")
+        results = [Transcription(path=str(p), task=task) for p in paths]
+        chunks: list[_Chunk] = []
+        for i, p in enumerate(paths):
+            try:
+                audio = load_audio(p)
+            except CtxpruneError as e:
+                results[i].error = str(e)
+                continue
+            results[i].duration = round(len(audio) / SAMPLE_RATE, 3)
+            chunks += [_Chunk(i, c) for c in split_chunks(audio)]
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            t0 = time.perf_counter()
+            decoded = self._decode_batch([c.audio for c in batch], task, language)
+            elapsed = time.perf_counter() - t0
+            for chunk, record in zip(batch, decoded, strict=True):
+                record["seconds"] = elapsed * len(chunk.audio) / sum(len(c.audio) for c in batch)
+                results[chunk.file].chunks.append(record)
+            if on_progress:
+                on_progress(len(batch))
+        for r in results:
+            if r.chunks:
+                r.text = " ".join(c["text"] for c in r.chunks if c["text"]).strip()
+                r.language = Counter(c["language"] for c in r.chunks).most_common(1)[0][0]
+                r.seconds = round(sum(c["seconds"] for c in r.chunks), 3)
+        return results
+
+    def _decode_batch(self, audios: list[np.ndarray], task: str, language: str) -> list[dict]:
+        feats, _frames = features_for(audios, self.gated.config.num_mel_bins)
+        with torch.inference_mode():
+            enc = self.gated.encode(feats.to(self.device, self.dtype))
+            langs = (
+                detect_language(self.gated, enc, self.tokens)
+                if language == "auto"
+                else [language] * len(audios)
+            )
+            prompts = torch.tensor([self.tokens.prompt(lang, task) for lang in langs])
+            out = greedy_decode(self.gated, enc, prompts, self.tokens)
+        texts = self.loaded.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [{"text": t.strip(), "language": lang} for t, lang in zip(texts, langs, strict=True)]

@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny random-weight Whisper for fast unit tests, and the real prepared Whisper base."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+from ctxprune.models.whisper_tokens import WhisperTokens
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+# Real Whisper multilingual token ids, so that tiny models share the real prompt format.
+LANG_IDS = {"en": 50259, "de": 50261, "fr": 50265, "es": 50262, "it": 50274}
+
+
+def tiny_generation_config() -> GenerationConfig:
+    return GenerationConfig(
+        decoder_start_token_id=50258,
+        eos_token_id=50257,
+        pad_token_id=50257,
+        bos_token_id=50257,
+        max_length=448,
+        lang_to_id={f"<|{k}|>": v for k, v in LANG_IDS.items()},
+        task_to_id={"transcribe": 50359, "translate": 50358},
+        no_timestamps_token_id=50363,
+        is_multilingual=True,
+        suppress_tokens=[1, 2, 7, 8, 9, 10, 14, 25, 50254, 50258, 50358, 50359, 50360, 50361, 50362],
+        begin_suppress_tokens=[220, 50257],
+    )
+
+
+def make_tiny_whisper(seed: int = 0, layers: int = 2, tied: bool = False) -> WhisperForConditionalGeneration:
+    torch.manual_seed(seed)
+    config = WhisperConfig(
+        vocab_size=51865,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=448,
+        decoder_start_token_id=50258,
+        eos_token_id=50257,
+        pad_token_id=50257,
+        bos_token_id=50257,
+        tie_word_embeddings=tied,
+    )
+    model = WhisperForConditionalGeneration(config).eval()
+    if not tied:  # Random init gives near-uniform logits; widen them so greedy is not decided by rounding.
+        with torch.no_grad():
+            model.proj_out.weight.mul_(20.0)
+    model.generation_config = tiny_generation_config()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper() -> WhisperForConditionalGeneration:
+    return make_tiny_whisper()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokens(tiny_whisper) -> WhisperTokens:
+    return WhisperTokens.from_generation_config(tiny_whisper.generation_config)
+
+
+@pytest.fixture(scope="session")
+def real_whisper():
+    """The real Whisper base, prepared by `ctxprune model prepare` (the Makefile runs it before tests)."""
+    from ctxprune import assets
+
+    return assets.load()
+
+
+@pytest.fixture()
+def random_features() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, 80, 3000, generator=g) * 0.5
