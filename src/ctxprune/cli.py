@@ -73,16 +73,19 @@ def transcribe(
     language: Annotated[str, typer.Option(help="Language code (en, de, …) or 'auto'.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per file on stdout.")] = False,
     batch_size: Annotated[int, typer.Option(help="30 s chunks decoded together.")] = 8,
+    gates: Annotated[
+        Path | None, typer.Option(help="Gate predictor dir: decode with context-aware module skipping.")
+    ] = None,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Transcribe or translate audio files with greedy decoding."""
+    """Transcribe or translate audio files with greedy decoding, optionally pruned by a gate predictor."""
     with user_errors():
         _set_threads(threads)
         from ctxprune.progress import progress_bar
         from ctxprune.transcriber import Transcriber
 
-        transcriber = Transcriber(model)
+        transcriber = Transcriber(model, gates=gates)
         transcriber.tokens.check_task(task)
         if language != "auto":
             transcriber.tokens.check_language(language)

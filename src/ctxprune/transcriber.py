@@ -20,8 +20,9 @@ from ctxprune import assets
 from ctxprune.data.audio import SAMPLE_RATE, load_audio, split_chunks
 from ctxprune.data.features import features_for
 from ctxprune.errors import CtxpruneError
+from ctxprune.gating.predictor import GatePredictor
 from ctxprune.models.whisper import GatedWhisper
-from ctxprune.runtime.greedy import detect_language, greedy_decode
+from ctxprune.models.whisper_pruning import PrunedWhisper
 
 
 @dataclass
@@ -33,13 +34,15 @@ class Transcription:
     duration: float = 0.0
     seconds: float = 0.0
     error: str | None = None
+    gates: list[dict] | None = None  # per 30 s utterance: the modules that ran, share of FLOPs executed
     chunks: list[dict] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
         record = asdict(self)
         record.pop("chunks")
-        if self.error is None:
-            record.pop("error")
+        for key in ("error", "gates"):
+            if record[key] is None:
+                record.pop(key)
         return record
 
 
@@ -50,9 +53,19 @@ class _Chunk:
 
 
 class Transcriber:
-    def __init__(self, model: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        model: str | None = None,
+        gates: str | Path | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         self.loaded = assets.load(model, device=device, dtype=dtype)
         self.gated = GatedWhisper(self.loaded.model)
+        self.pruned = PrunedWhisper(self.gated, self.loaded.tokens)
+        if gates is not None:
+            predictor = GatePredictor.from_pretrained(gates, self.pruned.space).to(device)
+            self.pruned = PrunedWhisper(self.gated, self.loaded.tokens, predictor)
         self.device = device
         self.dtype = dtype
 
@@ -99,18 +112,22 @@ class Transcriber:
                 r.text = " ".join(c["text"] for c in r.chunks if c["text"]).strip()
                 r.language = Counter(c["language"] for c in r.chunks).most_common(1)[0][0]
                 r.seconds = round(sum(c["seconds"] for c in r.chunks), 3)
+                if self.pruned.predictor is not None:
+                    r.gates = [c["gates"] for c in r.chunks]
         return results
 
     def _decode_batch(self, audios: list[np.ndarray], task: str, language: str) -> list[dict]:
-        feats, _frames = features_for(audios, self.gated.config.num_mel_bins)
-        with torch.inference_mode():
-            enc = self.gated.encode(feats.to(self.device, self.dtype))
-            langs = (
-                detect_language(self.gated, enc, self.tokens)
-                if language == "auto"
-                else [language] * len(audios)
-            )
-            prompts = torch.tensor([self.tokens.prompt(lang, task) for lang in langs])
-            out = greedy_decode(self.gated, enc, prompts, self.tokens)
-        texts = self.loaded.tokenizer.batch_decode(out, skip_special_tokens=True)
-        return [{"text": t.strip(), "language": lang} for t, lang in zip(texts, langs, strict=True)]
+        feats, frames = features_for(audios, self.gated.config.num_mel_bins)
+        lang = None if language == "auto" else language
+        result = self.pruned.run(
+            feats.to(self.device, self.dtype), frames, [task] * len(audios), [lang] * len(audios)
+        )
+        texts = self.loaded.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
+        names = self.pruned.space.names
+        records = []
+        for j, (text, detected) in enumerate(zip(texts, result.languages, strict=True)):
+            executed, dense = result.flops(self.pruned.space, prompt_len=4)[j]
+            ran = [n for n, k in zip(names, result.mask[j].tolist(), strict=True) if k]
+            gates = {"ran": ran, "flops_executed_share": round(executed / dense, 4)}
+            records.append({"text": text.strip(), "language": detected, "gates": gates})
+        return records

@@ -1,0 +1,178 @@
+"""The gate predictor: context in, one logit per gate out, once per utterance.
+
+Context inputs (each switchable; none at all gives the "static" predictor, one learned mask):
+- `task`, `language`: learned embeddings of the tags, each with an `unknown` bucket;
+- `audio`: a pooled acoustic vector that exists before the model runs (e.g. log-mel mean and std);
+- `encoder`: a pooled encoder output, read only by "late" gates (those after the encoder);
+- any named caller vectors (a speaker embedding, say), declared with their sizes in the config.
+Each input is projected to `hidden` and summed; a GELU and a linear head give the logits. Early gates
+never see the encoder input, so their mask can be decided before the encoder runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ctxprune.errors import CtxpruneError
+from ctxprune.gating.space import GateSpace
+from ctxprune.paths import write_bytes_atomic, write_json_atomic
+
+BUILTIN_INPUTS = ("task", "language", "audio", "encoder")
+CONFIG_FILE = "predictor.json"
+WEIGHTS_FILE = "predictor.safetensors"
+
+
+@dataclass
+class PredictorConfig:
+    space: GateSpace
+    tasks: list[str]
+    languages: list[str]
+    audio_dim: int
+    encoder_dim: int
+    context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
+    vectors: dict[str, int] = field(default_factory=dict)
+    late_prefix: str = "dec."
+    hidden: int = 64
+    initial_keep_logit: float = 3.0
+    force_keep: list[str] = field(default_factory=list)
+    force_skip: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        unknown = [c for c in self.context if c not in BUILTIN_INPUTS and c not in self.vectors]
+        if unknown:
+            raise CtxpruneError(
+                f"unknown context input(s) {unknown}; choose from {list(BUILTIN_INPUTS) + list(self.vectors)}"
+            )
+        bad = [n for n in self.force_keep + self.force_skip if n not in self.space.names]
+        if bad:
+            raise CtxpruneError(f"force-keep/skip names not in the gate space: {bad}")
+
+    @property
+    def static(self) -> bool:
+        return not self.context
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["space"] = self.space.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> PredictorConfig:
+        return cls(**{**d, "space": GateSpace.from_json(d["space"])})
+
+
+@dataclass
+class GateContext:
+    """Per-utterance context for a batch. Tags are strings; vectors are [batch, dim] tensors."""
+
+    task: list[str]
+    language: list[str]
+    audio: Tensor | None = None
+    encoder: Tensor | None = None
+    vectors: dict[str, Tensor] = field(default_factory=dict)
+
+
+class GatePredictor(nn.Module):
+    def __init__(self, config: PredictorConfig):
+        super().__init__()
+        self.config = config
+        c, h = config, config.hidden
+        self.task_index = {t: i for i, t in enumerate(c.tasks)}
+        self.language_index = {lang: i for i, lang in enumerate(c.languages)}
+        self.task_embedding = nn.Embedding(len(c.tasks) + 1, h) if "task" in c.context else None
+        self.language_embedding = nn.Embedding(len(c.languages) + 1, h) if "language" in c.context else None
+        dims = {"audio": c.audio_dim, "encoder": c.encoder_dim, **c.vectors}
+        self.projections = nn.ModuleDict(
+            {
+                name: nn.Sequential(nn.LayerNorm(dims[name]), nn.Linear(dims[name], h))
+                for name in c.context
+                if name in dims
+            }
+        )
+        late = c.space.indices(c.late_prefix) if c.late_prefix else []
+        self.register_buffer("late_index", torch.tensor(late, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "early_index",
+            torch.tensor([i for i in range(len(c.space)) if i not in late], dtype=torch.long),
+            persistent=False,
+        )
+        self.early_head = nn.Linear(h, len(self.early_index))
+        self.late_head = nn.Linear(h, len(self.late_index))
+        for head in (self.early_head, self.late_head):
+            nn.init.normal_(head.weight, std=0.01)
+            nn.init.constant_(head.bias, c.initial_keep_logit)
+        self.force_keep = [c.space.index(n) for n in c.force_keep]
+        self.force_skip = [c.space.index(n) for n in c.force_skip]
+
+    @property
+    def space(self) -> GateSpace:
+        return self.config.space
+
+    def _tag_ids(self, tags: list[str], index: dict[str, int], device) -> Tensor:
+        return torch.tensor([index.get(t, len(index)) for t in tags], device=device)
+
+    def _hidden(self, ctx: GateContext, with_encoder: bool) -> Tensor:
+        device = self.early_head.weight.device
+        h = torch.zeros(len(ctx.task), self.config.hidden, device=device)
+        if self.task_embedding is not None:
+            h = h + self.task_embedding(self._tag_ids(ctx.task, self.task_index, device))
+        if self.language_embedding is not None:
+            h = h + self.language_embedding(self._tag_ids(ctx.language, self.language_index, device))
+        for name, proj in self.projections.items():
+            if name == "encoder" and not with_encoder:
+                continue
+            value = (
+                ctx.audio if name == "audio" else ctx.encoder if name == "encoder" else ctx.vectors.get(name)
+            )
+            if value is None:
+                raise CtxpruneError(f"the gate predictor needs context input {name!r}, which was not given")
+            h = h + proj(value.to(device, h.dtype))
+        return nn.functional.gelu(h)
+
+    def early_logits(self, ctx: GateContext) -> Tensor:
+        """Logits of the early gates only ([batch, n_early]); needs no encoder output."""
+        return self.early_head(self._hidden(ctx, with_encoder=False))
+
+    def forward(self, ctx: GateContext) -> Tensor:
+        """Logits for every gate, [batch, n_gates], in gate-space order."""
+        early = self.early_logits(ctx)
+        late = self.late_head(self._hidden(ctx, with_encoder=True))
+        out = early.new_empty(early.shape[0], len(self.space))
+        out[:, self.early_index] = early
+        out[:, self.late_index] = late
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{WEIGHTS_FILE}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        write_bytes_atomic(directory / WEIGHTS_FILE, tmp.read_bytes())
+        tmp.unlink()
+        write_json_atomic(directory / CONFIG_FILE, self.config.to_json())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, space: GateSpace | None = None) -> GatePredictor:
+        """Load a predictor; if `space` is given, refuse one built for a different gate space."""
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file() or not (directory / WEIGHTS_FILE).is_file():
+            raise CtxpruneError(f"{directory}: not a gate predictor (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        try:
+            config = PredictorConfig.from_json(json.loads((directory / CONFIG_FILE).read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CtxpruneError(f"{directory}/{CONFIG_FILE} is not a valid predictor config: {e}") from None
+        if space is not None and config.space.fingerprint != space.fingerprint:
+            raise CtxpruneError(
+                f"{directory}: this predictor was built for gate space {config.space.model!r} "
+                f"({len(config.space)} gates), not for this model's {space.model!r} ({len(space)} gates)"
+            )
+        predictor = cls(config)
+        predictor.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        return predictor.eval()

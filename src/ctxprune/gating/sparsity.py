@@ -1,0 +1,56 @@
+"""The sparsity objective `alpha * (s - s_target)^2`, where s is the expected fraction skipped.
+
+s is computed from keep probabilities (sigmoid of the logits), per group of gates (e.g. encoder and
+decoder with their own targets, or all gates sharing one), either counting modules (the paper's way)
+or weighting each gate by its FLOPs so that 0.5 means half the gated compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ctxprune.gating.space import GateSpace
+
+
+@dataclass(frozen=True)
+class SparsityTarget:
+    prefix: str  # gates whose names start with this ("" = all gates, "enc." = encoder, "dec." = decoder)
+    target: float
+
+    def __post_init__(self):
+        if not 0.0 <= self.target <= 1.0:
+            raise ValueError(f"sparsity target must be in [0, 1], got {self.target}")
+
+
+def gate_weights(space: GateSpace, by: str) -> Tensor:
+    if by == "count":
+        return torch.ones(len(space))
+    if by == "flops":
+        return torch.tensor(space.weights(), dtype=torch.float64).float()
+    raise ValueError(f"sparsity-by must be 'count' or 'flops', got {by!r}")
+
+
+def skipped_fraction(keep: Tensor, weights: Tensor, index: list[int]) -> Tensor:
+    """Weighted fraction of gates in `index` that are skipped, per row. `keep` is [batch, gates] in [0, 1]."""
+    w = weights.to(keep.device)[index]
+    return ((1 - keep[:, index]) * w).sum(-1) / w.sum()
+
+
+def sparsity_loss(
+    keep_prob: Tensor, space: GateSpace, targets: list[SparsityTarget], by: str = "flops", alpha: float = 1.0
+) -> tuple[Tensor, dict[str, float]]:
+    """`alpha * sum_groups (mean_batch s_group - target)^2`, and the achieved s per group for logging."""
+    weights = gate_weights(space, by)
+    loss = keep_prob.new_zeros(())
+    achieved = {}
+    for t in targets:
+        index = space.indices(t.prefix)
+        if not index:
+            raise ValueError(f"no gate name starts with {t.prefix!r}")
+        s = skipped_fraction(keep_prob, weights, index).mean()
+        loss = loss + (s - t.target) ** 2
+        achieved[t.prefix or "all"] = float(s.detach())
+    return alpha * loss, achieved

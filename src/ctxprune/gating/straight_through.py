@@ -1,0 +1,63 @@
+"""Binary gates from logits: straight-through Gumbel-sigmoid for training, a threshold at inference.
+
+Training draws logistic noise (the difference of two Gumbels, i.e. a 2-class Gumbel-softmax), so the
+hard gate `1[logit + noise > 0]` is 1 with probability sigmoid(logit). The forward pass uses that hard
+0/1 value; the backward pass uses the gradient of sigmoid((logit + noise) / tau).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class _HardForwardSoftBackward(torch.autograd.Function):
+    """Exactly 0/1 in the forward pass (no `hard + soft - soft` rounding); identity gradient to `soft`."""
+
+    @staticmethod
+    def forward(ctx, soft: Tensor) -> Tensor:
+        return (soft > 0.5).to(soft.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
+
+
+def straight_through_gates(logits: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-6, 1 - 1e-6)
+    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / tau)
+    return _HardForwardSoftBackward.apply(soft)
+
+
+def inference_gates(logits: Tensor) -> Tensor:
+    """Deterministic: keep a branch exactly when its logit is positive."""
+    return logits > 0
+
+
+def apply_forced(gates: Tensor, keep: list[int], skip: list[int]) -> Tensor:
+    """Override gates for force-keep / force-skip lists (constraints and ablations)."""
+    if not keep and not skip:
+        return gates
+    gates = gates.clone()
+    if keep:
+        gates[:, keep] = 1
+    if skip:
+        gates[:, skip] = 0
+    return gates
+
+
+@dataclass(frozen=True)
+class TemperatureSchedule:
+    """Exponential annealing from `start` to `end` over `steps`, then constant."""
+
+    start: float = 1.0
+    end: float = 0.1
+    steps: int = 1000
+
+    def __call__(self, step: int) -> float:
+        if step >= self.steps:
+            return self.end
+        return self.start * math.exp(math.log(self.end / self.start) * step / self.steps)

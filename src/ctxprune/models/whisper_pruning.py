@@ -1,0 +1,139 @@
+"""Whisper + gate predictor: decide each utterance's mask from its context, then decode with it.
+
+Order of a request: features -> early gates (task, language, pooled log-mel, caller vectors) ->
+gated encoder -> late gates (the same, plus the pooled encoder output) -> gated decoding. The mask
+then stays fixed for the whole utterance. With `--language auto`, gates see the `unknown` language
+bucket, since the language is only known after the encoder has run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import WhisperConfig
+
+from ctxprune.gating.predictor import GateContext, GatePredictor, PredictorConfig
+from ctxprune.gating.skip import MaskPlan
+from ctxprune.gating.space import GateSpace
+from ctxprune.gating.straight_through import apply_forced, inference_gates
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_costs import whisper_gate_space
+from ctxprune.models.whisper_tokens import TASKS, WhisperTokens
+from ctxprune.runtime.greedy import detect_language, greedy_decode
+
+UNKNOWN_LANGUAGE = "unknown"
+
+
+def pooled_log_mel(features: Tensor, frames: Tensor) -> Tensor:
+    """Mean and std of each mel band over the real (unpadded) frames: [batch, 2 * n_mels]."""
+    valid = (
+        torch.arange(features.shape[-1], device=features.device)[None] < frames.to(features.device)[:, None]
+    )
+    w = valid[:, None].to(features.dtype)
+    n = w.sum(-1).clamp_min(1)
+    mean = (features * w).sum(-1) / n
+    var = (((features - mean[..., None]) ** 2) * w).sum(-1) / n
+    return torch.cat([mean, var.sqrt()], -1)
+
+
+def pooled_encoder(encoder_out: Tensor, frames: Tensor) -> Tensor:
+    """Mean of the encoder output over positions that saw real audio (the conv front-end halves frames)."""
+    positions = (frames.to(encoder_out.device) + 1) // 2
+    valid = torch.arange(encoder_out.shape[1], device=encoder_out.device)[None] < positions[:, None]
+    w = valid[..., None].to(encoder_out.dtype)
+    return (encoder_out * w).sum(1) / w.sum(1).clamp_min(1)
+
+
+def whisper_predictor_config(
+    config: WhisperConfig, space: GateSpace, languages: list[str], **kwargs
+) -> PredictorConfig:
+    return PredictorConfig(
+        space=space,
+        tasks=list(TASKS),
+        languages=languages,
+        audio_dim=2 * config.num_mel_bins,
+        encoder_dim=config.d_model,
+        late_prefix="dec.",
+        **kwargs,
+    )
+
+
+@dataclass
+class GatedResult:
+    tokens: list[list[int]]
+    languages: list[str]
+    mask: Tensor  # [batch, n_gates] bool: True = the branch ran
+
+    def flops(self, space: GateSpace, prompt_len: int) -> list[tuple[float, float]]:
+        """(executed, dense) FLOPs per utterance, from measured component costs and the decoded length."""
+        dense = [True] * len(space)
+        out = []
+        for row, keep in zip(self.tokens, self.mask.tolist(), strict=True):
+            n = len(row) + 1  # the generated tokens plus end-of-text
+            out.append(
+                (space.executed_flops(keep, prompt_len, n), space.executed_flops(dense, prompt_len, n))
+            )
+        return out
+
+
+class PrunedWhisper:
+    """Decode with per-utterance masks from a `GatePredictor` (or dense when there is none)."""
+
+    def __init__(self, gated: GatedWhisper, tokens: WhisperTokens, predictor: GatePredictor | None = None):
+        self.gated = gated
+        self.tokens = tokens
+        self.space = whisper_gate_space(gated)
+        self.predictor = predictor
+        if predictor is not None and predictor.space.fingerprint != self.space.fingerprint:
+            raise ValueError("the predictor's gate space does not match this model")
+
+    def decide(
+        self, ctx: GateContext, encoder_out: Tensor | None = None, frames: Tensor | None = None
+    ) -> Tensor:
+        """Hard masks [batch, n_gates]. Without `encoder_out`, late gates are left open (pre-encoder)."""
+        p = self.predictor
+        batch = len(ctx.task)
+        if p is None:
+            return torch.ones(batch, len(self.space), dtype=torch.bool)
+        with torch.inference_mode():
+            if encoder_out is None:
+                mask = torch.ones(batch, len(self.space), dtype=torch.bool)
+                mask[:, p.early_index.cpu()] = inference_gates(p.early_logits(ctx)).cpu()
+            else:
+                ctx.encoder = pooled_encoder(encoder_out, frames)
+                mask = inference_gates(p(ctx)).cpu()
+        return apply_forced(mask, p.force_keep, p.force_skip)
+
+    @torch.inference_mode()
+    def run(
+        self,
+        features: Tensor,
+        frames: Tensor,
+        tasks: list[str],
+        languages: list[str | None],
+        vectors: dict[str, Tensor] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> GatedResult:
+        """Decode a batch; a `None` language is detected (gates then see the `unknown` language)."""
+        device = features.device
+        ctx = GateContext(
+            task=tasks,
+            language=[lang or UNKNOWN_LANGUAGE for lang in languages],
+            audio=pooled_log_mel(features.float(), frames),
+            vectors=vectors or {},
+        )
+        early = MaskPlan(self.decide(ctx), list(self.space.names), device)
+        encoder_out = self.gated.encode(features, early)
+        mask = self.decide(ctx, encoder_out, frames)
+        plan = MaskPlan(mask, list(self.space.names), device)
+        if any(lang is None for lang in languages):
+            detected = detect_language(self.gated, encoder_out, self.tokens, plan)
+            languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
+        prompts = torch.tensor(
+            [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)]
+        )
+        kwargs = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+        out = greedy_decode(self.gated, encoder_out, prompts, self.tokens, plan, **kwargs)
+        return GatedResult(out, list(languages), mask)
