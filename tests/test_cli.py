@@ -61,3 +61,47 @@ def test_batch_with_one_bad_file_reports_it_and_transcribes_the_rest(clip, tmp_p
     proc = run("transcribe", bad, clip, "--language", "en")
     _assert_clean_failure(proc, "not a readable audio file")
     assert "young man" in proc.stdout
+
+
+def _random_real_predictor(path, seed=0):
+    import torch
+
+    from ctxprune import assets
+    from ctxprune.gating.predictor import GatePredictor
+    from ctxprune.models.whisper import GatedWhisper
+    from ctxprune.models.whisper_costs import whisper_gate_space
+    from ctxprune.models.whisper_pruning import whisper_predictor_config
+
+    gw = GatedWhisper(assets.load().model)
+    p = GatePredictor(whisper_predictor_config(gw.config, whisper_gate_space(gw), ["en", "de"]))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        p.late_head.bias.normal_(2.0, 2.0)  # mostly kept, some decoder branches skipped
+        p.early_head.bias.fill_(3.0)
+    p.save_pretrained(path)
+    return p
+
+
+def test_transcribe_with_gates_reports_mask_and_flops(clip, tmp_path):
+    _random_real_predictor(tmp_path / "gates")
+    proc = run("transcribe", clip, "--json", "--language", "en", "--gates", tmp_path / "gates")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    (utterance,) = record["gates"]
+    assert 10 < len(utterance["ran"]) < 30 and all(name.startswith("enc.") for name in utterance["ran"][:12])
+    assert 0.3 < utterance["flops_executed_share"] < 1.0
+
+
+def test_gates_for_another_model_are_refused(clip, tmp_path):
+    from ctxprune.gating.predictor import GatePredictor
+    from ctxprune.models.whisper import GatedWhisper
+    from ctxprune.models.whisper_costs import whisper_gate_space
+    from ctxprune.models.whisper_pruning import whisper_predictor_config
+    from tests.conftest import make_tiny_whisper
+
+    gw = GatedWhisper(make_tiny_whisper())
+    GatePredictor(whisper_predictor_config(gw.config, whisper_gate_space(gw), ["en"])).save_pretrained(
+        tmp_path
+    )
+    _assert_clean_failure(run("transcribe", clip, "--gates", tmp_path), "built for gate space")
+    _assert_clean_failure(run("transcribe", clip, "--gates", tmp_path / "nope"), "not a gate predictor")

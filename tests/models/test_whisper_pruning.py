@@ -1,0 +1,95 @@
+"""Whisper + predictor: context features, two-stage mask decisions, and decoding with the decided masks."""
+
+import pytest
+import torch
+
+from ctxprune.errors import CtxpruneError
+from ctxprune.gating.predictor import GatePredictor
+from ctxprune.gating.skip import MaskPlan
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_costs import whisper_gate_space
+from ctxprune.models.whisper_pruning import (
+    PrunedWhisper,
+    pooled_encoder,
+    pooled_log_mel,
+    whisper_predictor_config,
+)
+from ctxprune.runtime.greedy import greedy_decode
+
+
+def _predictor(gw, seed=0, **kw):
+    space = whisper_gate_space(gw)
+    p = GatePredictor(whisper_predictor_config(gw.config, space, ["en", "de"], **kw))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in p.named_parameters():
+            if "head" in name:
+                param.normal_(std=2.0)
+    return p.eval()
+
+
+def test_pooled_context_ignores_padding():
+    feats = torch.randn(2, 80, 3000)
+    feats[1, :, 100:] = 99.0  # padding region of row 1
+    pooled = pooled_log_mel(feats, torch.tensor([3000, 100]))
+    torch.testing.assert_close(pooled[1, :80], feats[1, :, :100].mean(-1))
+    enc = torch.randn(2, 1500, 8)
+    torch.testing.assert_close(pooled_encoder(enc, torch.tensor([3000, 100]))[1], enc[1, :50].mean(0))
+
+
+def test_run_uses_the_predicted_masks(tiny_whisper, tiny_tokens, random_features):
+    gw = GatedWhisper(tiny_whisper)
+    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw))
+    frames = torch.tensor([3000, 2000, 1000, 500])
+    tasks, langs = ["transcribe", "translate", "transcribe", "translate"], ["en", "de", "de", "en"]
+    result = pruned.run(random_features, frames, tasks, langs, max_new_tokens=6)
+    assert result.mask.shape == (4, len(gw.gate_names))
+    assert 0 < result.mask.float().mean() < 1  # some branches ran, some did not
+    # decoding with the returned masks by hand gives the same tokens
+    plan = MaskPlan(result.mask, gw.gate_names, "cpu")
+    prompts = torch.tensor([tiny_tokens.prompt(lang, t) for lang, t in zip(langs, tasks, strict=True)])
+    with torch.inference_mode():
+        enc = gw.encode(random_features, plan)
+        assert greedy_decode(gw, enc, prompts, tiny_tokens, plan, max_new_tokens=6) == result.tokens
+    for executed, dense in result.flops(pruned.space, prompt_len=4):
+        assert 0 < executed < dense
+
+
+def test_auto_language_is_detected_and_gates_see_unknown(tiny_whisper, tiny_tokens, random_features):
+    gw = GatedWhisper(tiny_whisper)
+    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, context=["language"]))
+    result = pruned.run(random_features[:2], torch.tensor([3000, 3000]), ["transcribe"] * 2, [None, None], 4)
+    assert set(result.languages) <= set(tiny_tokens.languages)
+    assert torch.equal(result.mask[0], result.mask[1])  # same (unknown) language context, same mask
+
+
+def test_forced_lists_hold_at_inference(tiny_whisper, tiny_tokens, random_features):
+    gw = GatedWhisper(tiny_whisper)
+    p = _predictor(gw, force_keep=["dec.0.ffn"], force_skip=["enc.0.attn"])
+    result = PrunedWhisper(gw, tiny_tokens, p).run(
+        random_features, torch.full((4,), 3000), ["transcribe"] * 4, ["en"] * 4, 3
+    )
+    assert result.mask[:, gw.gate_names.index("dec.0.ffn")].all()
+    assert not result.mask[:, gw.gate_names.index("enc.0.attn")].any()
+
+
+def test_predictor_for_another_model_is_refused(tiny_whisper, tiny_tokens, tmp_path):
+    from ..conftest import make_tiny_whisper
+
+    other = GatedWhisper(make_tiny_whisper(layers=3))
+    _predictor(other).save_pretrained(tmp_path)
+    space = whisper_gate_space(GatedWhisper(tiny_whisper))
+    with pytest.raises(CtxpruneError, match="built for gate space"):
+        GatePredictor.from_pretrained(tmp_path, space)
+
+
+def test_predictor_costs_well_under_one_percent(tiny_whisper):
+    from ctxprune.gating.predictor import GateContext
+    from ctxprune.models.whisper_costs import count_flops
+
+    gw = GatedWhisper(tiny_whisper)
+    p = _predictor(gw)
+    ctx = GateContext(["transcribe"], ["de"], torch.randn(1, 160), torch.randn(1, 64))
+    predictor_flops = count_flops(lambda: p(ctx))
+    dense = whisper_gate_space(gw).executed_flops([True] * len(gw.gate_names), 4, 1)
+    assert predictor_flops < 0.01 * dense
