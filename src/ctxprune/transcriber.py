@@ -124,10 +124,12 @@ class Transcriber:
         )
         texts = self.loaded.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
         names = self.pruned.space.names
+        flops = result.flops(self.pruned.space, prompt_len=len(self.tokens.prompt("en", task)))
         records = []
-        for j, (text, detected) in enumerate(zip(texts, result.languages, strict=True)):
-            executed, dense = result.flops(self.pruned.space, prompt_len=4)[j]
-            ran = [n for n, k in zip(names, result.mask[j].tolist(), strict=True) if k]
+        for text, detected, keep, (executed, dense) in zip(
+            texts, result.languages, result.mask.tolist(), flops, strict=True
+        ):
+            ran = [n for n, k in zip(names, keep, strict=True) if k]
             gates = {"ran": ran, "flops_executed_share": round(executed / dense, 4)}
             records.append({"text": text.strip(), "language": detected, "gates": gates})
         return records

@@ -93,3 +93,27 @@ def test_predictor_costs_well_under_one_percent(tiny_whisper):
     predictor_flops = count_flops(lambda: p(ctx))
     dense = whisper_gate_space(gw).executed_flops([True] * len(gw.gate_names), 4, 1)
     assert predictor_flops < 0.01 * dense
+
+
+@pytest.mark.real
+def test_real_all_open_predictor_equals_hf_generate(real_whisper):
+    """(a) on the real model: a predictor that keeps every gate decodes exactly HF's greedy tokens."""
+    from ctxprune.data.audio import load_audio
+    from ctxprune.data.features import features_for
+    from ctxprune.eval.librivox import LIBRIVOX_DIR
+
+    gw = GatedWhisper(real_whisper.model)
+    space = whisper_gate_space(gw)
+    all_open = GatePredictor(whisper_predictor_config(gw.config, space, ["en"])).eval()  # logits start at +3
+    clips = [load_audio(p) for p in sorted(LIBRIVOX_DIR.glob("*.wav"))[2:4]]
+    feats, frames = features_for(clips)
+    result = PrunedWhisper(gw, real_whisper.tokens, all_open).run(
+        feats, frames, ["transcribe"] * 2, ["en"] * 2
+    )
+    assert result.mask.all()
+    with torch.inference_mode():
+        ref = real_whisper.model.generate(
+            feats, language="en", task="transcribe", do_sample=False, num_beams=1
+        )
+    eot = real_whisper.tokens.eot
+    assert result.tokens == [r[: r.index(eot)] if eot in r else r for r in ref.tolist()]

@@ -115,6 +115,17 @@ def _ffn(sd: dict, v: dict, src: str, dst: str) -> None:
         sd[f"{dst}.{name}.bias"] = v[f"{src}/linear_{i}/bias"]
 
 
+def _layer(sd: dict, v: dict, src: str, dst: str, d: int, cross: bool) -> None:
+    """One encoder layer, or with `cross` one decoder layer (which adds cross-attention)."""
+    _layer_norm(sd, v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
+    _attention(sd, v, f"{src}/self_attention", f"{dst}.self_attn", d, cross=False)
+    if cross:
+        _layer_norm(sd, v, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
+        _attention(sd, v, f"{src}/attention", f"{dst}.encoder_attn", d, cross=True)
+    _layer_norm(sd, v, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+    _ffn(sd, v, f"{src}/ffn", dst)
+
+
 def convert_ctranslate2_whisper(
     model_bin: Path, extra_config: dict, dtype: torch.dtype = torch.float32
 ) -> WhisperForConditionalGeneration:
@@ -130,22 +141,12 @@ def convert_ctranslate2_whisper(
         sd[f"model.encoder.conv{i}.bias"] = v[f"encoder/conv{i}/bias"]
     sd["model.encoder.embed_positions.weight"] = v["encoder/position_encodings/encodings"]
     for i in range(config.encoder_layers):
-        src, dst = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
-        _layer_norm(sd, v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
-        _attention(sd, v, f"{src}/self_attention", f"{dst}.self_attn", d, cross=False)
-        _layer_norm(sd, v, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
-        _ffn(sd, v, f"{src}/ffn", dst)
+        _layer(sd, v, f"encoder/layer_{i}", f"model.encoder.layers.{i}", d, cross=False)
     _layer_norm(sd, v, "encoder/layer_norm", "model.encoder.layer_norm")
     sd["model.decoder.embed_tokens.weight"] = v["decoder/embeddings/weight"]
     sd["model.decoder.embed_positions.weight"] = v["decoder/position_encodings/encodings"]
     for i in range(config.decoder_layers):
-        src, dst = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
-        _layer_norm(sd, v, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm")
-        _attention(sd, v, f"{src}/self_attention", f"{dst}.self_attn", d, cross=False)
-        _layer_norm(sd, v, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
-        _attention(sd, v, f"{src}/attention", f"{dst}.encoder_attn", d, cross=True)
-        _layer_norm(sd, v, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
-        _ffn(sd, v, f"{src}/ffn", dst)
+        _layer(sd, v, f"decoder/layer_{i}", f"model.decoder.layers.{i}", d, cross=True)
     _layer_norm(sd, v, "decoder/layer_norm", "model.decoder.layer_norm")
 
     with torch.device("meta"):
