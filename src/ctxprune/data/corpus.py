@@ -1,0 +1,272 @@
+"""`ctxprune data build`: a multilingual, multitask speech corpus synthesized on this machine.
+
+Two phases. The plan decides every utterance (text, split, voice, speed, pitch, SNR, padding, seed)
+from the text sources and the seed, and is saved as `plan.jsonl`. Synthesis renders the plan in
+parallel; each FLAC is written atomically, so a re-run skips finished files. A saved plan is all
+that synthesis needs, which is how the GPU machine builds audio without the text sources.
+
+Splits are assigned by a hash of the English sentence, so a sentence (and its translations) lives in
+exactly one split for every language. `test_unseen_voice` uses voice variants that no other split uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import soundfile as sf
+
+from ctxprune.data.gettext_pairs import catalogs_digest, read_pairs
+from ctxprune.data.synth import Utterance, espeak_binary, espeak_version, synthesize_to
+from ctxprune.data.templates import LANGUAGES, template_sentences
+from ctxprune.errors import CtxpruneError
+from ctxprune.paths import write_bytes_atomic, write_json_atomic
+
+SPLITS = ("train", "dev", "test", "test_unseen_voice")
+TRAIN_VOICES = ("m1", "m2", "m3", "m4", "f1", "f2", "f3")  # male and female variants
+UNSEEN_VOICES = ("m6", "f4")  # never used outside test_unseen_voice
+TEMPLATE_SHARE = 0.2
+# Hash buckets out of 100 for the English sentence: test, dev and unseen-voice pools; the rest is train.
+_BUCKETS = {"test": range(0, 8), "dev": range(8, 12), "test_unseen_voice": range(12, 16)}
+PRESETS = {
+    "small": {"train": 12, "dev": 3, "test": 4, "test_unseen_voice": 3, "hours": 0.0},
+    "full": {"train": None, "dev": 100, "test": 300, "test_unseen_voice": 150, "hours": 20.0},
+}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    languages: tuple[str, ...] = LANGUAGES
+    preset: str = "small"
+    hours: float | None = None  # train hours over all languages; None: the preset's
+    seed: int = 0
+
+    def __post_init__(self):
+        bad = [lang for lang in self.languages if lang not in LANGUAGES]
+        if bad:
+            raise CtxpruneError(
+                f"unsupported language(s) {', '.join(bad)}; supported: {', '.join(LANGUAGES)}"
+            )
+        if self.preset not in PRESETS:
+            raise CtxpruneError(f"unknown preset {self.preset!r}; use one of: {', '.join(PRESETS)}")
+        if self.hours is not None and self.hours < 0:
+            raise CtxpruneError("--hours must not be negative")
+
+    @property
+    def train_hours(self) -> float:
+        return PRESETS[self.preset]["hours"] if self.hours is None else self.hours
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "languages": list(self.languages)}
+
+
+def split_of(english: str) -> str:
+    bucket = int(hashlib.sha1(english.casefold().encode()).hexdigest(), 16) % 100
+    return next((s for s, r in _BUCKETS.items() if bucket in r), "train")
+
+
+def _estimated_seconds(u: Utterance) -> float:
+    return len(u.text.split()) * 60 / u.speed + u.pad_before + u.pad_after + 0.3
+
+
+def _sentences(language: str, n_templates: int, seed: int) -> list[tuple[str, str, str]]:
+    """(text, english, source) for a language: gettext pairs (English: their English sides) + templates."""
+    if language == "en":
+        seen, pairs = set(), []
+        for other in ("de", "fr", "es", "it"):
+            for p in read_pairs(other):
+                if p.english.casefold() not in seen:
+                    seen.add(p.english.casefold())
+                    pairs.append((p.english, p.english, f"gettext:{p.source}"))
+    else:
+        pairs = [(p.text, p.english, f"gettext:{p.source}") for p in read_pairs(language)]
+    templates = [
+        (t.text, t.english, f"template:{t.template}") for t in template_sentences(language, n_templates, seed)
+    ]
+    return pairs + templates
+
+
+def _utterance(
+    rng: random.Random, language: str, split: str, item: tuple[str, str, str], seed: int
+) -> Utterance:
+    text, english, source = item
+    params = {
+        "language": language,
+        "text": text,
+        "english": english,
+        "split": split,
+        "voice": rng.choice(UNSEEN_VOICES if split == "test_unseen_voice" else TRAIN_VOICES),
+        "speed": rng.randrange(140, 211),
+        "pitch": rng.randrange(30, 71),
+        "snr_db": round(rng.uniform(12.0, 35.0), 1),
+        "pad_before": round(rng.uniform(0.1, 0.6), 2),
+        "pad_after": round(rng.uniform(0.1, 0.6), 2),
+        "seed": rng.randrange(2**31),
+        "source": source,
+    }
+    digest = hashlib.sha1(json.dumps([seed, params], sort_keys=True).encode()).hexdigest()[:12]
+    return Utterance(id=f"{language}-{digest}", **params)
+
+
+def plan(config: BuildConfig) -> list[Utterance]:
+    """Every utterance of the corpus, decided up front and deterministically."""
+    preset = PRESETS[config.preset]
+    per_language_seconds = 3600 * config.train_hours / len(config.languages)
+    utterances = []
+    for language in config.languages:
+        n_templates = 4000 if config.preset == "full" else 200
+        pools: dict[str, list] = {s: [] for s in SPLITS}
+        for item in _sentences(language, n_templates, config.seed):
+            pools[split_of(item[1])].append(item)
+        for split in SPLITS:
+            rng = random.Random(f"{config.seed}/{language}/{split}")
+            pool = pools[split]
+            rng.shuffle(pool)
+            gettext_items = [i for i in pool if i[2].startswith("gettext")]
+            template_items = [i for i in pool if i[2].startswith("template")]
+            want = preset[split]
+            chosen, seconds = [], 0.0
+            while gettext_items or template_items:
+                use_template = template_items and (not gettext_items or rng.random() < TEMPLATE_SHARE)
+                utt = _utterance(
+                    rng,
+                    language,
+                    split,
+                    (template_items if use_template else gettext_items).pop(),
+                    config.seed,
+                )
+                chosen.append(utt)
+                seconds += _estimated_seconds(utt)
+                if (want is not None and len(chosen) >= want) or (
+                    want is None and seconds >= per_language_seconds
+                ):
+                    break
+            utterances += chosen
+    return utterances
+
+
+def _tasks(language: str) -> tuple[str, ...]:
+    return ("transcribe",) if language == "en" else ("transcribe", "translate")
+
+
+def manifest_rows(utt: Utterance, duration: float) -> list[dict]:
+    return [
+        {
+            "id": f"{utt.id}.{task}",
+            "audio": utt.audio_path,
+            "duration": round(duration, 3),
+            "language": utt.language,
+            "task": task,
+            "text": utt.text,
+            "english": utt.english,
+            "voice": utt.voice,
+            "seed": utt.seed,
+        }
+        for task in _tasks(utt.language)
+    ]
+
+
+def _versions() -> dict:
+    return {
+        "espeak-ng": espeak_version(),
+        "libsndfile": sf.__libsndfile_version__,
+        **{pkg: version(pkg) for pkg in ("soxr", "num2words", "babel", "faker")},
+    }
+
+
+def _prepare_out_dir(out: Path, config: BuildConfig, resume: bool, force: bool) -> bool:
+    """Decide what to do with an existing directory; returns True if its saved plan can be reused."""
+    record = out / "build.json"
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if record.exists():
+        previous = json.loads(record.read_text())["config"]
+        if previous == config.to_json():
+            return (out / "plan.jsonl").exists()
+        if resume:
+            return False
+    if not force:
+        raise CtxpruneError(
+            f"{out} is not empty and was not built with this config; pass --resume to reuse its audio "
+            "or --force to start over"
+        )
+    shutil.rmtree(out)
+    return False
+
+
+def _synthesize_one(args: tuple[Utterance, str, str]) -> tuple[str, float]:
+    utt, root, espeak = args
+    return utt.id, synthesize_to(utt, Path(root), espeak)
+
+
+def build(
+    out: Path,
+    config: BuildConfig,
+    workers: int = 1,
+    resume: bool = False,
+    force: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Plan (or reuse the saved plan), synthesize what is missing, write manifests; returns the record."""
+    espeak = espeak_binary()
+    if workers < 1:
+        raise CtxpruneError("--workers must be at least 1")
+    reuse_plan = _prepare_out_dir(out, config, resume, force)
+    out.mkdir(parents=True, exist_ok=True)
+    if reuse_plan:
+        utterances = [Utterance(**json.loads(line)) for line in (out / "plan.jsonl").read_text().splitlines()]
+    else:
+        utterances = plan(config)
+        lines = "".join(json.dumps(asdict(u), ensure_ascii=False) + "\n" for u in utterances)
+        write_bytes_atomic(out / "plan.jsonl", lines.encode())
+    previous = json.loads((out / "build.json").read_text()) if reuse_plan else {}
+    record = {
+        "config": config.to_json(),
+        "versions": _versions(),
+        "catalogs": previous.get("catalogs") or catalogs_digest(["de", "fr", "es", "it"]),
+        "complete": False,
+        "synthesis_runs": previous.get("synthesis_runs", []),
+    }
+    write_json_atomic(out / "build.json", record)
+
+    pending = [u for u in utterances if not (out / u.audio_path).exists()]
+    durations: dict[str, float] = {}
+    start = time.perf_counter()
+    if on_progress:
+        on_progress(len(utterances) - len(pending), len(utterances))
+    jobs = [(u, str(out), espeak) for u in pending]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for i, (uid, duration) in enumerate(pool.imap_unordered(_synthesize_one, jobs, chunksize=8), 1):
+            durations[uid] = duration
+            if on_progress:
+                on_progress(len(utterances) - len(pending) + i, len(utterances))
+    wall = time.perf_counter() - start
+    synthesized = sum(durations.values())
+    for u in utterances:
+        if u.id not in durations:
+            durations[u.id] = sf.info(str(out / u.audio_path)).duration
+
+    for split in SPLITS:
+        rows = [r for u in utterances if u.split == split for r in manifest_rows(u, durations[u.id])]
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        write_bytes_atomic(out / f"{split}.jsonl", text.encode())
+    record["complete"] = True
+    record["synthesis_runs"].append(
+        {
+            "utterances": len(pending),
+            "audio_seconds": round(synthesized, 1),
+            "wall_seconds": round(wall, 2),
+            "workers": workers,
+            "realtime_per_core": round(synthesized / wall / workers, 1) if pending and wall > 0 else None,
+        }
+    )
+    write_json_atomic(out / "build.json", record)
+    return record

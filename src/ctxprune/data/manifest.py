@@ -1,0 +1,95 @@
+"""Corpus manifests: one JSONL per split; reading them, summarising them, and checking the audio."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+from ctxprune.errors import CtxpruneError
+
+FIELDS = ("id", "audio", "duration", "language", "task", "text", "english", "voice", "seed")
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    audio: str  # relative to the corpus directory
+    duration: float
+    language: str
+    task: str
+    text: str
+    english: str
+    voice: str
+    seed: int
+
+    @property
+    def target(self) -> str:
+        """What the model should output: the transcript, or the English translation."""
+        return self.english if self.task == "translate" else self.text
+
+
+def read_manifest(corpus: Path, split: str) -> list[Example]:
+    path = corpus / f"{split}.jsonl"
+    if not path.exists():
+        raise CtxpruneError(f"{path} not found; is {corpus} a corpus built by `ctxprune data build`?")
+    examples = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+            examples.append(Example(**{k: row[k] for k in FIELDS}))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CtxpruneError(f"{path}:{n}: not a valid manifest row ({e})") from None
+    return examples
+
+
+def splits(corpus: Path) -> list[str]:
+    names = sorted(p.stem for p in corpus.glob("*.jsonl") if p.name != "plan.jsonl")
+    if not names:
+        raise CtxpruneError(f"{corpus}: no manifests (*.jsonl); build one with `ctxprune data build`")
+    return names
+
+
+def stats(corpus: Path) -> list[dict]:
+    """Rows of (split, language, task, utterances, hours), in a stable order."""
+    table: dict[tuple, list[float]] = defaultdict(list)
+    for split in splits(corpus):
+        for ex in read_manifest(corpus, split):
+            table[(split, ex.language, ex.task)].append(ex.duration)
+    return [
+        {"split": s, "language": lang, "task": t, "utterances": len(d), "hours": sum(d) / 3600}
+        for (s, lang, t), d in sorted(table.items())
+    ]
+
+
+def check(corpus: Path, on_progress: Callable[[], None] | None = None, tolerance: float = 0.01) -> list[str]:
+    """Problems found: files missing, not decodable, or whose duration differs from the manifest."""
+    problems = []
+    seen: dict[str, float] = {}
+    for split in splits(corpus):
+        for ex in read_manifest(corpus, split):
+            if ex.audio in seen:  # both tasks share one file
+                if abs(seen[ex.audio] - ex.duration) > tolerance:
+                    problems.append(
+                        f"{ex.id}: duration {ex.duration} disagrees with another row of {ex.audio}"
+                    )
+                continue
+            path = corpus / ex.audio
+            try:
+                audio, rate = sf.read(str(path), dtype="float32")
+                actual = len(audio) / rate
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                problems.append(f"{ex.id}: {ex.audio} missing or not decodable ({str(e).splitlines()[0]})")
+                continue
+            seen[ex.audio] = actual
+            if abs(actual - ex.duration) > tolerance:
+                problems.append(
+                    f"{ex.id}: {ex.audio} lasts {actual:.3f} s, manifest says {ex.duration:.3f} s"
+                )
+            if on_progress:
+                on_progress()
+    return problems
