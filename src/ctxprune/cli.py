@@ -129,6 +129,9 @@ def data_build(
         bool, typer.Option(help="Reuse audio in a directory built with another config.")
     ] = False,
     force: Annotated[bool, typer.Option(help="Delete the directory's contents and start over.")] = False,
+    plan_only: Annotated[
+        bool, typer.Option(help="Only write the plan (texts and settings), no audio.")
+    ] = False,
 ) -> None:
     """Build the corpus: plan texts, synthesize with espeak-ng, write split manifests. Resumable."""
     with user_errors():
@@ -142,7 +145,12 @@ def data_build(
             def progress(done: int, total: int) -> None:
                 bar.update(task, description="synthesizing", completed=done, total=total)
 
-            record = build(out, config, workers=workers, resume=resume, force=force, on_progress=progress)
+            record = build(out, config, workers, resume, force, plan_only, on_progress=progress)
+        if plan_only:
+            console.print(
+                f"plan written: {out / 'plan.jsonl'}; run the same command without --plan-only to synthesize"
+            )
+            return
         synth = record["synthesis_runs"][-1]
         speed = f", {synth['realtime_per_core']}x real time per core" if synth["realtime_per_core"] else ""
         console.print(

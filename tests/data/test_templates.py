@@ -1,6 +1,7 @@
 from num2words import num2words
 
-from ctxprune.data.templates import LANGUAGES, TEMPLATES, template_sentences
+from ctxprune.data.synth import LANGUAGES
+from ctxprune.data.templates import TEMPLATES, template_sentences
 
 
 def test_every_template_exists_in_every_language_with_the_same_slots():

@@ -19,14 +19,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import soundfile as sf
 
 from ctxprune.data.gettext_pairs import catalogs_digest, read_pairs
-from ctxprune.data.synth import Utterance, espeak_binary, espeak_version, synthesize_to
-from ctxprune.data.templates import LANGUAGES, template_sentences
+from ctxprune.data.synth import LANGUAGES, Utterance, espeak_binary, espeak_version, synthesize_to
 from ctxprune.errors import CtxpruneError
 from ctxprune.paths import write_bytes_atomic, write_json_atomic
 
@@ -79,6 +78,8 @@ def _estimated_seconds(u: Utterance) -> float:
 
 def _sentences(language: str, n_templates: int, seed: int) -> list[tuple[str, str, str]]:
     """(text, english, source) for a language: gettext pairs (English: their English sides) + templates."""
+    from ctxprune.data.templates import template_sentences  # text-side only; synthesis from a plan needs none
+
     if language == "en":
         seen, pairs = set(), []
         for other in ("de", "fr", "es", "it"):
@@ -175,11 +176,14 @@ def manifest_rows(utt: Utterance, duration: float) -> list[dict]:
 
 
 def _versions() -> dict:
-    return {
-        "espeak-ng": espeak_version(),
-        "libsndfile": sf.__libsndfile_version__,
-        **{pkg: version(pkg) for pkg in ("soxr", "num2words", "babel", "faker")},
-    }
+    def installed(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:  # the text-side packages are not needed to synthesize a saved plan
+            return None
+
+    packages = {pkg: installed(pkg) for pkg in ("soxr", "soundfile", "num2words", "babel", "faker")}
+    return {"espeak-ng": espeak_version(), "libsndfile": sf.__libsndfile_version__, **packages}
 
 
 def _prepare_out_dir(out: Path, config: BuildConfig, resume: bool, force: bool) -> bool:
@@ -213,9 +217,11 @@ def build(
     workers: int = 1,
     resume: bool = False,
     force: bool = False,
+    plan_only: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Plan (or reuse the saved plan), synthesize what is missing, write manifests; returns the record."""
+    """Plan (or reuse the saved plan), synthesize what is missing, write manifests; returns the record.
+    With `plan_only`, stop after the plan: another machine can then synthesize it without the texts."""
     espeak = espeak_binary()
     if workers < 1:
         raise CtxpruneError("--workers must be at least 1")
@@ -236,6 +242,8 @@ def build(
         "synthesis_runs": previous.get("synthesis_runs", []),
     }
     write_json_atomic(out / "build.json", record)
+    if plan_only:
+        return record
 
     pending = [u for u in utterances if not (out / u.audio_path).exists()]
     durations: dict[str, float] = {}

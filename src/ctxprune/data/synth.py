@@ -3,6 +3,10 @@
 
 Everything random is decided in the plan (see `corpus.py`), so synthesis is a pure function of an
 `Utterance`: the same plan gives byte-identical files for the same espeak-ng and libsndfile.
+
+espeak-ng runs as one program call per sentence. Its C library (ctypes) was 3x faster, but its output
+for a sentence depended on the sentences synthesized before it in the same process, which would make
+the corpus depend on how work was spread over workers; reproducibility wins.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ctxprune.data.audio import SAMPLE_RATE
 from ctxprune.errors import CtxpruneError
 
 ESPEAK_VOICES = {"en": "en-us", "de": "de", "fr": "fr-fr", "es": "es", "it": "it"}
+LANGUAGES = tuple(ESPEAK_VOICES)  # the corpus languages: each has an espeak-ng voice and templates
 
 
 @dataclass(frozen=True)

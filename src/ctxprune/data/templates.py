@@ -74,7 +74,6 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "it": "La temperatura a {city} oggi è di {temperature}.",
     },
 }
-LANGUAGES = ("en", "de", "fr", "es", "it")
 FAKER_LOCALES = {"en": "en_US", "de": "de_DE", "fr": "fr_FR", "es": "es_ES", "it": "it_IT"}
 
 
