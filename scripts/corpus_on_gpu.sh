@@ -15,9 +15,8 @@ CARRY=.carry
 
 prepare() {
   local preset=${1:-full} seed=${2:-0}
-  grep -qx '/.carry/' .git/info/exclude 2>/dev/null || echo '/.carry/' >> .git/info/exclude
   rm -rf "$CARRY" && mkdir -p "$CARRY/corpus" "$CARRY/espeak/debs" "$CARRY/wheels"
-  .venv/bin/ctxprune data build --out "$CARRY/corpus" --preset "$preset" --seed "$seed" --plan-only
+  "${CTXPRUNE:-.venv/bin/ctxprune}" data build --out "$CARRY/corpus" --preset "$preset" --seed "$seed" --plan-only
   (cd "$CARRY/espeak/debs" && apt-get download espeak-ng libespeak-ng1 espeak-ng-data libpcaudio0 libsonic0)
   for f in "$CARRY"/espeak/debs/*.deb; do dpkg -x "$f" "$CARRY/espeak/root"; done
   rm -rf "$CARRY/espeak/debs"
@@ -27,7 +26,7 @@ prepare() {
     | xargs -r -I{} cp -L {} "$CARRY/espeak/root/libs/"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$CARRY/wheels" soundfile==0.14.0 soxr==1.1.0
+    -d "$CARRY/wheels" soundfile==0.14.0 soxr==1.1.0 cffi==2.0.0 pycparser==2.23
   du -sh "$CARRY"
 }
 
