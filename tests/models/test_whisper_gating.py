@@ -151,8 +151,8 @@ def test_skipped_cross_attention_computes_no_cross_kv(tiny_whisper, random_featu
         cache = gw.new_cache(2, 6)
         gw.prefill_cross(enc, cache, plan)
         gw.decode(torch.tensor([PROMPT] * 2), cache, plan)
-    assert cache.cross_k[0, 0].abs().sum() == 0 and cache.cross_k[0, 1].abs().sum() > 0
-    assert cache.self_k[0, 0].abs().sum() == 0 and cache.self_k[0, 1, :, :4].abs().sum() > 0
+    assert cache.cross_k[0][0].abs().sum() == 0 and cache.cross_k[0][1].abs().sum() > 0
+    assert cache.self_k[0][0].abs().sum() == 0 and cache.self_k[0][1, :, :4].abs().sum() > 0
 
 
 @pytest.mark.parametrize("batch", [1, 4])

@@ -1,5 +1,8 @@
 """A preallocated key/value cache: self-attention K/V per layer and position, cross-attention K/V once
-per utterance. Rows that skip a decoder attention branch never write (or read) their slice of it."""
+per utterance. Rows that skip a decoder attention branch never write (or read) their slice of it.
+
+Each layer owns its tensors (a list, not one stacked tensor), so that writing one layer's slice does
+not bump the autograd version of tensors that another layer saved for its backward pass."""
 
 from __future__ import annotations
 
@@ -18,10 +21,14 @@ class StaticKVCache:
         device: torch.device | str,
         dtype: torch.dtype,
     ):
-        self.self_k = torch.zeros(n_layers, batch, n_heads, max_len, head_dim, device=device, dtype=dtype)
-        self.self_v = torch.zeros_like(self.self_k)
-        self.cross_k = torch.zeros(n_layers, batch, n_heads, source_len, head_dim, device=device, dtype=dtype)
-        self.cross_v = torch.zeros_like(self.cross_k)
+        def zeros(length: int) -> list[torch.Tensor]:
+            return [
+                torch.zeros(batch, n_heads, length, head_dim, device=device, dtype=dtype)
+                for _ in range(n_layers)
+            ]
+
+        self.self_k, self.self_v = zeros(max_len), zeros(max_len)
+        self.cross_k, self.cross_v = zeros(source_len), zeros(source_len)
         self.length = 0
         self.max_len = max_len
 

@@ -1,0 +1,80 @@
+"""Decode a manifest split with a (possibly pruned) model and score it per (task, language)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+
+from ctxprune.data.audio import load_audio
+from ctxprune.data.features import features_for
+from ctxprune.data.manifest import Example
+from ctxprune.eval.metrics import asr_scores, translation_scores
+from ctxprune.gating.sparsity import gate_weights
+from ctxprune.models.whisper_pruning import PrunedWhisper
+
+
+def limit_per_group(examples: list[Example], limit: int | None) -> list[Example]:
+    """The first `limit` rows of each (task, language), in manifest order."""
+    if limit is None:
+        return examples
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    out = []
+    for e in examples:
+        if seen[(e.task, e.language)] < limit:
+            seen[(e.task, e.language)] += 1
+            out.append(e)
+    return out
+
+
+@torch.inference_mode()
+def evaluate(
+    pruned: PrunedWhisper,
+    tokenizer,
+    corpus,
+    examples: list[Example],
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    on_progress: Callable[[int], None] | None = None,
+    max_new_tokens: int | None = None,
+) -> dict:
+    """Per (task, language): WER/CER or BLEU/chrF, the mean share of gates skipped (by count and by
+    FLOPs), and each gate's keep rate."""
+    hyps: dict[tuple[str, str], list[str]] = defaultdict(list)
+    refs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
+    dtype = next(pruned.gated.model.parameters()).dtype
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        feats, frames = features_for(
+            [load_audio(corpus / e.audio) for e in batch], pruned.gated.config.num_mel_bins
+        )
+        tasks, languages = [e.task for e in batch], [e.language for e in batch]
+        result = pruned.run(feats.to(device, dtype), frames, tasks, languages, max_new_tokens=max_new_tokens)
+        texts = tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
+        for e, text, mask in zip(batch, texts, result.mask, strict=True):
+            hyps[(e.task, e.language)].append(text.strip())
+            refs[(e.task, e.language)].append(e.target)
+            masks[(e.task, e.language)].append(mask)
+        if on_progress:
+            on_progress(len(batch))
+    space = pruned.space
+    by_flops, by_count = gate_weights(space, "flops"), gate_weights(space, "count")
+    out = {}
+    for key in sorted(hyps):
+        task, language = key
+        scores = (
+            asr_scores(refs[key], hyps[key], language)
+            if task == "transcribe"
+            else translation_scores(refs[key], hyps[key])
+        )
+        keep = torch.stack(masks[key]).float()
+        out[f"{task}/{language}"] = {
+            **scores,
+            "n": len(hyps[key]),
+            "sparsity_flops": float(((1 - keep) * by_flops).sum(-1).mean() / by_flops.sum()),
+            "sparsity_count": float(((1 - keep) * by_count).sum(-1).mean() / by_count.sum()),
+            "keep_rate": dict(zip(space.names, keep.mean(0).tolist(), strict=True)),
+        }
+    return out

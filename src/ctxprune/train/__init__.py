@@ -1,0 +1,1 @@
+"""Training: LoRA adaptation of the base model and gate predictors, with resumable checkpoints and DDP."""

@@ -1,0 +1,109 @@
+"""One typed config describes a training run fully; it is saved next to the run's checkpoints as YAML,
+and any field can be overridden from the command line (`--set lr=3e-4`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ctxprune.errors import CtxpruneError
+
+KINDS = ("adapt", "gates")
+WHERE = ("encoder", "decoder", "both")
+
+
+@dataclass
+class TrainConfig:
+    kind: str = "gates"  # adapt: LoRA on the base model; gates: a gate predictor on the (adapted) model
+    data: str = ""  # corpus directory (`ctxprune data build`)
+    out: str = ""  # run directory: config.yaml, checkpoint/, metrics.jsonl, final artifact
+    model: str | None = None  # base model: None = the prepared Whisper base
+    adapter: str | None = None  # LoRA adapter to start from (gate runs use the adapted model)
+    # LoRA
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+    )
+    train_lora: bool = False  # gate runs: also train the LoRA jointly
+    # gates
+    target: float = 0.5
+    where: str = "decoder"
+    sparsity_by: str = "flops"  # flops | count
+    separate_targets: bool = False  # where=both: encoder and decoder each held to `target`
+    context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
+    alpha: float = 4.0
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    hidden: int = 64
+    # optimisation
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    eval_every: int = 500
+    eval_limit: int = 100  # dev rows per (language, task) at each evaluation
+    eval_max_tokens: int = 224  # decode length cap during evaluation
+    save_every: int = 200
+    workers: int = 2  # data-loading processes
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise CtxpruneError(f"unknown run kind {self.kind!r}; use one of: {', '.join(KINDS)}")
+        if self.where not in WHERE:
+            raise CtxpruneError(f"--where must be one of {', '.join(WHERE)}, got {self.where!r}")
+        if self.sparsity_by not in ("flops", "count"):
+            raise CtxpruneError(f"--sparsity-by must be flops or count, got {self.sparsity_by!r}")
+        if not 0.0 <= self.target <= 1.0:
+            raise CtxpruneError(f"--target must be in [0, 1], got {self.target}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise CtxpruneError("--steps and --batch-size must be at least 1")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise CtxpruneError(f"cannot read config {path}: {e}") from None
+        return cls.with_overrides(cls(), data)
+
+    @classmethod
+    def with_overrides(cls, base: TrainConfig, values: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise CtxpruneError(f"unknown config field(s) {unknown}; known: {', '.join(sorted(names))}")
+        defaults = dataclasses.asdict(cls())
+        coerced = {}
+        for key, value in values.items():
+            kind = type(defaults[key])
+            if isinstance(value, str) and kind in (int, float):  # YAML reads "3e-4" as a string
+                try:
+                    value = kind(value)
+                except ValueError:
+                    raise CtxpruneError(f"{key} must be a number, got {value!r}") from None
+            coerced[key] = value
+        return cls(**{**dataclasses.asdict(base), **coerced})
+
+    def override(self, assignments: list[str]) -> TrainConfig:
+        """Apply `key=value` strings; values are parsed as YAML (numbers, booleans, lists)."""
+        values = {}
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise CtxpruneError(f"--set expects key=value, got {item!r}")
+            values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
+        return self.with_overrides(self, values)

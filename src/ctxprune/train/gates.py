@@ -1,0 +1,95 @@
+"""Gate-predictor training: straight-through Gumbel gates on a frozen (optionally LoRA-adapted) model,
+task loss plus `alpha * (s - target)^2`, temperature annealed over the run."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ctxprune.gating.predictor import GateContext, GatePredictor
+from ctxprune.gating.skip import SoftGates
+from ctxprune.gating.sparsity import SparsityTarget, sparsity_loss
+from ctxprune.gating.straight_through import TemperatureSchedule, straight_through_gates
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_costs import whisper_gate_space
+from ctxprune.models.whisper_pruning import pooled_encoder, pooled_log_mel, whisper_predictor_config
+from ctxprune.train.config import TrainConfig
+
+LANGUAGES = ["en", "de", "fr", "es", "it"]
+
+
+def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
+    if config.where == "encoder":
+        return [SparsityTarget("enc.", config.target)]
+    if config.where == "decoder":
+        return [SparsityTarget("dec.", config.target)]
+    if config.separate_targets:
+        return [SparsityTarget("enc.", config.target), SparsityTarget("dec.", config.target)]
+    return [SparsityTarget("", config.target)]
+
+
+def build_predictor(gw: GatedWhisper, config: TrainConfig) -> GatePredictor:
+    space = whisper_gate_space(gw)
+    frozen = [n for n in space.names if (config.where == "encoder" and n.startswith("dec."))]
+    frozen += [n for n in space.names if (config.where == "decoder" and n.startswith("enc."))]
+    predictor_config = whisper_predictor_config(
+        gw.config, space, LANGUAGES, context=list(config.context), hidden=config.hidden, force_keep=frozen
+    )
+    return GatePredictor(predictor_config)
+
+
+def _forced(values: Tensor, predictor: GatePredictor) -> Tensor:
+    if not predictor.force_keep and not predictor.force_skip:
+        return values
+    keep = torch.zeros(values.shape[1], dtype=torch.bool, device=values.device)
+    skip = torch.zeros_like(keep)
+    keep[predictor.force_keep] = True
+    skip[predictor.force_skip] = True
+    return torch.where(keep, torch.ones_like(values), torch.where(skip, torch.zeros_like(values), values))
+
+
+class GateTask:
+    """One training step of a gate predictor: returns the loss and what to log."""
+
+    def __init__(self, gw: GatedWhisper, predictor: GatePredictor, config: TrainConfig):
+        self.gw = gw
+        self.predictor = predictor
+        self.config = config
+        self.targets = sparsity_targets(config)
+        self.schedule = TemperatureSchedule(config.tau_start, config.tau_end, config.steps)
+
+    def loss(self, batch: dict, step: int, generator: torch.Generator) -> tuple[Tensor, dict]:
+        p, names = self.predictor, list(self.predictor.space.names)
+        tau = self.schedule(step)
+        device = p.early_head.weight.device
+        feats, frames = batch["features"].to(device), batch["frames"]
+        ctx = GateContext(batch["tasks"], batch["languages"], audio=pooled_log_mel(feats, frames))
+        early = straight_through_gates(p.early_logits(ctx), tau, generator)
+        values = torch.ones(len(ctx.task), len(names), device=device).index_copy(1, p.early_index, early)
+        values = _forced(values, p)
+        encoder_out = self.gw.encode(
+            feats.to(next(self.gw.model.parameters()).dtype), SoftGates(values, names)
+        )
+        ctx.encoder = pooled_encoder(encoder_out.detach().float(), frames)
+        logits = p(ctx)
+        late = straight_through_gates(logits[:, p.late_index], tau, generator)
+        values = _forced(values.index_copy(1, p.late_index, late), p)
+        gates = SoftGates(values, names)
+        cache = self.gw.new_cache(
+            feats.shape[0], batch["decoder_input_ids"].shape[1], dtype=encoder_out.dtype
+        )
+        self.gw.prefill_cross(encoder_out, cache, gates)
+        out = self.gw.decode(batch["decoder_input_ids"].to(device), cache, gates)
+        task = F.cross_entropy(
+            out.float().flatten(0, 1), batch["labels"].to(device).flatten(), ignore_index=-100
+        )
+        keep_prob = _forced(torch.sigmoid(logits), p)
+        sparse, achieved = sparsity_loss(
+            keep_prob, p.space, self.targets, self.config.sparsity_by, self.config.alpha
+        )
+        _, hard = sparsity_loss(values.detach(), p.space, self.targets, self.config.sparsity_by)
+        logs = {"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau}
+        logs.update({f"expected_s_{k}": v for k, v in achieved.items()})
+        logs.update({f"sampled_s_{k}": v for k, v in hard.items()})
+        return task + sparse, logs

@@ -1,0 +1,258 @@
+"""The training loop shared by `train adapt` and `train gates`: seeds, bf16 autocast on GPU, gradient
+clipping, warm-up + cosine learning rate, JSONL metrics, atomic checkpoints with exact resume, and
+data parallelism under `torchrun` (gradients averaged across processes; only rank 0 writes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from ctxprune import assets
+from ctxprune.data.dataset import Collate, DurationBucketSampler, SpeechDataset
+from ctxprune.data.manifest import read_manifest
+from ctxprune.errors import CtxpruneError
+from ctxprune.eval.quality import evaluate, limit_per_group
+from ctxprune.gating.sparsity import gate_weights
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_pruning import PrunedWhisper
+from ctxprune.paths import write_bytes_atomic, write_json_atomic
+from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter
+from ctxprune.train.checkpoint import load_checkpoint, save_checkpoint
+from ctxprune.train.config import TrainConfig
+from ctxprune.train.gates import GateTask, build_predictor, sparsity_targets
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def group_sparsity(results: dict, space, config: TrainConfig) -> float:
+    """Inference sparsity on the evaluated rows, over the gates the run trains, weighted as trained."""
+    weights = gate_weights(space, config.sparsity_by)
+    group = [i for t in sparsity_targets(config) for i in space.indices(t.prefix)]
+    total = sum(r["n"] for r in results.values())
+    s = 0.0
+    for r in results.values():
+        keep = torch.tensor([r["keep_rate"][space.names[i]] for i in group])
+        s += r["n"] * float(((1 - keep) * weights[group]).sum() / weights[group].sum())
+    return s / total
+
+
+class Run:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.out = Path(config.out)
+        self.rank, self.world, self.device = _distributed()
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        self.loaded = assets.load(config.model, device=str(self.device))
+        model = self.loaded.model
+        model.requires_grad_(False)
+        self.predictor = None
+        self.peft = None
+        if config.kind == "adapt":
+            self.peft = (
+                load_adapter(model, config.adapter, trainable=True)
+                if config.adapter
+                else add_lora(model, config)
+            )
+            self.gw = GatedWhisper(self.peft.base_model.model)
+            self.task = AdaptTask(self.gw)
+            named = {n: p for n, p in self.peft.named_parameters() if p.requires_grad}
+        else:
+            if config.adapter:
+                self.peft = load_adapter(model, config.adapter, trainable=config.train_lora)
+            self.gw = GatedWhisper(self.peft.base_model.model if self.peft else model)
+            self.predictor = build_predictor(self.gw, config).to(self.device)
+            self.task = GateTask(self.gw, self.predictor, config)
+            named = {f"predictor.{n}": p for n, p in self.predictor.named_parameters()}
+            if config.train_lora and self.peft:
+                named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
+        self.params = named
+        self.optimizer = torch.optim.AdamW(
+            list(named.values()), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
+        self.train_set = SpeechDataset(config.data, "train")
+        self.sampler = DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
+        self.collate = Collate(self.gw.config.num_mel_bins, self.loaded.tokenizer, self.loaded.tokens)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _log(self, row: dict) -> None:
+        if self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.out / "metrics.jsonl"
+        if self.rank == 0 and path.exists():
+            rows = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            write_bytes_atomic(path, "".join(r + "\n" for r in rows).encode())
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        self.sampler.set_epoch(epoch)
+        batches = self.sampler.batches()
+        usable = len(batches) // self.world * self.world  # every process gets the same number of steps
+        return batches[:usable][self.rank :: self.world]
+
+    def evaluate(self, limit: int | None) -> dict:
+        self.gw.model.eval()
+        if self.predictor is not None:
+            self.predictor.eval()
+        examples = limit_per_group(read_manifest(Path(self.config.data), "dev"), limit)
+        pruned = PrunedWhisper(self.gw, self.loaded.tokens, self.predictor)
+        return evaluate(
+            pruned,
+            self.loaded.tokenizer,
+            Path(self.config.data),
+            examples,
+            device=self.device,
+            max_new_tokens=self.config.eval_max_tokens,
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def train(
+        self, resume: bool = False, on_progress: Callable[[int, int, dict], None] | None = None
+    ) -> dict:
+        config = self.config
+        checkpoint = self.out / "checkpoint"
+        if checkpoint.exists() and not resume:
+            raise CtxpruneError(
+                f"{self.out} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(self.out / "config.yaml", config.to_yaml().encode())
+        step, elapsed = 0, 0.0
+        if resume and checkpoint.exists():
+            meta = load_checkpoint(checkpoint, self.params, self.optimizer, self.generator)
+            step, elapsed = meta["step"], meta["elapsed"]
+            self._truncate_metrics(step)
+        per_epoch = len(self._batches(0))
+        if per_epoch == 0:
+            raise CtxpruneError(
+                f"the train split has fewer than {config.batch_size * self.world} rows; lower --batch-size"
+            )
+        use_amp = config.amp and self.device.type == "cuda"
+        start = time.perf_counter() - elapsed
+        while step < config.steps:
+            epoch, offset = divmod(step, per_epoch)
+            loader = DataLoader(
+                self.train_set,
+                batch_sampler=self._batches(epoch)[offset:],
+                collate_fn=self.collate,
+                num_workers=config.workers,
+            )
+            for batch in loader:
+                if self.peft is not None and (config.kind == "adapt" or config.train_lora):
+                    self.peft.train()
+                if self.predictor is not None:
+                    self.predictor.train()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate(config, step)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, logs = self.task.loss(batch, step, self.generator)
+                self.optimizer.zero_grad(set_to_none=False)
+                loss.backward()
+                if self.world > 1:
+                    for p in self.params.values():
+                        dist.all_reduce(p.grad)
+                        p.grad /= self.world
+                grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.grad_clip)
+                self.optimizer.step()
+                step += 1
+                row = {"step": step, "loss": loss.item(), "lr": learning_rate(config, step - 1), **logs}
+                row["grad_norm"] = float(grad_norm)
+                if step % config.log_every == 0 or step == config.steps:
+                    self._log(row)
+                if self.rank == 0 and (step % config.save_every == 0 or step == config.steps):
+                    extra = {"elapsed": time.perf_counter() - start}
+                    save_checkpoint(checkpoint, step, self.params, self.optimizer, self.generator, extra)
+                if (
+                    self.rank == 0
+                    and config.eval_every
+                    and step % config.eval_every == 0
+                    and step < config.steps
+                ):
+                    self._log({"step": step, "dev": self.evaluate(config.eval_limit)})
+                if on_progress:
+                    on_progress(step, config.steps, row)
+                if step >= config.steps:
+                    break
+        wall = time.perf_counter() - start
+        if self.world > 1:
+            dist.barrier()
+        return self.finish(wall) if self.rank == 0 else {}
+
+    def finish(self, wall: float) -> dict:
+        """Evaluate on dev, save the artifact (adapter or predictor) and its JSON card."""
+        config = self.config
+        dev = self.evaluate(config.eval_limit)
+        self._log({"step": config.steps, "dev": dev})
+        artifact = self.out / ("adapter" if config.kind == "adapt" else "predictor")
+        if config.kind == "adapt":
+            self.peft.save_pretrained(str(artifact))
+        else:
+            self.predictor.save_pretrained(artifact)
+            if config.train_lora and self.peft is not None:
+                self.peft.save_pretrained(str(self.out / "adapter"))
+        build = json.loads((Path(config.data) / "build.json").read_text())
+        card = {
+            "kind": "adapter" if config.kind == "adapt" else ("static" if not config.context else "context"),
+            "where": config.where,
+            "sparsity_by": config.sparsity_by,
+            "context": list(config.context),
+            "target_sparsity": None if config.kind == "adapt" else config.target,
+            "achieved_sparsity": None
+            if config.kind == "adapt"
+            else group_sparsity(dev, self.gw_space, config),
+            "config": json.loads(json.dumps(config.__dict__)),
+            "data": {"dir": str(config.data), "build": build["config"], "catalogs": build.get("catalogs")},
+            "steps": config.steps,
+            "wall_seconds": round(wall, 1),
+            "hardware": {
+                "device": torch.cuda.get_device_name()
+                if self.device.type == "cuda"
+                else platform.processor() or "cpu",
+                "processes": self.world,
+                "torch": torch.__version__,
+            },
+            "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
+            "files": {p.name: _sha256(p) for p in sorted(artifact.iterdir()) if p.is_file()},
+        }
+        write_json_atomic(self.out / "card.json", card)
+        return card
+
+    @property
+    def gw_space(self):
+        return self.predictor.space

@@ -1,0 +1,27 @@
+import pytest
+
+from ctxprune.errors import CtxpruneError
+from ctxprune.train.config import TrainConfig
+
+
+def test_yaml_round_trip_and_overrides(tmp_path):
+    config = TrainConfig(data="d", out="o", target=0.3).override(
+        ["lr=3e-4", "context=[task]", "train-lora=true"]
+    )
+    assert config.lr == 3e-4 and config.context == ["task"] and config.train_lora is True
+    (tmp_path / "c.yaml").write_text(config.to_yaml())
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope=1"], "unknown config field"),
+        (["target=1.5"], "--target"),
+        (["where=middle"], "--where"),
+        (["lr"], "key=value"),
+    ],
+)
+def test_bad_values_are_refused(args, message):
+    with pytest.raises(CtxpruneError, match=message):
+        TrainConfig().override(args)

@@ -1,0 +1,114 @@
+"""Training runs on a tiny random Whisper and a small synthesized corpus, on CPU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ctxprune.errors import CtxpruneError
+from ctxprune.gating.predictor import GatePredictor
+from ctxprune.train.run import Run
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_gate_training_moves_sparsity_to_target_and_writes_a_card(quick):
+    config = quick(steps=14, lr=0.05, alpha=20.0, target=0.5, where="decoder")
+    card = Run(config).train()
+    steps = [r for r in _rows(Path(config.out)) if "loss" in r]
+    assert steps[0]["expected_s_dec."] < 0.1 and abs(steps[-1]["expected_s_dec."] - 0.5) < 0.15
+    assert card["kind"] == "context" and card["target_sparsity"] == 0.5 and card["where"] == "decoder"
+    assert 0.0 <= card["achieved_sparsity"] <= 1.0
+    assert set(card) >= {
+        "achieved_sparsity",
+        "sparsity_by",
+        "context",
+        "config",
+        "data",
+        "steps",
+        "wall_seconds",
+    }
+    assert set(card["files"]) == {"predictor.json", "predictor.safetensors"}
+    predictor = GatePredictor.from_pretrained(Path(config.out) / "predictor")
+    assert all(name.startswith("enc.") for name in predictor.config.force_keep)  # where=decoder
+
+
+def test_static_baseline_has_no_context(quick):
+    card = Run(quick(steps=2, context=[])).train()
+    assert card["kind"] == "static" and card["context"] == []
+
+
+def test_adaptation_trains_only_lora_and_saves_an_adapter(quick):
+    config = quick(kind="adapt", steps=4, lr=1e-2)
+    run = Run(config)
+    base = {n: p.detach().clone() for n, p in run.gw.model.named_parameters() if "lora_" not in n}
+    run.train()
+    assert all(torch.equal(p, base[n]) for n, p in run.gw.model.named_parameters() if "lora_" not in n)
+    adapter = load_file(str(Path(config.out) / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero
+
+
+def test_existing_run_needs_resume(quick):
+    config = quick(steps=2)
+    Run(config).train()
+    with pytest.raises(CtxpruneError, match="--resume"):
+        Run(config).train()
+
+
+def _cli(config, *extra):
+    args = ["--data", config.data, "--out", config.out, "--model", config.model, "--steps", str(config.steps)]
+    args += ["--batch-size", str(config.batch_size)]
+    for key in (
+        "workers",
+        "eval_every",
+        "eval_limit",
+        "eval_max_tokens",
+        "save_every",
+        "log_every",
+        "warmup",
+    ):
+        args += ["--set", f"{key}={getattr(config, key)}"]
+    return [sys.executable, "-m", "ctxprune.cli", "train", "gates", *args, *extra]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(quick, tmp_path):
+    whole = quick(steps=6, out=str(tmp_path / "whole"))
+    Run(whole).train()
+    broken = quick(steps=6, out=str(tmp_path / "broken"))
+    proc = subprocess.Popen(_cli(broken), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = Path(broken.out) / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while not (state.exists() and json.loads(state.read_text())["step"] >= 2) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads(state.read_text())["step"] < 6, "the run finished before it could be killed"
+    done = subprocess.run(_cli(broken, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    a = load_file(str(Path(whole.out) / "predictor" / "predictor.safetensors"))
+    b = load_file(str(Path(broken.out) / "predictor" / "predictor.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    assert [r["step"] for r in _rows(Path(broken.out)) if "loss" in r] == list(range(1, 7))
+
+
+def test_two_process_data_parallel_smoke(quick, tmp_path):
+    config = quick(steps=2, out=str(tmp_path / "ddp"), batch_size=2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ctxprune.cli"]
+    cmd += _cli(config)[3:]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = json.loads((Path(config.out) / "card.json").read_text())
+    assert card["hardware"]["processes"] == 2
