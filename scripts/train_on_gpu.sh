@@ -5,7 +5,7 @@
 #                                                  # espeak-ng bundle, wheels)
 #   there: scripts/train_on_gpu.sh receive N       # N = 1, 2, 3, each call carrying .carry-model/N, back to back
 #   there: scripts/train_on_gpu.sh setup           # verify sha256, convert the model, synthesize the corpus (carry .carry)
-#   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus
+#   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus (or restore-adapter: reuse .carry/adapter)
 #   there: scripts/train_on_gpu.sh gates SPEC...   # SPEC = target:where:sparsity_by:kind, kind = context|static
 #   there: scripts/train_on_gpu.sh pack-results    # $OUT/artifacts.tar.gz: adapters, predictors, cards, logs
 # Everything there lives under /root/persist, which survives between calls while the machine stays warm.
@@ -51,8 +51,12 @@ case "${1:-}" in
     [ -f $P/runs/adapter/card.json ] && { echo "adapter already trained"; exit 0; }
     ctxprune train adapt --data $P/corpus --out $P/runs/adapter --steps "${2:-1200}" --batch-size 32 --resume \
       --set lr=1e-3 --set warmup=100 --set workers=14 --set eval_every=400 --set eval_limit=50 --set save_every=200 ;;
+  restore-adapter)
+    mkdir -p $P/runs/adapter && cp -r .carry/adapter/* $P/runs/adapter/ && ls $P/runs/adapter ;;
   gates)
+    # PARALLEL runs share the GPU (each is small); GATE_STEPS, GATE_LR and GATE_ALPHA tune them.
     remote_env; shift
+    n=0
     for spec in "$@"; do
       IFS=: read -r target where by kind <<< "$spec"
       context=task,language,audio,encoder; [ "$kind" = static ] && context=none
@@ -60,9 +64,13 @@ case "${1:-}" in
       [ -f "$out/card.json" ] && { echo "$out done"; continue; }
       ctxprune train gates --data $P/corpus --out "$out" --resume \
         --adapter $P/runs/adapter/adapter --target "$target" --where "$where" --sparsity-by "$by" \
-        --context "$context" --steps "${GATE_STEPS:-400}" --batch-size 32 --set lr=5e-3 --set warmup=20 \
-        --set workers=14 --set eval_every=0 --set eval_limit=50 --set save_every=100 | tail -4
-    done ;;
+        --context "$context" --steps "${GATE_STEPS:-400}" --batch-size 32 --set "lr=${GATE_LR:-3e-2}" \
+        --set "alpha=${GATE_ALPHA:-10}" --set warmup=20 --set "workers=${GATE_WORKERS:-3}" --set eval_every=0 \
+        --set eval_limit=30 --set save_every=100 > "$out.log" 2>&1 &
+      n=$((n + 1)); [ $((n % ${PARALLEL:-5})) -eq 0 ] && wait
+    done
+    wait
+    grep -h -E "error" $P/runs/*.log | tail -5 || true ;;
   pack-results)
     (cd $P/runs && tar czf "$OUT/artifacts.tar.gz" --exclude=checkpoint .)
     ls -l "$OUT" ;;
