@@ -6,7 +6,8 @@
 #   there: scripts/train_on_gpu.sh receive N       # N = 1, 2, 3, each call carrying .carry-model/N, back to back
 #   there: scripts/train_on_gpu.sh setup           # verify sha256, convert the model, synthesize the corpus (carry .carry)
 #   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus (or restore-adapter: reuse .carry/adapter)
-#   there: scripts/train_on_gpu.sh gates SPEC...   # SPEC = target:where:sparsity_by:kind, kind = context|static
+#   there: scripts/train_on_gpu.sh gates SPEC...   # SPEC = target:where:sparsity_by:kind, kind = context|static|lora
+#                                                  # (lora: context gates with the LoRA trained jointly)
 #   there: scripts/train_on_gpu.sh pack-results    # $OUT/artifacts.tar.gz: adapters, predictors, cards, logs
 # Everything there lives under /root/persist, which survives between calls while the machine stays warm.
 set -euo pipefail
@@ -60,13 +61,14 @@ case "${1:-}" in
     for spec in "$@"; do
       IFS=: read -r target where by kind <<< "$spec"
       context=task,language,audio,encoder; [ "$kind" = static ] && context=none
+      joint=false; [ "$kind" = lora ] && joint=true
       out="$P/runs/gates-$where-$by-$target-$kind"
       [ -f "$out/card.json" ] && { echo "$out done"; continue; }
       ctxprune train gates --data $P/corpus --out "$out" --resume \
         --adapter $P/runs/adapter/adapter --target "$target" --where "$where" --sparsity-by "$by" \
         --context "$context" --steps "${GATE_STEPS:-400}" --batch-size 32 --set "lr=${GATE_LR:-3e-2}" \
         --set "alpha=${GATE_ALPHA:-10}" --set warmup=20 --set "workers=${GATE_WORKERS:-3}" --set eval_every=0 \
-        --set eval_limit=30 --set save_every=100 > "$out.log" 2>&1 &
+        --set eval_limit=30 --set save_every=100 --set "train_lora=$joint" > "$out.log" 2>&1 &
       n=$((n + 1)); [ $((n % ${PARALLEL:-5})) -eq 0 ] && wait
     done
     wait

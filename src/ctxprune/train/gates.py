@@ -65,15 +65,17 @@ class GateTask:
         device = p.early_head.weight.device
         feats, frames = batch["features"].to(device), batch["frames"]
         ctx = GateContext(batch["tasks"], batch["languages"], audio=pooled_log_mel(feats, frames))
-        early = straight_through_gates(p.early_logits(ctx), tau, generator)
+        with torch.autocast(device.type, enabled=False):  # gates in fp32: bf16 sigmoids saturate to exact 0/1
+            early = straight_through_gates(p.early_logits(ctx), tau, generator)
         values = torch.ones(len(ctx.task), len(names), device=device).index_copy(1, p.early_index, early)
         values = _forced(values, p)
         encoder_out = self.gw.encode(
             feats.to(next(self.gw.model.parameters()).dtype), SoftGates(values, names)
         )
         ctx.encoder = pooled_encoder(encoder_out.detach().float(), frames)
-        logits = p(ctx)
-        late = straight_through_gates(logits[:, p.late_index], tau, generator)
+        with torch.autocast(device.type, enabled=False):
+            logits = p(ctx)
+            late = straight_through_gates(logits[:, p.late_index], tau, generator)
         values = _forced(values.index_copy(1, p.late_index, late), p)
         gates = SoftGates(values, names)
         cache = self.gw.new_cache(
@@ -84,10 +86,11 @@ class GateTask:
         task = F.cross_entropy(
             out.float().flatten(0, 1), batch["labels"].to(device).flatten(), ignore_index=-100
         )
-        keep_prob = _forced(torch.sigmoid(logits), p)
-        sparse, achieved = sparsity_loss(
-            keep_prob, p.space, self.targets, self.config.sparsity_by, self.config.alpha
-        )
+        with torch.autocast(device.type, enabled=False):
+            keep_prob = _forced(torch.sigmoid(logits), p)
+            sparse, achieved = sparsity_loss(
+                keep_prob, p.space, self.targets, self.config.sparsity_by, self.config.alpha
+            )
         _, hard = sparsity_loss(values.detach(), p.space, self.targets, self.config.sparsity_by)
         logs = {"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau}
         logs.update({f"expected_s_{k}": v for k, v in achieved.items()})
