@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jiwer
-
 from ctxprune.errors import CtxpruneError
-from ctxprune.eval.normalize import normalize
+from ctxprune.eval.metrics import asr_scores
 
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 
@@ -26,6 +24,4 @@ def librivox_references(directory: Path = LIBRIVOX_DIR) -> dict[Path, str]:
 
 
 def word_error_rate(references: list[str], hypotheses: list[str], language: str = "en") -> float:
-    return jiwer.wer(
-        [normalize(r, language) for r in references], [normalize(h, language) for h in hypotheses]
-    )
+    return asr_scores(references, hypotheses, language)["wer"]

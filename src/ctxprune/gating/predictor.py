@@ -53,10 +53,6 @@ class PredictorConfig:
         if bad:
             raise CtxpruneError(f"force-keep/skip names not in the gate space: {bad}")
 
-    @property
-    def static(self) -> bool:
-        return not self.context
-
     def to_json(self) -> dict:
         d = asdict(self)
         d["space"] = self.space.to_json()

@@ -74,11 +74,6 @@ class MaskPlan:
     def keep(self, name: str) -> RowSelection:
         return self._keep[name]
 
-    def select_rows(self, rows: Tensor) -> MaskPlan:
-        """The plan for a sub-batch (rows are batch indices), e.g. after finished rows are dropped."""
-        device = next((k.index.device for k in self._keep.values() if k.index is not None), "cpu")
-        return MaskPlan(self.mask[rows.cpu()], self.names, device)
-
 
 class SoftGates:
     """Training-time gates: [batch, n_gates] straight-through values (0/1 forward, soft backward)."""

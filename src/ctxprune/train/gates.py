@@ -10,7 +10,7 @@ from torch import Tensor
 from ctxprune.gating.predictor import GateContext, GatePredictor
 from ctxprune.gating.skip import SoftGates
 from ctxprune.gating.sparsity import SparsityTarget, sparsity_loss
-from ctxprune.gating.straight_through import TemperatureSchedule, straight_through_gates
+from ctxprune.gating.straight_through import TemperatureSchedule, apply_forced, straight_through_gates
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_pruning import pooled_encoder, pooled_log_mel, whisper_predictor_config
@@ -39,14 +39,8 @@ def build_predictor(gw: GatedWhisper, config: TrainConfig) -> GatePredictor:
     return GatePredictor(predictor_config)
 
 
-def _forced(values: Tensor, predictor: GatePredictor) -> Tensor:
-    if not predictor.force_keep and not predictor.force_skip:
-        return values
-    keep = torch.zeros(values.shape[1], dtype=torch.bool, device=values.device)
-    skip = torch.zeros_like(keep)
-    keep[predictor.force_keep] = True
-    skip[predictor.force_skip] = True
-    return torch.where(keep, torch.ones_like(values), torch.where(skip, torch.zeros_like(values), values))
+def _forced_gates(values: Tensor, predictor: GatePredictor) -> Tensor:
+    return apply_forced(values, predictor.force_keep, predictor.force_skip)
 
 
 class GateTask:
@@ -68,7 +62,7 @@ class GateTask:
         with torch.autocast(device.type, enabled=False):  # gates in fp32: bf16 sigmoids saturate to exact 0/1
             early = straight_through_gates(p.early_logits(ctx), tau, generator)
         values = torch.ones(len(ctx.task), len(names), device=device).index_copy(1, p.early_index, early)
-        values = _forced(values, p)
+        values = _forced_gates(values, p)
         encoder_out = self.gw.encode(
             feats.to(next(self.gw.model.parameters()).dtype), SoftGates(values, names)
         )
@@ -76,7 +70,7 @@ class GateTask:
         with torch.autocast(device.type, enabled=False):
             logits = p(ctx)
             late = straight_through_gates(logits[:, p.late_index], tau, generator)
-        values = _forced(values.index_copy(1, p.late_index, late), p)
+        values = _forced_gates(values.index_copy(1, p.late_index, late), p)
         gates = SoftGates(values, names)
         cache = self.gw.new_cache(
             feats.shape[0], batch["decoder_input_ids"].shape[1], dtype=encoder_out.dtype
@@ -87,7 +81,7 @@ class GateTask:
             out.float().flatten(0, 1), batch["labels"].to(device).flatten(), ignore_index=-100
         )
         with torch.autocast(device.type, enabled=False):
-            keep_prob = _forced(torch.sigmoid(logits), p)
+            keep_prob = _forced_gates(torch.sigmoid(logits), p)
             sparse, achieved = sparsity_loss(
                 keep_prob, p.space, self.targets, self.config.sparsity_by, self.config.alpha
             )
