@@ -74,7 +74,9 @@ case "${1:-}" in
     wait
     grep -h -E "error" $P/runs/*.log | tail -5 || true ;;
   pack-results)
-    (cd $P/runs && tar czf "$OUT/artifacts.tar.gz" --exclude=checkpoint .)
+    for run in $P/runs/*/; do  # one archive per run: each must stay under the 16 MB transfer limit
+      name=$(basename "$run"); tar czf "$OUT/$name.tar.gz" --exclude=checkpoint -C $P/runs "$name"
+    done
     ls -l "$OUT" ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
 esac

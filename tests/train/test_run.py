@@ -112,3 +112,15 @@ def test_two_process_data_parallel_smoke(quick, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = json.loads((Path(config.out) / "card.json").read_text())
     assert card["hardware"]["processes"] == 2
+
+
+def test_joint_lora_gate_run_uses_its_own_learning_rate(quick, tmp_path):
+    adapt = quick(kind="adapt", steps=2, out=str(tmp_path / "adapt"))
+    Run(adapt).train()
+    config = quick(steps=2, adapter=str(Path(adapt.out) / "adapter"), train_lora=True, lora_lr=1e-5, lr=0.05)
+    run = Run(config)
+    lora_before = {n: p.detach().clone() for n, p in run.params.items() if n.startswith("lora.")}
+    assert lora_before and [g["base_lr"] for g in run.optimizer.param_groups] == [0.05, 1e-5]
+    run.train()
+    assert any(not torch.equal(run.params[n], p) for n, p in lora_before.items())
+    assert (Path(config.out) / "adapter" / "adapter_model.safetensors").exists()

@@ -30,6 +30,7 @@ class TrainConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
     )
     train_lora: bool = False  # gate runs: also train the LoRA jointly
+    lora_lr: float = 1e-4  # the LoRA's learning rate in joint gate runs (the predictor uses `lr`)
     # gates
     target: float = 0.5
     where: str = "decoder"

@@ -45,11 +45,13 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
+def learning_rate(config: TrainConfig, step: int, base: float | None = None) -> float:
+    """Linear warm-up, then cosine decay to zero, of `base` (default: `config.lr`)."""
+    base = config.lr if base is None else base
     if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
+        return base * (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _sha256(path: Path) -> str:
@@ -99,9 +101,13 @@ class Run:
             if config.train_lora and self.peft:
                 named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
         self.params = named
-        self.optimizer = torch.optim.AdamW(
-            list(named.values()), lr=config.lr, weight_decay=config.weight_decay
-        )
+        groups = [
+            {"params": [p for n, p in named.items() if not n.startswith("lora.")], "base_lr": config.lr}
+        ]
+        joint = [p for n, p in named.items() if n.startswith("lora.")]
+        if joint:  # joint gate runs: the LoRA moves far slower than the small predictor
+            groups.append({"params": joint, "base_lr": config.lora_lr})
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
         self.train_set = SpeechDataset(config.data, "train")
         self.sampler = DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
@@ -179,7 +185,7 @@ class Run:
                 if self.predictor is not None:
                     self.predictor.train()
                 for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate(config, step)
+                    group["lr"] = learning_rate(config, step, group["base_lr"])
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, logs = self.task.loss(batch, step, self.generator)
                 self.optimizer.zero_grad(set_to_none=False)
