@@ -22,6 +22,7 @@ from ctxprune.data.features import features_for
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.predictor import GatePredictor
 from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_pruning import PrunedWhisper
 
 
@@ -62,10 +63,10 @@ class Transcriber:
     ):
         self.loaded = assets.load(model, device=device, dtype=dtype)
         self.gated = GatedWhisper(self.loaded.model)
-        self.pruned = PrunedWhisper(self.gated, self.loaded.tokens)
+        predictor = None
         if gates is not None:
-            predictor = GatePredictor.from_pretrained(gates, self.pruned.space).to(device)
-            self.pruned = PrunedWhisper(self.gated, self.loaded.tokens, predictor)
+            predictor = GatePredictor.from_pretrained(gates, whisper_gate_space(self.gated)).to(device)
+        self.pruned = PrunedWhisper(self.gated, self.loaded.tokens, predictor)
         self.device = device
         self.dtype = dtype
 

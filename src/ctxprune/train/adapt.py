@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import WhisperForConditionalGeneration
 
 from ctxprune.errors import CtxpruneError
@@ -38,10 +38,6 @@ def load_adapter(
             f"{path}: not a LoRA adapter (needs adapter_config.json and adapter_model.safetensors)"
         )
     return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
-
-
-def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
 
 
 class AdaptTask:

@@ -4,7 +4,6 @@ task loss plus `alpha * (s - target)^2`, temperature annealed over the run."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ctxprune.gating.predictor import GateContext, GatePredictor
@@ -15,6 +14,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_pruning import pooled_encoder, pooled_log_mel, whisper_predictor_config
 from ctxprune.train.config import TrainConfig
+from ctxprune.train.objective import decoder_loss
 
 LANGUAGES = ["en", "de", "fr", "es", "it"]
 
@@ -71,14 +71,9 @@ class GateTask:
             logits = p(ctx)
             late = straight_through_gates(logits[:, p.late_index], tau, generator)
         values = _forced_gates(values.index_copy(1, p.late_index, late), p)
-        gates = SoftGates(values, names)
-        cache = self.gw.new_cache(
-            feats.shape[0], batch["decoder_input_ids"].shape[1], dtype=encoder_out.dtype
-        )
-        self.gw.prefill_cross(encoder_out, cache, gates)
-        out = self.gw.decode(batch["decoder_input_ids"].to(device), cache, gates)
-        task = F.cross_entropy(
-            out.float().flatten(0, 1), batch["labels"].to(device).flatten(), ignore_index=-100
+        labels = batch["labels"].to(device)
+        task = decoder_loss(
+            self.gw, encoder_out, batch["decoder_input_ids"].to(device), labels, SoftGates(values, names)
         )
         with torch.autocast(device.type, enabled=False):
             keep_prob = _forced_gates(torch.sigmoid(logits), p)

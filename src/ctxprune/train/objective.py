@@ -13,8 +13,14 @@ def teacher_forced_loss(
     gw: GatedWhisper, features: Tensor, decoder_input_ids: Tensor, labels: Tensor, gates: Gates = None
 ) -> Tensor:
     """Mean cross-entropy over target tokens (labels of -100 are ignored)."""
-    encoder_out = gw.encode(features, gates)
-    cache = gw.new_cache(features.shape[0], decoder_input_ids.shape[1], dtype=encoder_out.dtype)
+    return decoder_loss(gw, gw.encode(features, gates), decoder_input_ids, labels, gates)
+
+
+def decoder_loss(
+    gw: GatedWhisper, encoder_out: Tensor, decoder_input_ids: Tensor, labels: Tensor, gates: Gates = None
+) -> Tensor:
+    """The same loss from an encoder output that is already computed (gate training needs it first)."""
+    cache = gw.new_cache(encoder_out.shape[0], decoder_input_ids.shape[1], dtype=encoder_out.dtype)
     gw.prefill_cross(encoder_out, cache, gates)
     logits = gw.decode(decoder_input_ids, cache, gates)
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)

@@ -241,7 +241,7 @@ class Run:
             "target_sparsity": None if config.kind == "adapt" else config.target,
             "achieved_sparsity": None
             if config.kind == "adapt"
-            else group_sparsity(dev, self.gw_space, config),
+            else group_sparsity(dev, self.predictor.space, config),
             "config": json.loads(json.dumps(config.__dict__)),
             "data": {"dir": str(config.data), "build": build["config"], "catalogs": build.get("catalogs")},
             "steps": config.steps,
@@ -258,7 +258,3 @@ class Run:
         }
         write_json_atomic(self.out / "card.json", card)
         return card
-
-    @property
-    def gw_space(self):
-        return self.predictor.space
