@@ -6,8 +6,8 @@
 #   there: scripts/train_on_gpu.sh receive N       # N = 1, 2, 3, each call carrying .carry-model/N, back to back
 #   there: scripts/train_on_gpu.sh setup           # verify sha256, convert the model, synthesize the corpus (carry .carry)
 #   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus (or restore-adapter: reuse .carry/adapter)
-#   there: scripts/train_on_gpu.sh gates SPEC...   # SPEC = target:where:sparsity_by:kind, kind = context|static|lora
-#                                                  # (lora: context gates with the LoRA trained jointly)
+#   there: scripts/train_on_gpu.sh gates SPEC...   # SPEC = target:where:sparsity_by:kind, kind = context|static;
+#                                                  # repeat the call until every run has its card
 #   there: scripts/train_on_gpu.sh pack-results    # $OUT/artifacts.tar.gz: adapters, predictors, cards, logs
 # Everything there lives under /root/persist, which survives between calls while the machine stays warm.
 set -euo pipefail
@@ -55,24 +55,28 @@ case "${1:-}" in
   restore-adapter)
     mkdir -p $P/runs/adapter && cp -r .carry/adapter/* $P/runs/adapter/ && ls $P/runs/adapter ;;
   gates)
-    # PARALLEL runs share the GPU (each is small); GATE_STEPS, GATE_LR and GATE_ALPHA tune them.
+    # Every gate run trains a small LoRA on its gated stacks jointly (context and static alike). PARALLEL runs
+    # share the GPU; each call stops its runs after LIMIT seconds and the next call resumes them from their
+    # checkpoints. GATE_STEPS, GATE_LR, GATE_ALPHA, LORA_LR tune them.
     remote_env; shift
     n=0
     for spec in "$@"; do
       IFS=: read -r target where by kind <<< "$spec"
       context=task,language,audio,encoder; [ "$kind" = static ] && context=none
-      joint=false; [ "$kind" = lora ] && joint=true
       out="$P/runs/gates-$where-$by-$target-$kind"
       [ -f "$out/card.json" ] && { echo "$out done"; continue; }
-      ctxprune train gates --data $P/corpus --out "$out" --resume \
+      steps=${GATE_STEPS:-1000}; [ "$where" = both ] && steps=${GATE_STEPS_BOTH:-600}
+      timeout "${LIMIT:-540}" python3 -m ctxprune.cli train gates --data $P/corpus --out "$out" --resume \
         --adapter $P/runs/adapter/adapter --target "$target" --where "$where" --sparsity-by "$by" \
-        --context "$context" --steps "${GATE_STEPS:-400}" --batch-size 32 --set "lr=${GATE_LR:-3e-2}" \
-        --set "alpha=${GATE_ALPHA:-10}" --set warmup=20 --set "workers=${GATE_WORKERS:-3}" --set eval_every=0 \
-        --set eval_limit=30 --set save_every=100 --set "train_lora=$joint" > "$out.log" 2>&1 &
-      n=$((n + 1)); [ $((n % ${PARALLEL:-5})) -eq 0 ] && wait
+        --context "$context" --steps "$steps" --batch-size 32 --set "lr=${GATE_LR:-1e-2}" \
+        --set "alpha=${GATE_ALPHA:-100}" --set "target_warmup=$((steps / 2))" --set warmup=20 \
+        --set train_lora=true --set lora_rank=8 --set lora_alpha=16 --set "lora_lr=${LORA_LR:-5e-4}" \
+        --set "workers=${GATE_WORKERS:-2}" --set eval_every=0 --set eval_limit=50 --set save_every=50 \
+        >> "$out.log" 2>&1 &
+      n=$((n + 1)); [ $((n % ${PARALLEL:-14})) -eq 0 ] && wait
     done
     wait
-    grep -h -E "error" $P/runs/*.log | tail -5 || true ;;
+    for log in $P/runs/gates-*.log; do echo "$(basename "$log"): $(tr '\r' '\n' < "$log" | grep -v '^\s*$' | tail -1 | cut -c1-150)"; done ;;
   pack-results)
     for run in $P/runs/*/; do  # one archive per run: each must stay under the 16 MB transfer limit
       name=$(basename "$run"); tar czf "$OUT/$name.tar.gz" --exclude=checkpoint -C $P/runs "$name"

@@ -54,6 +54,7 @@ ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Model dir or prepared hub id (default: prepared Whisper base).")
 ]
 ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
+AdapterOpt = Annotated[Path | None, typer.Option(help="LoRA adapter dir, merged into the model.")]
 
 
 @model_app.command("prepare")
@@ -78,18 +79,19 @@ def transcribe(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per file on stdout.")] = False,
     batch_size: Annotated[int, typer.Option(help="30 s chunks decoded together.")] = 8,
     gates: Annotated[
-        Path | None, typer.Option(help="Gate predictor dir: decode with context-aware module skipping.")
+        Path | None, typer.Option(help="Gate set dir: decode with context-aware module skipping.")
     ] = None,
+    adapter: AdapterOpt = None,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Transcribe or translate audio files with greedy decoding, optionally pruned by a gate predictor."""
+    """Transcribe or translate audio files with greedy decoding, optionally pruned by a gate set."""
     with user_errors():
         _set_threads(threads)
         from ctxprune.progress import progress_bar
         from ctxprune.transcriber import Transcriber
 
-        transcriber = Transcriber(model, gates=gates)
+        transcriber = Transcriber(model, gates=gates, adapter=adapter)
         transcriber.tokens.check_task(task)
         if language != "auto":
             transcriber.tokens.check_language(language)

@@ -16,14 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctxprune import assets
 from ctxprune.data.audio import SAMPLE_RATE, load_audio, split_chunks
 from ctxprune.data.features import features_for
 from ctxprune.errors import CtxpruneError
-from ctxprune.gating.predictor import GatePredictor
-from ctxprune.models.whisper import GatedWhisper
-from ctxprune.models.whisper_costs import whisper_gate_space
-from ctxprune.models.whisper_pruning import PrunedWhisper
+from ctxprune.models.whisper_stack import load_stack
 
 
 @dataclass
@@ -60,13 +56,10 @@ class Transcriber:
         gates: str | Path | None = None,
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
+        adapter: str | Path | None = None,
     ):
-        self.loaded = assets.load(model, device=device, dtype=dtype)
-        self.gated = GatedWhisper(self.loaded.model)
-        predictor = None
-        if gates is not None:
-            predictor = GatePredictor.from_pretrained(gates, whisper_gate_space(self.gated)).to(device)
-        self.pruned = PrunedWhisper(self.gated, self.loaded.tokens, predictor)
+        stack = load_stack(model, adapter, gates, device, dtype)
+        self.loaded, self.pruned, self.gated = stack.loaded, stack.pruned, stack.gated
         self.device = device
         self.dtype = dtype
 

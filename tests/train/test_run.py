@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.predictor import GatePredictor
+from ctxprune.models.whisper_stack import load_stack
 from ctxprune.train.run import Run
 
 
@@ -114,13 +115,45 @@ def test_two_process_data_parallel_smoke(quick, tmp_path):
     assert card["hardware"]["processes"] == 2
 
 
-def test_joint_lora_gate_run_uses_its_own_learning_rate(quick, tmp_path):
+def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(quick, tmp_path):
     adapt = quick(kind="adapt", steps=2, out=str(tmp_path / "adapt"))
     Run(adapt).train()
-    config = quick(steps=2, adapter=str(Path(adapt.out) / "adapter"), train_lora=True, lora_lr=1e-5, lr=0.05)
+    adapter = Path(adapt.out) / "adapter"
+    config = quick(steps=2, adapter=str(adapter), train_lora=True, lora_lr=1e-5, lr=0.05, lora_rank=4)
     run = Run(config)
     lora_before = {n: p.detach().clone() for n, p in run.params.items() if n.startswith("lora.")}
     assert lora_before and [g["base_lr"] for g in run.optimizer.param_groups] == [0.05, 1e-5]
+    assert all(".decoder." in n for n in lora_before)  # where=decoder: no LoRA in the encoder
     run.train()
     assert any(not torch.equal(run.params[n], p) for n, p in lora_before.items())
-    assert (Path(config.out) / "adapter" / "adapter_model.safetensors").exists()
+
+    gate_set = Path(config.out) / "predictor"
+    lora = load_file(str(gate_set / "lora" / "adapter_model.safetensors"))
+    assert lora and all(v.dtype == torch.float16 for v in lora.values())
+    card = json.loads((Path(config.out) / "card.json").read_text())
+    assert {"lora/adapter_model.safetensors", "base_adapter.json"} <= set(card["files"])
+
+    stack = load_stack(config.model, adapter, gate_set)
+    trained = dict(run.peft.named_modules())
+    loaded = dict(stack.gated.model.named_modules())
+    name = "model.decoder.layers.0.self_attn.q_proj"
+    layer = trained[f"base_model.model.{name}"]
+    expected = layer.base_layer.weight + layer.get_delta_weight("default")
+    torch.testing.assert_close(loaded[name].weight, expected.detach(), atol=1e-3, rtol=1e-3)
+    for k, v in run.predictor.state_dict().items():
+        torch.testing.assert_close(stack.pruned.predictor.state_dict()[k], v)
+
+
+def test_a_gate_set_refuses_a_missing_or_different_adapter(quick, tmp_path):
+    adapters = []
+    for seed in (0, 1):
+        adapt = quick(kind="adapt", steps=1, seed=seed, out=str(tmp_path / f"adapt{seed}"))
+        Run(adapt).train()
+        adapters.append(Path(adapt.out) / "adapter")
+    config = quick(steps=1, adapter=str(adapters[0]))
+    Run(config).train()
+    gate_set = Path(config.out) / "predictor"
+    with pytest.raises(CtxpruneError, match="pass it with --adapter"):
+        load_stack(config.model, None, gate_set)
+    with pytest.raises(CtxpruneError, match="another adapter"):
+        load_stack(config.model, adapters[1], gate_set)

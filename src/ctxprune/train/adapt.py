@@ -9,21 +9,28 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import WhisperForConditionalGeneration
 
-from ctxprune.errors import CtxpruneError
 from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_stack import ADAPTER_WEIGHTS, check_adapter
 from ctxprune.train.config import TrainConfig
 from ctxprune.train.objective import teacher_forced_loss
 
 
-def add_lora(model: WhisperForConditionalGeneration, config: TrainConfig) -> PeftModel:
+def add_lora(
+    model: WhisperForConditionalGeneration, config: TrainConfig, stacks: list[str] | None = None
+) -> PeftModel:
+    """LoRA on `config.lora_targets`; with `stacks` (encoder, decoder) only in those layer stacks."""
+    targets: list[str] | str = list(config.lora_targets)
+    if stacks:
+        targets = rf"model\.({'|'.join(stacks)})\.layers\.\d+\.(.*\.)?({'|'.join(config.lora_targets)})"
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_targets),
+        target_modules=targets,
         bias="none",
     )
     return get_peft_model(model, lora)
@@ -32,12 +39,7 @@ def add_lora(model: WhisperForConditionalGeneration, config: TrainConfig) -> Pef
 def load_adapter(
     model: WhisperForConditionalGeneration, adapter: str | Path, trainable: bool = False
 ) -> PeftModel:
-    path = Path(adapter)
-    if not (path / "adapter_config.json").is_file() or not (path / "adapter_model.safetensors").is_file():
-        raise CtxpruneError(
-            f"{path}: not a LoRA adapter (needs adapter_config.json and adapter_model.safetensors)"
-        )
-    return PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+    return PeftModel.from_pretrained(model, str(check_adapter(adapter)), is_trainable=trainable)
 
 
 class AdaptTask:
@@ -55,3 +57,14 @@ class AdaptTask:
             batch["labels"].to(p.device),
         )
         return loss, {"task_loss": loss.item()}
+
+
+def save_half_precision_lora(peft: PeftModel, directory: Path) -> None:
+    """Save a LoRA with its weights in fp16 (half the size; they are merged in fp32 at load time)."""
+    peft.save_pretrained(str(directory))
+    weights = directory / ADAPTER_WEIGHTS
+    tensors = {k: v.half() for k, v in load_file(str(weights)).items()}
+    tmp = weights.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(weights)
+    (directory / "README.md").unlink(missing_ok=True)  # peft's model-card stub

@@ -29,8 +29,8 @@ class TrainConfig:
     lora_targets: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
     )
-    train_lora: bool = False  # gate runs: also train the LoRA jointly
-    lora_lr: float = 1e-4  # the LoRA's learning rate in joint gate runs (the predictor uses `lr`)
+    train_lora: bool = False  # gate runs: train a second LoRA (on the merged adapter) jointly with the gates
+    lora_lr: float = 1e-4  # that LoRA's learning rate (the predictor uses `lr`)
     # gates
     target: float = 0.5
     where: str = "decoder"
@@ -38,6 +38,7 @@ class TrainConfig:
     separate_targets: bool = False  # where=both: encoder and decoder each held to `target`
     context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
     alpha: float = 4.0
+    target_warmup: int = 0  # steps over which the target rises linearly from 0 (lets the LoRA follow)
     tau_start: float = 1.0
     tau_end: float = 0.1
     hidden: int = 64

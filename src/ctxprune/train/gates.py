@@ -1,5 +1,9 @@
-"""Gate-predictor training: straight-through Gumbel gates on a frozen (optionally LoRA-adapted) model,
-task loss plus `alpha * (s - target)^2`, temperature annealed over the run."""
+"""Gate-predictor training: straight-through Gumbel gates on the frozen adapted model, task loss plus
+`alpha * (s - target)^2`, the temperature annealed and the target ramped up from 0 over the run.
+
+With `train_lora`, a small LoRA on the gated layer stacks trains with the gates, so that the modules
+that stay can take over the work of the ones that go. With only decoder gates and no encoder LoRA, the
+encoder runs without autograd: that is most of the compute saved."""
 
 from __future__ import annotations
 
@@ -29,6 +33,10 @@ def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
     return [SparsityTarget("", config.target)]
 
 
+def gated_stacks(where: str) -> list[str]:
+    return ["encoder", "decoder"] if where == "both" else [where]
+
+
 def build_predictor(gw: GatedWhisper, config: TrainConfig) -> GatePredictor:
     space = whisper_gate_space(gw)
     frozen = [n for n in space.names if (config.where == "encoder" and n.startswith("dec."))]
@@ -52,6 +60,11 @@ class GateTask:
         self.config = config
         self.targets = sparsity_targets(config)
         self.schedule = TemperatureSchedule(config.tau_start, config.tau_end, config.steps)
+        self.encoder_grad = config.where != "decoder"
+
+    def targets_at(self, step: int) -> list[SparsityTarget]:
+        ramp = min(1.0, (step + 1) / self.config.target_warmup) if self.config.target_warmup else 1.0
+        return [SparsityTarget(t.prefix, t.target * ramp) for t in self.targets]
 
     def loss(self, batch: dict, step: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         p, names = self.predictor, list(self.predictor.space.names)
@@ -63,9 +76,10 @@ class GateTask:
             early = straight_through_gates(p.early_logits(ctx), tau, generator)
         values = torch.ones(len(ctx.task), len(names), device=device).index_copy(1, p.early_index, early)
         values = _forced_gates(values, p)
-        encoder_out = self.gw.encode(
-            feats.to(next(self.gw.model.parameters()).dtype), SoftGates(values, names)
-        )
+        with torch.set_grad_enabled(self.encoder_grad):
+            encoder_out = self.gw.encode(
+                feats.to(next(self.gw.model.parameters()).dtype), SoftGates(values, names)
+            )
         ctx.encoder = pooled_encoder(encoder_out.detach().float(), frames)
         with torch.autocast(device.type, enabled=False):
             logits = p(ctx)
@@ -77,11 +91,17 @@ class GateTask:
         )
         with torch.autocast(device.type, enabled=False):
             keep_prob = _forced_gates(torch.sigmoid(logits), p)
+            targets = self.targets_at(step)
             sparse, achieved = sparsity_loss(
-                keep_prob, p.space, self.targets, self.config.sparsity_by, self.config.alpha
+                keep_prob, p.space, targets, self.config.sparsity_by, self.config.alpha
             )
         _, hard = sparsity_loss(values.detach(), p.space, self.targets, self.config.sparsity_by)
-        logs = {"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau}
+        logs = {
+            "task_loss": task.item(),
+            "sparsity_loss": sparse.item(),
+            "tau": tau,
+            "target": targets[0].target,
+        }
         logs.update({f"expected_s_{k}": v for k, v in achieved.items()})
         logs.update({f"sampled_s_{k}": v for k, v in hard.items()})
         return task + sparse, logs

@@ -26,11 +26,12 @@ from ctxprune.eval.quality import evaluate, limit_per_group
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_pruning import PrunedWhisper
+from ctxprune.models.whisper_stack import GATE_LORA, merge_adapter, record_base_adapter
 from ctxprune.paths import write_bytes_atomic, write_json_atomic
-from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter
+from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter, save_half_precision_lora
 from ctxprune.train.checkpoint import load_checkpoint, save_checkpoint
 from ctxprune.train.config import TrainConfig
-from ctxprune.train.gates import GateTask, build_predictor, sparsity_targets
+from ctxprune.train.gates import GateTask, build_predictor, gated_stacks, sparsity_targets
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -92,13 +93,15 @@ class Run:
             self.task = AdaptTask(self.gw)
             named = {n: p for n, p in self.peft.named_parameters() if p.requires_grad}
         else:
-            if config.adapter:
-                self.peft = load_adapter(model, config.adapter, trainable=config.train_lora)
+            if config.adapter:  # the adapted model is the reference: merged, frozen
+                model = self.loaded.model = merge_adapter(model, config.adapter)
+            if config.train_lora:  # a second, small LoRA on the gated stacks only, trained with the gates
+                self.peft = add_lora(model, config, stacks=gated_stacks(config.where))
             self.gw = GatedWhisper(self.peft.base_model.model if self.peft else model)
             self.predictor = build_predictor(self.gw, config).to(self.device)
             self.task = GateTask(self.gw, self.predictor, config)
             named = {f"predictor.{n}": p for n, p in self.predictor.named_parameters()}
-            if config.train_lora and self.peft:
+            if self.peft is not None:
                 named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
         self.params = named
         groups = [
@@ -230,8 +233,10 @@ class Run:
             self.peft.save_pretrained(str(artifact))
         else:
             self.predictor.save_pretrained(artifact)
-            if config.train_lora and self.peft is not None:
-                self.peft.save_pretrained(str(self.out / "adapter"))
+            if config.adapter:
+                record_base_adapter(artifact, config.adapter)
+            if self.peft is not None:
+                save_half_precision_lora(self.peft, artifact / GATE_LORA)
         build = json.loads((Path(config.data) / "build.json").read_text())
         card = {
             "kind": "adapter" if config.kind == "adapt" else ("static" if not config.context else "context"),
@@ -254,7 +259,9 @@ class Run:
                 "torch": torch.__version__,
             },
             "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
-            "files": {p.name: _sha256(p) for p in sorted(artifact.iterdir()) if p.is_file()},
+            "files": {
+                str(p.relative_to(artifact)): _sha256(p) for p in sorted(artifact.rglob("*")) if p.is_file()
+            },
         }
         write_json_atomic(self.out / "card.json", card)
         return card
