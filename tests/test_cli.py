@@ -76,8 +76,8 @@ def _random_real_predictor(path, seed=0):
     p = GatePredictor(whisper_predictor_config(gw.config, whisper_gate_space(gw), ["en", "de"]))
     torch.manual_seed(seed)
     with torch.no_grad():
-        p.late_head.bias.normal_(2.0, 2.0)  # mostly kept, some decoder branches skipped
-        p.early_head.bias.fill_(3.0)
+        p.late_bias.normal_(2.0, 2.0)  # mostly kept, some decoder branches skipped
+        p.early_bias.fill_(3.0)
     p.save_pretrained(path)
     return p
 

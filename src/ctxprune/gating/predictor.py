@@ -5,8 +5,11 @@ Context inputs (each switchable; none at all gives the "static" predictor, one l
 - `audio`: a pooled acoustic vector that exists before the model runs (e.g. log-mel mean and std);
 - `encoder`: a pooled encoder output, read only by "late" gates (those after the encoder);
 - any named caller vectors (a speaker embedding, say), declared with their sizes in the config.
-Each input is projected to `hidden` and summed; a GELU and a linear head give the logits. Early gates
-never see the encoder input, so their mask can be decided before the encoder runs.
+Each input is projected to `hidden` and summed; a GELU and a linear head give each gate a context
+term, bounded to +-`context_range` by a scaled tanh, which is added to the gate's own bias. The bound
+keeps the context pathway (hundreds of inputs, each moved by the optimizer) from driving the logits to
+saturation, where no gradient reaches them; the bias alone is the static predictor. Early gates never
+see the encoder input, so their mask can be decided before the encoder runs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class PredictorConfig:
     late_prefix: str = "dec."
     hidden: int = 64
     initial_keep_logit: float = 3.0
+    context_range: float = 4.0
     force_keep: list[str] = field(default_factory=list)
     force_skip: list[str] = field(default_factory=list)
 
@@ -98,11 +102,12 @@ class GatePredictor(nn.Module):
             torch.tensor([i for i in range(len(c.space)) if i not in late], dtype=torch.long),
             persistent=False,
         )
-        self.early_head = nn.Linear(h, len(self.early_index))
-        self.late_head = nn.Linear(h, len(self.late_index))
+        self.early_head = nn.Linear(h, len(self.early_index), bias=False)
+        self.late_head = nn.Linear(h, len(self.late_index), bias=False)
         for head in (self.early_head, self.late_head):
             nn.init.normal_(head.weight, std=0.01)
-            nn.init.constant_(head.bias, c.initial_keep_logit)
+        self.early_bias = nn.Parameter(torch.full((len(self.early_index),), c.initial_keep_logit))
+        self.late_bias = nn.Parameter(torch.full((len(self.late_index),), c.initial_keep_logit))
         self.force_keep = [c.space.index(n) for n in c.force_keep]
         self.force_skip = [c.space.index(n) for n in c.force_skip]
 
@@ -133,12 +138,16 @@ class GatePredictor(nn.Module):
 
     def early_logits(self, ctx: GateContext) -> Tensor:
         """Logits of the early gates only ([batch, n_early]); needs no encoder output."""
-        return self.early_head(self._hidden(ctx, with_encoder=False))
+        return self._bounded(self.early_head(self._hidden(ctx, with_encoder=False)), self.early_bias)
+
+    def _bounded(self, context_term: Tensor, bias: Tensor) -> Tensor:
+        r = self.config.context_range
+        return bias + r * torch.tanh(context_term / r)
 
     def forward(self, ctx: GateContext) -> Tensor:
         """Logits for every gate, [batch, n_gates], in gate-space order."""
         early = self.early_logits(ctx)
-        late = self.late_head(self._hidden(ctx, with_encoder=True))
+        late = self._bounded(self.late_head(self._hidden(ctx, with_encoder=True)), self.late_bias)
         out = early.new_empty(early.shape[0], len(self.space))
         out[:, self.early_index] = early
         out[:, self.late_index] = late

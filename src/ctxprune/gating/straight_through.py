@@ -26,9 +26,13 @@ class _HardForwardSoftBackward(torch.autograd.Function):
         return grad
 
 
-def straight_through_gates(logits: Tensor, tau: float, generator: torch.Generator | None = None) -> Tensor:
+def straight_through_gates(
+    logits: Tensor, tau: float, generator: torch.Generator | None = None, noise: float = 1.0
+) -> Tensor:
+    """`noise` scales the logistic noise: 1 samples keep ~ Bernoulli(sigmoid(logit)); 0 is the
+    deterministic inference mask (annealed to 0 so that training ends on the masks inference uses)."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-6, 1 - 1e-6)
-    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / tau)
+    soft = torch.sigmoid((logits + noise * (torch.log(u) - torch.log1p(-u))) / tau)
     return _HardForwardSoftBackward.apply(soft)
 
 

@@ -39,6 +39,8 @@ class TrainConfig:
     context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
     alpha: float = 4.0
     target_warmup: int = 0  # steps over which the target rises linearly from 0 (lets the LoRA follow)
+    deterministic_tail: float = 0.1  # the last fraction of steps runs the inference masks (no gate noise)
+    context_lr_scale: float = 0.1  # the predictor's context pathway learns at lr * this; gate biases at lr
     tau_start: float = 1.0
     tau_end: float = 0.1
     hidden: int = 64

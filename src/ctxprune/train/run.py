@@ -105,10 +105,18 @@ class Run:
                 named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
         self.params = named
         groups = [
-            {"params": [p for n, p in named.items() if not n.startswith("lora.")], "base_lr": config.lr}
+            {"params": [p for n, p in named.items() if n.endswith("_bias")], "base_lr": config.lr},
+            {
+                "params": [
+                    p for n, p in named.items() if n.startswith("predictor.") and not n.endswith("_bias")
+                ],
+                "base_lr": config.lr * config.context_lr_scale,
+            },
         ]
+        if config.kind == "adapt":
+            groups = [{"params": list(named.values()), "base_lr": config.lr}]
         joint = [p for n, p in named.items() if n.startswith("lora.")]
-        if joint:  # joint gate runs: the LoRA moves far slower than the small predictor
+        if joint:  # joint gate runs: the LoRA has its own learning rate
             groups.append({"params": joint, "base_lr": config.lora_lr})
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
