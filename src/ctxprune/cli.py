@@ -291,14 +291,207 @@ def train_gates(
         _train("gates", config, values, set_, resume)
 
 
+GatesOpt = Annotated[
+    list[Path] | None, typer.Option("--gates", help="Gate set dir (repeat for several; see artifacts/gates).")
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")]
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CtxpruneError("--device cuda was asked for, but no CUDA GPU is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CtxpruneError(f"--device must be cpu, cuda or auto, got {device!r}")
+    return device
+
+
+def _dtype(name: str):
+    import torch
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name not in dtypes:
+        raise CtxpruneError(f"--dtype must be one of {', '.join(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
+def shipped_adapter() -> Path:
+    from ctxprune.paths import ARTIFACTS
+
+    return ARTIFACTS / "lora-adapter"
+
+
+def _candidates(gates: list[Path] | None, random: list[float] | None, random_where: str, seeds: int):
+    from ctxprune.eval.suite import STACK_PREFIX, Candidate
+
+    if random_where not in STACK_PREFIX:
+        raise CtxpruneError(f"--random-where must be one of {', '.join(STACK_PREFIX)}")
+    out = [Candidate("dense", "dense")]
+    out += [Candidate.gate_set(Path(g)) for g in gates or []]
+    out += [Candidate.random(r, random_where, s) for r in random or [] for s in range(seeds)]
+    names = [c.name for c in out]
+    if len(set(names)) != len(names):
+        raise CtxpruneError("two candidates share a name; give each gate set once")
+    return out
+
+
+@app.command("eval")
+def eval_(
+    data: Annotated[Path, typer.Option("--data", help="Corpus directory (`ctxprune data build`).")],
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")],
+    gates: GatesOpt = None,
+    adapter: AdapterOpt = None,
+    split: Annotated[str, typer.Option(help="train | dev | test | unseen.")] = "test",
+    random: Annotated[
+        list[float] | None, typer.Option(help="Random (LayerDrop-style) baseline at this rate; repeatable.")
+    ] = None,
+    random_where: Annotated[str, typer.Option(help="Stack the random baseline drops from.")] = "decoder",
+    seeds: Annotated[int, typer.Option(help="Seeds per random baseline.")] = 3,
+    limit: Annotated[int | None, typer.Option(help="Rows per (task, language); default all.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Quality, executed GFLOPs, sparsity and keep rates per (task, language): dense against gate sets."""
+    with user_errors():
+        _set_threads(threads)
+        from rich.table import Table
+
+        from ctxprune.data.manifest import read_manifest
+        from ctxprune.eval.quality import limit_per_group
+        from ctxprune.eval.suite import evaluate_candidates, summarize
+        from ctxprune.paths import write_json_atomic
+        from ctxprune.progress import progress_bar
+
+        if adapter is None and (gates or []):
+            adapter = shipped_adapter()  # the shipped gate sets were trained on it
+        candidates = _candidates(gates, random, random_where, seeds)
+        rows = len(limit_per_group(read_manifest(data, split), limit))
+        with progress_bar() as bar:
+            task = bar.add_task("eval", total=rows * len(candidates))
+            record = evaluate_candidates(
+                candidates,
+                data,
+                split,
+                model,
+                adapter,
+                limit,
+                batch_size,
+                _device(device),
+                _dtype(dtype),
+                on_progress=lambda n: bar.advance(task, n),
+                on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
+            )
+        write_json_atomic(json_out, record)
+        table = Table(title=f"{split}: {rows} rows per candidate")
+        for column in ("candidate", "WER", "BLEU", "GFLOPs", "decoder GFLOPs", "sparsity"):
+            table.add_column(column)
+        for r in summarize(record):
+            cells = [r["wer"], r["bleu"], r["gflops"], r["gflops_decoder"], r["sparsity"]]
+            table.add_row(r["name"], *("-" if v is None else f"{v:.3f}" for v in cells))
+        console.print(table)
+        console.print(f"results written to {json_out}")
+
+
+@app.command()
+def bench(
+    data: Annotated[Path, typer.Option("--data", help="Corpus directory (`ctxprune data build`).")],
+    json_out: Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")],
+    gates: GatesOpt = None,
+    adapter: AdapterOpt = None,
+    split: Annotated[str, typer.Option(help="Split the inputs come from.")] = "test",
+    batch: Annotated[
+        list[int] | None, typer.Option(help="Batch sizes (repeatable); default 1 and 16.")
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Timed repeats per variant.")] = 10,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds.")] = 2,
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Latency and throughput of the dense model against each gate set, interleaved, same inputs."""
+    with user_errors():
+        _set_threads(threads)
+        from rich.table import Table
+
+        from ctxprune.eval.latency import bench_latency
+        from ctxprune.paths import write_json_atomic
+        from ctxprune.progress import progress_bar
+
+        if adapter is None and (gates or []):
+            adapter = shipped_adapter()
+        candidates = _candidates(gates, None, "decoder", 0)
+        sizes = tuple(batch or [1, 16])
+        if any(b < 1 for b in sizes):
+            raise CtxpruneError("--batch must be at least 1")
+        with progress_bar() as bar:
+            task = bar.add_task("bench", total=len(sizes) * (warmup + repeats) * len(candidates))
+            record = bench_latency(
+                candidates,
+                data,
+                split,
+                sizes,
+                repeats=repeats,
+                warmup=warmup,
+                model=model,
+                adapter=adapter,
+                device=_device(device),
+                dtype=_dtype(dtype),
+                on_step=lambda: bar.advance(task),
+            )
+        write_json_atomic(json_out, record)
+        table = Table(title=f"latency on {record['device_name']} ({record['threads']} threads)")
+        for column in ("variant", "batch", "median ms", "p25-p75 ms", "tokens/s", "vs dense"):
+            table.add_column(column)
+        for r in record["results"]:
+            spread = f"{r['p25_ms']:.0f}-{r['p75_ms']:.0f}"
+            change = f"{-r['reduction_vs_dense']:+.1%}"
+            table.add_row(
+                r["name"],
+                str(r["batch"]),
+                f"{r['median_ms']:.0f}",
+                spread,
+                f"{r['tokens_per_s']:.1f}",
+                change,
+            )
+        console.print(table)
+        console.print(f"results written to {json_out}")
+
+
+@app.command()
+def report(
+    results: Annotated[
+        list[Path], typer.Argument(help="JSON files from `ctxprune eval` and `ctxprune bench`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.html, report.md and plots.")],
+) -> None:
+    """One self-contained HTML report (and Markdown with PNGs): savings, costs, what the gates learned."""
+    with user_errors():
+        from ctxprune.eval.report import build_report
+
+        summary = build_report(results, out)
+        for t in summary["targets"]:
+            verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
+            console.print(f"{verdict:>12}  {t['name']}: {t['detail']}")
+        console.print(f"report written to {out / 'report.html'}")
+
+
 @app.command()
 def demo(model: ModelOpt = None, threads: ThreadsOpt = None) -> None:
     """The main job: real speech through the real model, offline, with a summary."""
     with user_errors():
         _set_threads(threads)
-        from ctxprune.demo import run_demo
+        from ctxprune.demo import run_demo, run_pruning_demo
 
         run_demo(console, model)
+        report_path = run_pruning_demo(console, model)
+        console.print(f"[bold]report:[/] {report_path}")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The README's main job: real speech through the real model, offline, with a clear summary."""
+"""The README's main job: real speech through the real model, offline, then what pruning saves and
+costs on a small held-out test set, with the report written to disk."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from ctxprune import assets
+from ctxprune.data.corpus import BuildConfig, build
+from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
+from ctxprune.eval.latency import bench_latency
 from ctxprune.eval.librivox import librivox_references, word_error_rate
+from ctxprune.eval.quality import limit_per_group
+from ctxprune.eval.report import build_report
+from ctxprune.eval.suite import Candidate, evaluate_candidates
+from ctxprune.paths import ARTIFACTS, cache_dir, write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.transcriber import Transcriber
 
@@ -55,3 +63,98 @@ def run_demo(console: Console, model: str | None = None) -> float:
     console.print(f"  transcribe: {de.text}")
     console.print(f"  translate:  {en.text}")
     return wer
+
+
+DEMO_GATE_SETS = ("decoder-flops-0.3-context", "decoder-flops-0.5-context", "decoder-flops-0.7-context")
+DEMO_BASELINE = "decoder-flops-0.5-static"
+DEMO_ROWS = 3  # held-out test rows per (task, language)
+DEMO_MAX_TOKENS = 96
+
+
+def run_pruning_demo(console: Console, model: str | None = None, out: Path | None = None) -> Path:
+    """Build a small held-out test set, evaluate dense against the shipped decoder gate sets on CPU,
+    time them, print a table and write the report; returns the report's path."""
+    out = out or cache_dir() / "demo"
+    with progress_bar() as bar:
+        task = bar.add_task("held-out test set (espeak-ng)", total=None)
+        corpus = out / "corpus"
+        build(
+            corpus,
+            BuildConfig(preset="small"),
+            workers=2,
+            resume=corpus.exists(),
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    gate_sets = [ARTIFACTS / "gates" / name for name in (*DEMO_GATE_SETS, DEMO_BASELINE)]
+    missing = [str(g) for g in gate_sets if not g.is_dir()]
+    if missing:
+        raise CtxpruneError(f"shipped gate sets missing: {', '.join(missing)}; run from a full checkout")
+    candidates = [Candidate("dense", "dense"), *(Candidate.gate_set(g) for g in gate_sets)]
+    adapter = ARTIFACTS / "lora-adapter"
+    rows = len(limit_per_group(read_manifest(corpus, "test"), DEMO_ROWS))
+    with progress_bar() as bar:
+        task = bar.add_task("eval", total=rows * len(candidates))
+        record = evaluate_candidates(
+            candidates,
+            corpus,
+            "test",
+            model,
+            adapter,
+            DEMO_ROWS,
+            batch_size=8,
+            max_new_tokens=DEMO_MAX_TOKENS,
+            on_progress=lambda n: bar.advance(task, n),
+            on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
+        )
+    write_json_atomic(out / "eval.json", record)
+    timed = [candidates[0], candidates[2], candidates[-1]]  # dense, context 0.5, static 0.5
+    with progress_bar() as bar:
+        task = bar.add_task("latency, batch 1", total=(1 + 10) * len(timed))
+        latency = bench_latency(
+            timed,
+            corpus,
+            "test",
+            batch_sizes=(1,),
+            batch1_rows=2,
+            repeats=10,
+            warmup=1,
+            model=model,
+            adapter=adapter,
+            max_new_tokens=DEMO_MAX_TOKENS,
+            on_step=lambda: bar.advance(task),
+        )
+    write_json_atomic(out / "bench.json", latency)
+    _print_tables(console, record, latency)
+    build_report([out / "eval.json", out / "bench.json"], out / "report", title="ctxprune demo (CPU)")
+    return out / "report" / "report.html"
+
+
+def _print_tables(console: Console, record: dict, latency: dict) -> None:
+    dense, pruned = record["models"][0], record["models"][2]  # dense and the 0.5 context gate set
+    table = Table(title=f"held-out test, {DEMO_ROWS} rows per task and language: dense vs {pruned['name']}")
+    for column in ("task/lang", "metric", "dense", "pruned", "GFLOPs dense", "GFLOPs pruned", "dec. skipped"):
+        table.add_column(column)
+    for key, d in dense["groups"].items():
+        p = pruned["groups"][key]
+        metric = "wer" if "wer" in d else "bleu"
+        table.add_row(
+            key,
+            metric.upper(),
+            f"{d[metric]:.3f}" if metric == "wer" else f"{d[metric]:.1f}",
+            f"{p[metric]:.3f}" if metric == "wer" else f"{p[metric]:.1f}",
+            f"{d['gflops_encoder'] + d['gflops_decoder']:.1f}",
+            f"{p['gflops_encoder'] + p['gflops_decoder']:.1f}",
+            f"{p['achieved_sparsity']:.0%}",
+        )
+    console.print(table)
+    bars = Table(title=f"CPU latency per utterance, batch 1, {latency['threads']} threads (median of 10)")
+    for column in ("variant", "median ms", "p25-p75 ms", "vs dense"):
+        bars.add_column(column)
+    for r in latency["results"]:
+        bars.add_row(
+            r["name"],
+            f"{r['median_ms']:.0f}",
+            f"{r['p25_ms']:.0f}-{r['p75_ms']:.0f}",
+            f"{-r['reduction_vs_dense']:+.1%}",
+        )
+    console.print(bars)

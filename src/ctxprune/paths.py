@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"  # the shipped adapter and gate sets (checkout)
+
 
 def cache_dir() -> Path:
     """`$CTXPRUNE_CACHE`, else `~/.cache/ctxprune`."""

@@ -28,6 +28,18 @@ def limit_per_group(examples: list[Example], limit: int | None) -> list[Example]
     return out
 
 
+def _group_batches(examples: list[Example], batch_size: int) -> list[list[Example]]:
+    """Batches that each hold one (task, language), so batch-level measurements belong to one group."""
+    groups: dict[tuple[str, str], list[Example]] = defaultdict(list)
+    for e in examples:
+        groups[(e.task, e.language)].append(e)
+    return [
+        rows[i : i + batch_size]
+        for _, rows in sorted(groups.items())
+        for i in range(0, len(rows), batch_size)
+    ]
+
+
 @torch.inference_mode()
 def evaluate(
     pruned: PrunedWhisper,
@@ -38,20 +50,33 @@ def evaluate(
     device: str | torch.device = "cpu",
     on_progress: Callable[[int], None] | None = None,
     max_new_tokens: int | None = None,
+    count_flops: bool = False,
 ) -> dict:
     """Per (task, language): WER/CER or BLEU/chrF, the mean share of gates skipped (by count and by
-    FLOPs), and each gate's keep rate."""
+    FLOPs), and each gate's keep rate; with `count_flops`, the executed GFLOPs per utterance of the
+    encoder and decoder phases, measured by FlopCounterMode (batches then hold one group each)."""
     hyps: dict[tuple[str, str], list[str]] = defaultdict(list)
     refs: dict[tuple[str, str], list[str]] = defaultdict(list)
     masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
+    flops: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     dtype = next(pruned.gated.model.parameters()).dtype
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
+    for batch in _group_batches(examples, batch_size):
         feats, frames = features_for(
             [load_audio(corpus / e.audio) for e in batch], pruned.gated.config.num_mel_bins
         )
         tasks, languages = [e.task for e in batch], [e.language for e in batch]
-        result = pruned.run(feats.to(device, dtype), frames, tasks, languages, max_new_tokens=max_new_tokens)
+        result = pruned.run(
+            feats.to(device, dtype),
+            frames,
+            tasks,
+            languages,
+            max_new_tokens=max_new_tokens,
+            count_flops=count_flops,
+        )
+        if count_flops:
+            group = flops[(batch[0].task, batch[0].language)]
+            group[0] += result.flops_encoder
+            group[1] += result.flops_decoder
         texts = tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
         for e, text, mask in zip(batch, texts, result.mask, strict=True):
             hyps[(e.task, e.language)].append(text.strip())
@@ -73,6 +98,14 @@ def evaluate(
         out[f"{task}/{language}"] = {
             **scores,
             "n": len(hyps[key]),
+            **(
+                {
+                    "gflops_encoder": flops[key][0] / len(hyps[key]) / 1e9,
+                    "gflops_decoder": flops[key][1] / len(hyps[key]) / 1e9,
+                }
+                if count_flops
+                else {}
+            ),
             "sparsity_flops": float(((1 - keep) * by_flops).sum(-1).mean() / by_flops.sum()),
             "sparsity_count": float(((1 - keep) * by_count).sum(-1).mean() / by_count.sum()),
             "keep_rate": dict(zip(space.names, keep.mean(0).tolist(), strict=True)),

@@ -8,13 +8,16 @@ bucket, since the language is only known after the encoder has run.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import WhisperConfig
 
 from ctxprune.gating.predictor import GateContext, GatePredictor, PredictorConfig
+from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.gating.space import GateSpace
 from ctxprune.gating.straight_through import apply_forced, inference_gates
@@ -65,6 +68,8 @@ class GatedResult:
     tokens: list[list[int]]
     languages: list[str]
     mask: Tensor  # [batch, n_gates] bool: True = the branch ran
+    flops_encoder: int | None = None  # measured, whole batch (run with count_flops)
+    flops_decoder: int | None = None
 
     def flops(self, space: GateSpace, prompt_len: int) -> list[tuple[float, float]]:
         """(executed, dense) FLOPs per utterance, from measured component costs and the decoded length."""
@@ -81,11 +86,18 @@ class GatedResult:
 class PrunedWhisper:
     """Decode with per-utterance masks from a `GatePredictor` (or dense when there is none)."""
 
-    def __init__(self, gated: GatedWhisper, tokens: WhisperTokens, predictor: GatePredictor | None = None):
+    def __init__(
+        self,
+        gated: GatedWhisper,
+        tokens: WhisperTokens,
+        predictor: GatePredictor | None = None,
+        random: RandomGates | None = None,
+    ):
         self.gated = gated
         self.tokens = tokens
         self.space = whisper_gate_space(gated)
         self.predictor = predictor
+        self.random = random  # the LayerDrop-style baseline instead of a predictor
         if predictor is not None and predictor.space.fingerprint != self.space.fingerprint:
             raise ValueError("the predictor's gate space does not match this model")
 
@@ -115,8 +127,11 @@ class PrunedWhisper:
         languages: list[str | None],
         vectors: dict[str, Tensor] | None = None,
         max_new_tokens: int | None = None,
+        count_flops: bool = False,
     ) -> GatedResult:
-        """Decode a batch; a `None` language is detected (gates then see the `unknown` language)."""
+        """Decode a batch; a `None` language is detected (gates then see the `unknown` language).
+        With `count_flops`, FlopCounterMode measures what ran: the encoder phase (early gates and
+        encoder) and the decoder phase (late gates, language detection and decoding), batch totals."""
         device = features.device
         ctx = GateContext(
             task=tasks,
@@ -124,16 +139,24 @@ class PrunedWhisper:
             audio=pooled_log_mel(features.float(), frames),
             vectors=vectors or {},
         )
-        early = MaskPlan(self.decide(ctx), list(self.space.names), device)
-        encoder_out = self.gated.encode(features, early)
-        mask = self.decide(ctx, encoder_out, frames)
-        plan = MaskPlan(mask, list(self.space.names), device)
-        if any(lang is None for lang in languages):
-            detected = detect_language(self.gated, encoder_out, self.tokens, plan)
-            languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
-        prompts = torch.tensor(
-            [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)]
-        )
-        kwargs = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
-        out = greedy_decode(self.gated, encoder_out, prompts, self.tokens, plan, **kwargs)
-        return GatedResult(out, list(languages), mask)
+        encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
+        random_mask = self.random.sample(len(tasks)) if self.random is not None else None
+        with encoder_counter if count_flops else nullcontext():
+            early_mask = self.decide(ctx) if random_mask is None else random_mask
+            encoder_out = self.gated.encode(features, MaskPlan(early_mask, list(self.space.names), device))
+        with decoder_counter if count_flops else nullcontext():
+            mask = self.decide(ctx, encoder_out, frames) if random_mask is None else random_mask
+            plan = MaskPlan(mask, list(self.space.names), device)
+            if any(lang is None for lang in languages):
+                detected = detect_language(self.gated, encoder_out, self.tokens, plan)
+                languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
+            prompts = torch.tensor(
+                [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)]
+            )
+            kwargs = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+            out = greedy_decode(self.gated, encoder_out, prompts, self.tokens, plan, **kwargs)
+        result = GatedResult(out, list(languages), mask)
+        if count_flops:
+            result.flops_encoder = encoder_counter.get_total_flops()
+            result.flops_decoder = decoder_counter.get_total_flops()
+        return result

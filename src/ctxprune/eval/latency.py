@@ -1,0 +1,147 @@
+"""`ctxprune bench`: decoding latency of the dense model against gate sets, on the same inputs.
+
+Variants are interleaved within each repeat (in a rotating order, so none always runs first or
+last), after warm-up rounds that are not recorded. Batch 1 decodes a fixed mix of utterances one at a
+time (time per utterance); the batched case decodes one mixed-context batch (rows from every task and
+language). Medians and quartiles are reported, with the generated token counts, since a pruned model
+may stop earlier or later than the dense one.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import transformers
+
+from ctxprune.data.audio import load_audio
+from ctxprune.data.features import features_for
+from ctxprune.data.manifest import Example, read_manifest
+from ctxprune.errors import CtxpruneError
+from ctxprune.eval.suite import Candidate
+from ctxprune.models.whisper_stack import WhisperStack, load_stack
+
+
+def mixed_rows(examples: list[Example], n: int) -> list[Example]:
+    """`n` rows taken round-robin over the (task, language) groups, in a fixed order."""
+    groups: dict[tuple[str, str], list[Example]] = {}
+    for e in examples:
+        groups.setdefault((e.task, e.language), []).append(e)
+    order = [rows for _, rows in sorted(groups.items())]
+    out = []
+    for i in range(max(len(r) for r in order)):
+        out += [rows[i] for rows in order if i < len(rows)]
+    return out[:n]
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+def bench_latency(
+    candidates: list[Candidate],
+    data: Path,
+    split: str = "test",
+    batch_sizes: tuple[int, ...] = (1, 16),
+    batch1_rows: int = 4,
+    repeats: int = 10,
+    warmup: int = 2,
+    model: str | None = None,
+    adapter: Path | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    max_new_tokens: int | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> dict:
+    if repeats < 1:
+        raise CtxpruneError("--repeats must be at least 1")
+    examples = read_manifest(data, split)
+    if not examples:
+        raise CtxpruneError(f"{data}: the {split} split has no rows")
+    stacks: dict[str, WhisperStack] = {
+        c.name: load_stack(model, adapter, c.gates, device, dtype) for c in candidates
+    }
+    results = []
+    for batch in batch_sizes:
+        rows = mixed_rows(examples, batch1_rows if batch == 1 else batch)
+        chunks = [rows[i : i + batch] for i in range(0, len(rows), batch)]
+        first = next(iter(stacks.values()))
+        inputs = []
+        for chunk in chunks:
+            feats, frames = features_for(
+                [load_audio(data / e.audio) for e in chunk], first.gated.config.num_mel_bins
+            )
+            inputs.append(
+                (feats.to(device, dtype), frames, [e.task for e in chunk], [e.language for e in chunk])
+            )
+        times: dict[str, list[float]] = {name: [] for name in stacks}
+        tokens: dict[str, int] = {}
+        names = list(stacks)
+        for r in range(warmup + repeats):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                pruned = stacks[name].pruned
+                _sync(device)
+                start = time.perf_counter()
+                outs = [
+                    pruned.run(f, fr, t, lang, max_new_tokens=max_new_tokens) for f, fr, t, lang in inputs
+                ]
+                _sync(device)
+                elapsed = time.perf_counter() - start
+                if r >= warmup:
+                    times[name].append(elapsed * 1000 / len(rows) if batch == 1 else elapsed * 1000)
+                    tokens[name] = sum(len(row) for o in outs for row in o.tokens)
+                if on_step:
+                    on_step()
+        dense_median = statistics.median(times[names[0]])
+        for c in candidates:
+            t = times[c.name]
+            p25, p75 = _quartiles(t)
+            median = statistics.median(t)
+            per_call = median if batch > 1 else median * len(rows)
+            results.append(
+                {
+                    "name": c.name,
+                    "kind": c.kind,
+                    "batch": batch,
+                    "rows": len(rows),
+                    "median_ms": median,
+                    "p25_ms": p25,
+                    "p75_ms": p75,
+                    "min_ms": min(t),
+                    "max_ms": max(t),
+                    "repeats": repeats,
+                    "tokens": tokens[c.name],
+                    "tokens_per_s": tokens[c.name] / (per_call / 1000),
+                    "reduction_vs_dense": 1 - median / dense_median,
+                }
+            )
+    cuda = device.startswith("cuda")
+    return {
+        "kind": "bench",
+        "device": "cuda" if cuda else "cpu",
+        "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "split": split,
+        "reference": candidates[0].name,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "machine": platform.platform(),
+        },
+        "results": results,
+    }

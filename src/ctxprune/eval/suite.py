@@ -1,0 +1,157 @@
+"""`ctxprune eval`: the dense model, gate sets and random baselines on one split, side by side.
+
+Every candidate decodes the same rows. The dense reference is the base model with the corpus adapter;
+a gate set adds its predictor (and its own LoRA); a random baseline drops each gate of a stack with
+probability S on the dense model, over several seeds. Per (task, language) each candidate gets its
+quality, the GFLOPs that actually ran (FlopCounterMode), its sparsity and each gate's keep rate.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ctxprune.data.manifest import read_manifest
+from ctxprune.errors import CtxpruneError
+from ctxprune.eval.quality import evaluate, limit_per_group
+from ctxprune.gating.random_gates import RandomGates
+from ctxprune.gating.sparsity import gate_weights
+from ctxprune.models.whisper_stack import load_stack
+
+STACK_PREFIX = {"decoder": "dec.", "encoder": "enc.", "both": ""}
+
+
+@dataclass
+class Candidate:
+    name: str
+    kind: str  # dense | context | static | random
+    gates: Path | None = None
+    where: str | None = None
+    sparsity_by: str | None = None
+    target_sparsity: float | None = None
+    seed: int | None = None
+
+    @classmethod
+    def gate_set(cls, path: Path) -> Candidate:
+        card_path = path / "card.json"
+        if not card_path.is_file():
+            raise CtxpruneError(
+                f"{path}: not a gate set (no card.json); use a directory under artifacts/gates"
+            )
+        card = json.loads(card_path.read_text())
+        return cls(
+            name=path.name,
+            kind=card["kind"],
+            gates=path,
+            where=card["where"],
+            sparsity_by=card["sparsity_by"],
+            target_sparsity=card["target_sparsity"],
+        )
+
+    @classmethod
+    def random(cls, rate: float, where: str, seed: int) -> Candidate:
+        return cls(f"random-{where}-{rate:g}-seed{seed}", "random", None, where, "flops", rate, seed)
+
+
+def stack_sparsity(keep_rate: dict[str, float], space, where: str, by: str) -> float:
+    """Skipped share of a stack's gates, weighted by FLOPs or counted, from per-gate keep rates."""
+    index = space.indices(STACK_PREFIX[where])
+    weights = gate_weights(space, by)[index]
+    keep = torch.tensor([keep_rate[space.names[i]] for i in index])
+    return float(((1 - keep) * weights).sum() / weights.sum())
+
+
+def evaluate_candidates(
+    candidates: list[Candidate],
+    data: Path,
+    split: str = "test",
+    model: str | None = None,
+    adapter: Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    max_new_tokens: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_candidate: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate each candidate on the same rows; returns the `kind: eval` record the report reads."""
+    examples = limit_per_group(read_manifest(data, split), limit)
+    if not examples:
+        raise CtxpruneError(f"{data}: the {split} split has no rows")
+    models = []
+    dense_stack = None
+    for c in candidates:
+        if on_candidate:
+            on_candidate(c.name)
+        if c.gates is not None:
+            stack = load_stack(model, adapter, c.gates, device, dtype)
+        else:
+            dense_stack = dense_stack or load_stack(model, adapter, None, device, dtype)
+            stack = dense_stack
+            stack.pruned.random = (
+                RandomGates(stack.pruned.space, c.target_sparsity, STACK_PREFIX[c.where], c.seed)
+                if c.kind == "random"
+                else None
+            )
+        groups = evaluate(
+            stack.pruned,
+            stack.loaded.tokenizer,
+            data,
+            examples,
+            batch_size=batch_size,
+            device=device,
+            on_progress=on_progress,
+            max_new_tokens=max_new_tokens,
+            count_flops=True,
+        )
+        for r in groups.values():
+            r["achieved_sparsity"] = (
+                stack_sparsity(r["keep_rate"], stack.pruned.space, c.where, c.sparsity_by) if c.where else 0.0
+            )
+        models.append({**c.__dict__, "gates": str(c.gates) if c.gates else None, "groups": groups})
+    return {
+        "kind": "eval",
+        "split": split,
+        "data": str(data),
+        "rows": len(examples),
+        "adapter": str(adapter) if adapter else None,
+        "device": torch.cuda.get_device_name()
+        if str(device).startswith("cuda")
+        else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "normalizer": "Whisper's English / basic text normalizer (eval/normalize.py), then jiwer",
+        "bleu_signature": next(
+            (r["bleu_signature"] for m in models for r in m["groups"].values() if "bleu_signature" in r), None
+        ),
+        "models": models,
+    }
+
+
+def summarize(record: dict) -> list[dict]:
+    """One row per candidate: mean WER (transcribe), BLEU (translate), GFLOPs and sparsity over groups."""
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    rows = []
+    for m in record["models"]:
+        groups = m["groups"].values()
+        rows.append(
+            {
+                "name": m["name"],
+                "wer": mean([g["wer"] for g in groups if "wer" in g]),
+                "bleu": mean([g["bleu"] for g in groups if "bleu" in g]),
+                "gflops": mean([g["gflops_encoder"] + g["gflops_decoder"] for g in groups]),
+                "gflops_decoder": mean([g["gflops_decoder"] for g in groups]),
+                "sparsity": mean([g["achieved_sparsity"] for g in groups]),
+            }
+        )
+    return rows

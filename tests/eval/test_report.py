@@ -1,0 +1,167 @@
+"""The report builder on small synthetic eval and bench results whose verdicts are known in advance."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ctxprune.errors import CtxpruneError
+from ctxprune.eval.report import build_report
+
+GATES = [f"enc.{i}.{m}" for i in range(2) for m in ("attn", "ffn")] + [
+    f"dec.{i}.{m}" for i in range(2) for m in ("self_attn", "cross_attn", "ffn")
+]
+
+
+def group(quality: dict, gflops_decoder: float, keep: float) -> dict:
+    return {
+        **quality,
+        "n": 10,
+        "gflops_encoder": 40.0,
+        "gflops_decoder": gflops_decoder,
+        "achieved_sparsity": 1 - keep,
+        "sparsity_flops": 1 - keep,
+        "sparsity_count": 1 - keep,
+        "keep_rate": {g: (keep if g.startswith("dec") else 1.0) for g in GATES},
+    }
+
+
+def model(name, kind, wer, bleu, target=None, seed=None) -> dict:
+    """`wer` and `bleu` are per language: {"de": ..., "fr": ...}."""
+    keep = 1.0 if target is None else 1 - target
+    groups = {f"transcribe/{k}": group({"wer": v, "cer": v / 2}, 4 * keep, keep) for k, v in wer.items()}
+    groups |= {f"translate/{k}": group({"bleu": v, "chrf": 2 * v}, 4 * keep, keep) for k, v in bleu.items()}
+    return {
+        "name": name,
+        "kind": kind,
+        "where": None if kind == "dense" else "decoder",
+        "sparsity_by": None if kind == "dense" else "flops",
+        "target_sparsity": target,
+        "seed": seed,
+        "groups": groups,
+    }
+
+
+def eval_file(path: Path, split: str, models: list[dict]) -> Path:
+    meta = {
+        "data": "/corpus",
+        "device": "cpu",
+        "torch": "2.13.0",
+        "normalizer": "whisper",
+        "bleu_signature": "x",
+    }
+    path.write_text(json.dumps({"kind": "eval", "split": split, **meta, "models": models}))
+    return path
+
+
+def bench_row(name: str, ms: float) -> dict:
+    return {"name": name, "batch": 1, "median_ms": ms, "p25_ms": ms - 2, "p75_ms": ms + 3, "min_ms": ms - 4,
+            "max_ms": ms + 5, "repeats": 5, "tokens": 30, "tokens_per_s": 30_000 / ms,
+            "reduction_vs_dense": 1 - ms / 100}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("report")
+    ctx = "ctx-dec-0.5"
+    test = [
+        model("dense", "dense", {"de": 0.170, "fr": 0.200}, {"de": 26.0, "fr": 30.0}),
+        # WER rises by at most 0.009 (met); BLEU drops 1.5 on de (not met).
+        model(ctx, "context", {"de": 0.178, "fr": 0.209}, {"de": 24.5, "fr": 29.8}, 0.5),
+        model("static-0.5", "static", {"de": 0.200, "fr": 0.230}, {"de": 22.0, "fr": 27.0}, 0.5),
+        model("random-0.5-s0", "random", {"de": 0.400, "fr": 0.450}, {"de": 10.0, "fr": 12.0}, 0.5, 0),
+        model("random-0.5-s1", "random", {"de": 0.420, "fr": 0.430}, {"de": 11.0, "fr": 13.0}, 0.5, 1),
+    ]
+    unseen = [
+        model("dense", "dense", {"de": 0.250, "fr": 0.300}, {"de": 20.0, "fr": 25.0}),
+        # Rise on de: 0.020 here vs 0.008 on test, a gap of 0.012 > 0.005 (not met).
+        model(ctx, "context", {"de": 0.270, "fr": 0.311}, {"de": 19.5, "fr": 24.9}, 0.5),
+        model("static-0.5", "static", {"de": 0.280, "fr": 0.330}, {"de": 18.0, "fr": 23.0}, 0.5),
+    ]
+    bench = tmp / "bench.json"
+    bench.write_text(
+        json.dumps(
+            {
+                "kind": "bench",
+                "device": "cuda",
+                "device_name": "Test GPU",
+                "threads": 2,
+                "versions": {},
+                "results": [bench_row("dense", 100.0), bench_row(ctx, 62.0), bench_row("static-0.5", 65.0)],
+            }
+        )
+    )
+    files = [
+        eval_file(tmp / "test.json", "test", test),
+        eval_file(tmp / "unseen.json", "unseen", unseen),
+        bench,
+    ]
+    out = tmp / "out"
+    return out, build_report(files, out, title="synthetic")
+
+
+def test_html_is_self_contained(built):
+    out, summary = built
+    page = (out / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?://""", page)
+    assert "http://" not in page and "https://" not in page
+    assert page.count("data:image/png;base64,") >= 3
+    for heading in ("Targets", "What it saves, what it costs", "Beside the paper", "Latency"):
+        assert heading in page
+    assert str(out / "report.html") in summary["files"]
+
+
+def test_markdown_references_existing_pngs(built):
+    out, _ = built
+    md = (out / "report.md").read_text()
+    pngs = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert len(pngs) >= 3
+    assert all((out / p).is_file() for p in pngs)
+    assert "1.0 absolute WER point = 0.01" in md
+
+
+def test_targets_verdicts(built):
+    out, summary = built
+    targets = {t["name"]: t for t in summary["targets"]}
+    assert {n: t["met"] for n, t in targets.items()} == {
+        "wer_rise_at_50_decoder": True,
+        "bleu_drop_at_50_decoder": False,
+        "gpu_latency_batch1": True,
+        "context_beats_static_random": True,
+        "unseen_wer_gap": False,
+    }
+    assert "worst language de" in targets["bleu_drop_at_50_decoder"]["detail"]
+    assert "38.0%" in targets["gpu_latency_batch1"]["detail"]
+    assert "worst language de" in targets["unseen_wer_gap"]["detail"]
+    assert json.loads((out / "summary.json").read_text())["targets"] == summary["targets"]
+
+
+def test_missing_unseen_and_bench_are_not_measured(tmp_path):
+    models = [
+        model("dense", "dense", {"de": 0.1}, {"de": 20.0}),
+        model("c", "context", {"de": 0.3}, {"de": 20.0}, 0.5),
+    ]
+    summary = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "out")
+    targets = {t["name"]: t["met"] for t in summary["targets"]}
+    assert targets["wer_rise_at_50_decoder"] is False
+    assert targets["gpu_latency_batch1"] is None
+    assert targets["context_beats_static_random"] is None
+    assert targets["unseen_wer_gap"] is None
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "cannot read"),
+        ("{not json", "not valid JSON"),
+        ('{"kind": "other"}', "expected"),
+        ('{"kind": "bench", "results": []}', "no eval result"),
+    ],
+)
+def test_bad_input(tmp_path, content, message):
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(CtxpruneError, match=message):
+        build_report([path], tmp_path / "out")
