@@ -6,8 +6,10 @@ import os
 
 import pytest
 import torch
-from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
 
+from ctxprune import assets
+from ctxprune.data.corpus import BuildConfig, build
 from ctxprune.models.whisper_tokens import WhisperTokens
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -84,3 +86,19 @@ def real_whisper():
 def random_features() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     return torch.randn(4, 80, 3000, generator=g) * 0.5
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Whisper saved like any local HF model, with the real tokenizer."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    make_tiny_whisper(seed=11).save_pretrained(path)
+    WhisperTokenizer.from_pretrained(assets.resolve(None)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train-corpus")
+    build(out, BuildConfig(languages=("de",), preset="small", seed=4), workers=2)
+    return out

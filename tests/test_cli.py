@@ -28,7 +28,7 @@ def clip():
 
 
 def test_help_on_every_command():
-    for args in ([], ["transcribe"], ["model", "prepare"], ["demo"]):
+    for args in ([], ["transcribe"], ["model", "prepare"], ["demo"], ["eval"], ["bench"], ["report"]):
         proc = run(*args, "--help")
         assert proc.returncode == 0 and "Usage" in proc.stdout
 
@@ -49,6 +49,11 @@ def test_json_output_has_one_record_per_file(clip):
         (["transcribe", "{clip}", "--language", "xx"], "unknown language"),
         (["transcribe", "{clip}", "--task", "summarize"], "unknown task"),
         (["transcribe", "{clip}", "--model", "/tmp"], "not a model directory"),
+        (["eval", "--data", "/nonexistent", "--json", "/tmp/x.json"], "/nonexistent"),
+        (["eval", "--data", "/tmp", "--json", "/tmp/x.json", "--gates", "/tmp"], "not a gate set"),
+        (["eval", "--data", "/tmp", "--json", "/tmp/x.json", "--random-where", "middle"], "--random-where"),
+        (["bench", "--data", "/tmp", "--json", "/tmp/x.json", "--batch", "0"], "--batch"),
+        (["report", "/nonexistent.json", "--out", "/tmp/r"], "/nonexistent.json"),
     ],
 )
 def test_bad_input(args, message, clip):

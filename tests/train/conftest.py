@@ -1,26 +1,4 @@
 import pytest
-from transformers import WhisperTokenizer
-
-from ctxprune import assets
-from ctxprune.data.corpus import BuildConfig, build
-
-from ..conftest import make_tiny_whisper
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny random Whisper saved like any local HF model, with the real tokenizer."""
-    path = tmp_path_factory.mktemp("tiny-model")
-    make_tiny_whisper(seed=11).save_pretrained(path)
-    WhisperTokenizer.from_pretrained(assets.resolve(None)).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train-corpus")
-    build(out, BuildConfig(languages=("de",), preset="small", seed=4), workers=2)
-    return out
 
 
 @pytest.fixture()

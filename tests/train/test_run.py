@@ -123,7 +123,9 @@ def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(qu
     config = quick(steps=2, adapter=str(adapter), train_lora=True, lora_lr=1e-5, lr=0.05, lora_rank=4)
     run = Run(config)
     lora_before = {n: p.detach().clone() for n, p in run.params.items() if n.startswith("lora.")}
-    assert lora_before and [g["base_lr"] for g in run.optimizer.param_groups] == pytest.approx([0.05, 0.005, 1e-5])
+    assert lora_before and [g["base_lr"] for g in run.optimizer.param_groups] == pytest.approx(
+        [0.05, 0.005, 1e-5]
+    )
     assert all(".decoder." in n for n in lora_before)  # where=decoder: no LoRA in the encoder
     run.train()
     assert any(not torch.equal(run.params[n], p) for n, p in lora_before.items())

@@ -1,0 +1,86 @@
+"""`ctxprune eval` and `ctxprune bench` through their Python API: a tiny random Whisper for the
+mechanics, the real Whisper base with a shipped gate set for the measured savings."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ctxprune.data.manifest import read_manifest
+from ctxprune.errors import CtxpruneError
+from ctxprune.eval.latency import bench_latency, mixed_rows
+from ctxprune.eval.suite import Candidate, evaluate_candidates, summarize
+from ctxprune.paths import ARTIFACTS
+
+
+def test_random_baselines_measure_what_ran(tiny_model_dir, tiny_corpus):
+    candidates = [
+        Candidate("dense", "dense"),
+        Candidate.random(0.0, "decoder", seed=0),
+        Candidate.random(1.0, "decoder", seed=0),
+    ]
+    record = evaluate_candidates(
+        candidates, tiny_corpus, "test", str(tiny_model_dir), limit=2, batch_size=4, max_new_tokens=4
+    )
+    dense, none_off, all_off = record["models"]
+    for key, d in dense["groups"].items():
+        assert none_off["groups"][key]["gflops_decoder"] == pytest.approx(d["gflops_decoder"])
+        metric = "wer" if "wer" in d else "bleu"
+        assert none_off["groups"][key][metric] == d[metric]
+        assert all_off["groups"][key]["gflops_decoder"] < 0.5 * d["gflops_decoder"]
+        assert all_off["groups"][key]["gflops_encoder"] == pytest.approx(d["gflops_encoder"])
+        assert all_off["groups"][key]["achieved_sparsity"] == 1.0 and d["achieved_sparsity"] == 0.0
+        assert all(v == 0.0 for k, v in all_off["groups"][key]["keep_rate"].items() if k.startswith("dec."))
+    assert [r["name"] for r in summarize(record)] == [
+        "dense",
+        "random-decoder-0-seed0",
+        "random-decoder-1-seed0",
+    ]
+    json.dumps(record)  # the record is plain JSON
+
+
+def test_a_directory_without_a_card_is_not_a_gate_set(tmp_path):
+    with pytest.raises(CtxpruneError, match="not a gate set"):
+        Candidate.gate_set(tmp_path)
+
+
+def test_bench_interleaves_variants_and_reports_medians(tiny_model_dir, tiny_corpus):
+    candidates = [Candidate("dense", "dense"), Candidate("dense-again", "dense")]
+    record = bench_latency(
+        candidates, tiny_corpus, "test", (1, 3), batch1_rows=2, repeats=3, warmup=1, model=str(tiny_model_dir)
+    )
+    assert record["kind"] == "bench" and record["threads"] >= 1 and "torch" in record["versions"]
+    assert [(r["name"], r["batch"]) for r in record["results"]] == [
+        ("dense", 1),
+        ("dense-again", 1),
+        ("dense", 3),
+        ("dense-again", 3),
+    ]
+    for r in record["results"]:
+        assert r["repeats"] == 3 and r["p25_ms"] <= r["median_ms"] <= r["p75_ms"] and r["tokens"] > 0
+    assert record["results"][0]["reduction_vs_dense"] == 0.0
+
+
+def test_mixed_rows_take_every_group_in_turn(tiny_corpus):
+    rows = mixed_rows(read_manifest(tiny_corpus, "test"), 4)  # the tiny corpus: German, both tasks
+    assert [(r.task, r.language) for r in rows] == [("transcribe", "de"), ("translate", "de")] * 2
+    assert len({(r.audio, r.task) for r in rows}) == 4
+
+
+def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(real_whisper, tiny_corpus):
+    gate_set = ARTIFACTS / "gates" / "decoder-flops-0.5-context"
+    record = evaluate_candidates(
+        [Candidate("dense", "dense"), Candidate.gate_set(gate_set)],
+        tiny_corpus,
+        "test",
+        adapter=ARTIFACTS / "lora-adapter",
+        limit=1,
+        max_new_tokens=24,
+    )
+    dense, pruned = record["models"]
+    for key, d in dense["groups"].items():
+        p = pruned["groups"][key]
+        assert 0.3 < p["achieved_sparsity"] < 0.7
+        assert p["gflops_decoder"] < 0.85 * d["gflops_decoder"]  # the LM head always runs
+        assert p["gflops_encoder"] == pytest.approx(d["gflops_encoder"], rel=0.01)
+    assert Path(record["models"][1]["gates"]) == gate_set
