@@ -55,6 +55,7 @@ ModelOpt = Annotated[
 ]
 ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
 AdapterOpt = Annotated[Path | None, typer.Option(help="LoRA adapter dir, merged into the model.")]
+Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantization of Linear layers (CPU).")]
 
 
 @model_app.command("prepare")
@@ -82,6 +83,7 @@ def transcribe(
         Path | None, typer.Option(help="Gate set dir: decode with context-aware module skipping.")
     ] = None,
     adapter: AdapterOpt = None,
+    int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -91,7 +93,7 @@ def transcribe(
         from ctxprune.progress import progress_bar
         from ctxprune.transcriber import Transcriber
 
-        transcriber = Transcriber(model, gates=gates, adapter=adapter)
+        transcriber = Transcriber(model, gates=gates, adapter=adapter, int8=int8)
         transcriber.tokens.check_task(task)
         if language != "auto":
             transcriber.tokens.check_language(language)
@@ -354,6 +356,7 @@ def eval_(
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
     device: DeviceOpt = "auto",
     dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -386,6 +389,7 @@ def eval_(
                 _dtype(dtype),
                 on_progress=lambda n: bar.advance(task, n),
                 on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
+                int8=int8,
             )
         write_json_atomic(json_out, record)
         table = Table(title=f"{split}: {rows} rows per candidate")
@@ -412,6 +416,7 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds.")] = 2,
     device: DeviceOpt = "auto",
     dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -444,6 +449,7 @@ def bench(
                 device=_device(device),
                 dtype=_dtype(dtype),
                 on_step=lambda: bar.advance(task),
+                int8=int8,
             )
         write_json_atomic(json_out, record)
         table = Table(title=f"latency on {record['device_name']} ({record['threads']} threads)")

@@ -57,8 +57,9 @@ class Transcriber:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         adapter: str | Path | None = None,
+        int8: bool = False,
     ):
-        stack = load_stack(model, adapter, gates, device, dtype)
+        stack = load_stack(model, adapter, gates, device, dtype, int8)
         self.loaded, self.pruned, self.gated = stack.loaded, stack.pruned, stack.gated
         self.device = device
         self.dtype = dtype

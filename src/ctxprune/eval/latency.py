@@ -64,6 +64,7 @@ def bench_latency(
     dtype: torch.dtype = torch.float32,
     max_new_tokens: int | None = None,
     on_step: Callable[[], None] | None = None,
+    int8: bool = False,
 ) -> dict:
     if repeats < 1:
         raise CtxpruneError("--repeats must be at least 1")
@@ -134,7 +135,7 @@ def bench_latency(
         "device": "cuda" if cuda else "cpu",
         "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": "int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
         "split": split,
         "reference": candidates[0].name,
         "versions": {

@@ -79,6 +79,7 @@ def evaluate_candidates(
     max_new_tokens: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_candidate: Callable[[str], None] | None = None,
+    int8: bool = False,
 ) -> dict:
     """Evaluate each candidate on the same rows; returns the `kind: eval` record the report reads."""
     examples = limit_per_group(read_manifest(data, split), limit)
@@ -90,9 +91,9 @@ def evaluate_candidates(
         if on_candidate:
             on_candidate(c.name)
         if c.gates is not None:
-            stack = load_stack(model, adapter, c.gates, device, dtype)
+            stack = load_stack(model, adapter, c.gates, device, dtype, int8)
         else:
-            dense_stack = dense_stack or load_stack(model, adapter, None, device, dtype)
+            dense_stack = dense_stack or load_stack(model, adapter, None, device, dtype, int8)
             stack = dense_stack
             stack.pruned.random = (
                 RandomGates(stack.pruned.space, c.target_sparsity, STACK_PREFIX[c.where], c.seed)
@@ -125,7 +126,7 @@ def evaluate_candidates(
         if str(device).startswith("cuda")
         else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": "int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "normalizer": "Whisper's English / basic text normalizer (eval/normalize.py), then jiwer",
         "bleu_signature": next(

@@ -73,8 +73,12 @@ def load_stack(
     gates: str | Path | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    int8: bool = False,
 ) -> WhisperStack:
-    """Base model, then the adapter merged, then the gate set's own LoRA merged and its predictor."""
+    """Base model, then the adapter merged, then the gate set's own LoRA merged and its predictor.
+    `int8` quantizes every Linear layer dynamically (torch.ao, CPU only) after the merges."""
+    if int8 and str(device) != "cpu":
+        raise CtxpruneError("int8 dynamic quantization runs on CPU only; drop --int8 or use --device cpu")
     gate_set = Path(gates) if gates is not None else None
     if gate_set is not None:
         required = _required_adapter(gate_set)
@@ -90,6 +94,10 @@ def load_stack(
     if gate_set is not None and (gate_set / GATE_LORA).is_dir():
         hf = merge_adapter(hf, gate_set / GATE_LORA)
     loaded.model = hf.to(device, dtype).eval()
+    if int8:
+        loaded.model = torch.ao.quantization.quantize_dynamic(
+            loaded.model, {torch.nn.Linear}, dtype=torch.qint8
+        )
     gated = GatedWhisper(loaded.model)
     if gate_set is not None:
         predictor = GatePredictor.from_pretrained(gate_set, whisper_gate_space(gated)).to(device)
