@@ -297,6 +297,7 @@ GatesOpt = Annotated[
     list[Path] | None, typer.Option("--gates", help="Gate set dir (repeat for several; see artifacts/gates).")
 ]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")]
+DtypeOpt = Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")]
 
 
 def _device(device: str) -> str:
@@ -326,7 +327,14 @@ def shipped_adapter() -> Path:
     return ARTIFACTS / "lora-adapter"
 
 
-def _candidates(gates: list[Path] | None, random: list[float] | None, random_where: str, seeds: int):
+def _candidates(
+    gates: list[Path] | None,
+    adapter: Path | None,
+    random: list[float] | None = None,
+    random_where: str = "decoder",
+    seeds: int = 0,
+):
+    """Dense, then the gate sets, then the random baselines; gate sets default to the shipped adapter."""
     from ctxprune.eval.suite import STACK_PREFIX, Candidate
 
     if random_where not in STACK_PREFIX:
@@ -337,7 +345,7 @@ def _candidates(gates: list[Path] | None, random: list[float] | None, random_whe
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         raise CtxpruneError("two candidates share a name; give each gate set once")
-    return out
+    return out, adapter if adapter is not None or not gates else shipped_adapter()
 
 
 @app.command("eval")
@@ -355,7 +363,7 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Rows per (task, language); default all.")] = None,
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    dtype: DtypeOpt = "fp32",
     int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
@@ -371,9 +379,7 @@ def eval_(
         from ctxprune.paths import write_json_atomic
         from ctxprune.progress import progress_bar
 
-        if adapter is None and (gates or []):
-            adapter = shipped_adapter()  # the shipped gate sets were trained on it
-        candidates = _candidates(gates, random, random_where, seeds)
+        candidates, adapter = _candidates(gates, adapter, random, random_where, seeds)
         rows = len(limit_per_group(read_manifest(data, split), limit))
         with progress_bar() as bar:
             task = bar.add_task("eval", total=rows * len(candidates))
@@ -415,7 +421,7 @@ def bench(
     repeats: Annotated[int, typer.Option(help="Timed repeats per variant.")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds.")] = 2,
     device: DeviceOpt = "auto",
-    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")] = "fp32",
+    dtype: DtypeOpt = "fp32",
     int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
@@ -429,9 +435,7 @@ def bench(
         from ctxprune.paths import write_json_atomic
         from ctxprune.progress import progress_bar
 
-        if adapter is None and (gates or []):
-            adapter = shipped_adapter()
-        candidates = _candidates(gates, None, "decoder", 0)
+        candidates, adapter = _candidates(gates, adapter)
         sizes = tuple(batch or [1, 16])
         if any(b < 1 for b in sizes):
             raise CtxpruneError("--batch must be at least 1")
