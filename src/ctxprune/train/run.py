@@ -23,7 +23,7 @@ from ctxprune.data.dataset import Collate, DurationBucketSampler, SpeechDataset
 from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.quality import evaluate, limit_per_group
-from ctxprune.gating.sparsity import gate_weights
+from ctxprune.eval.suite import stack_sparsity
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_pruning import PrunedWhisper
 from ctxprune.models.whisper_stack import GATE_LORA, merge_adapter, record_base_adapter
@@ -31,7 +31,7 @@ from ctxprune.paths import write_bytes_atomic, write_json_atomic
 from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter, save_half_precision_lora
 from ctxprune.train.checkpoint import load_checkpoint, save_checkpoint
 from ctxprune.train.config import TrainConfig
-from ctxprune.train.gates import GateTask, build_predictor, gated_stacks, sparsity_targets
+from ctxprune.train.gates import GateTask, build_predictor, gated_stacks
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -61,14 +61,14 @@ def _sha256(path: Path) -> str:
 
 def group_sparsity(results: dict, space, config: TrainConfig) -> float:
     """Inference sparsity on the evaluated rows, over the gates the run trains, weighted as trained."""
-    weights = gate_weights(space, config.sparsity_by)
-    group = [i for t in sparsity_targets(config) for i in space.indices(t.prefix)]
     total = sum(r["n"] for r in results.values())
-    s = 0.0
-    for r in results.values():
-        keep = torch.tensor([r["keep_rate"][space.names[i]] for i in group])
-        s += r["n"] * float(((1 - keep) * weights[group]).sum() / weights[group].sum())
-    return s / total
+    return (
+        sum(
+            r["n"] * stack_sparsity(r["keep_rate"], space, config.where, config.sparsity_by)
+            for r in results.values()
+        )
+        / total
+    )
 
 
 class Run:
