@@ -84,7 +84,7 @@ class GatedResult:
 
 
 class PrunedWhisper:
-    """Decode with per-utterance masks from a `GatePredictor` (or dense when there is none)."""
+    """Decode with per-utterance masks from a `GatePredictor`, a `RandomGates` baseline, or dense."""
 
     def __init__(
         self,
