@@ -84,3 +84,16 @@ def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(re
         assert p["gflops_decoder"] < 0.85 * d["gflops_decoder"]  # the LM head always runs
         assert p["gflops_encoder"] == pytest.approx(d["gflops_encoder"], rel=0.01)
     assert Path(record["models"][1]["gates"]) == gate_set
+
+
+def test_bench_int8_loads_quantized_models(tiny_model_dir, tiny_corpus, monkeypatch):
+    import ctxprune.eval.latency as latency
+
+    asked = []
+    original = latency.load_stack
+    monkeypatch.setattr(latency, "load_stack", lambda *args: asked.append(args[-1]) or original(*args))
+    record = bench_latency(
+        [Candidate("dense", "dense")], tiny_corpus, "test", (1,), batch1_rows=1, repeats=1, warmup=0,
+        model=str(tiny_model_dir), max_new_tokens=2, int8=True,
+    )  # fmt: skip
+    assert asked == [True] and record["dtype"] == "int8 (dynamic)"

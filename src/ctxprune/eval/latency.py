@@ -72,7 +72,7 @@ def bench_latency(
     if not examples:
         raise CtxpruneError(f"{data}: the {split} split has no rows")
     stacks: dict[str, WhisperStack] = {
-        c.name: load_stack(model, adapter, c.gates, device, dtype) for c in candidates
+        c.name: load_stack(model, adapter, c.gates, device, dtype, int8) for c in candidates
     }
     results = []
     for batch in batch_sizes:
