@@ -335,7 +335,8 @@ def _candidates(
     seeds: int = 0,
 ):
     """Dense, then the gate sets, then the random baselines; gate sets default to the shipped adapter."""
-    from ctxprune.eval.suite import STACK_PREFIX, Candidate
+    from ctxprune.eval.suite import Candidate
+    from ctxprune.models.whisper import STACK_PREFIX
 
     if random_where not in STACK_PREFIX:
         raise CtxpruneError(f"--random-where must be one of {', '.join(STACK_PREFIX)}")

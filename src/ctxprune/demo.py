@@ -69,6 +69,7 @@ DEMO_GATE_SETS = ("decoder-flops-0.3-context", "decoder-flops-0.5-context", "dec
 DEMO_BASELINE = "decoder-flops-0.5-static"
 DEMO_ROWS = 3  # held-out test rows per (task, language)
 DEMO_MAX_TOKENS = 96
+DEMO_REPEATS = 10  # timed rounds of the latency comparison
 
 
 def run_pruning_demo(console: Console, model: str | None = None, out: Path | None = None) -> Path:
@@ -109,14 +110,14 @@ def run_pruning_demo(console: Console, model: str | None = None, out: Path | Non
     write_json_atomic(out / "eval.json", record)
     timed = [candidates[0], candidates[2], candidates[-1]]  # dense, context 0.5, static 0.5
     with progress_bar() as bar:
-        task = bar.add_task("latency, batch 1", total=(1 + 10) * len(timed))
+        task = bar.add_task("latency, batch 1", total=(1 + DEMO_REPEATS) * len(timed))
         latency = bench_latency(
             timed,
             corpus,
             "test",
             batch_sizes=(1,),
             batch1_rows=2,
-            repeats=10,
+            repeats=DEMO_REPEATS,
             warmup=1,
             model=model,
             adapter=adapter,
@@ -147,7 +148,10 @@ def _print_tables(console: Console, record: dict, latency: dict) -> None:
             f"{p['achieved_sparsity']:.0%}",
         )
     console.print(table)
-    bars = Table(title=f"CPU latency per utterance, batch 1, {latency['threads']} threads (median of 10)")
+    repeats = latency["results"][0]["repeats"]
+    bars = Table(
+        title=f"CPU latency per utterance, batch 1, {latency['threads']} threads (median of {repeats})"
+    )
     for column in ("variant", "median ms", "p25-p75 ms", "vs dense"):
         bars.add_column(column)
     for r in latency["results"]:

@@ -22,7 +22,7 @@ from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.errors import CtxpruneError
-from ctxprune.eval.suite import Candidate
+from ctxprune.eval.suite import Candidate, device_name
 from ctxprune.models.whisper_stack import WhisperStack, load_stack
 
 
@@ -133,7 +133,7 @@ def bench_latency(
     return {
         "kind": "bench",
         "device": "cuda" if cuda else "cpu",
-        "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "dtype": "int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
         "split": split,

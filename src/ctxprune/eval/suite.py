@@ -21,9 +21,8 @@ from ctxprune.errors import CtxpruneError
 from ctxprune.eval.quality import evaluate, limit_per_group
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.sparsity import gate_weights
+from ctxprune.models.whisper import STACK_PREFIX
 from ctxprune.models.whisper_stack import load_stack
-
-STACK_PREFIX = {"decoder": "dec.", "encoder": "enc.", "both": ""}
 
 
 @dataclass
@@ -56,6 +55,13 @@ class Candidate:
     @classmethod
     def random(cls, rate: float, where: str, seed: int) -> Candidate:
         return cls(f"random-{where}-{rate:g}-seed{seed}", "random", None, where, "flops", rate, seed)
+
+
+def device_name(device: str) -> str:
+    """What the numbers were measured on: the GPU's name, else the CPU's."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return platform.processor() or platform.machine()
 
 
 def stack_sparsity(keep_rate: dict[str, float], space, where: str, by: str) -> float:
@@ -122,9 +128,7 @@ def evaluate_candidates(
         "data": str(data),
         "rows": len(examples),
         "adapter": str(adapter) if adapter else None,
-        "device": torch.cuda.get_device_name()
-        if str(device).startswith("cuda")
-        else platform.processor() or "cpu",
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
         "dtype": "int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
         "torch": torch.__version__,

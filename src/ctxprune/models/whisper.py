@@ -18,6 +18,9 @@ from transformers import WhisperConfig, WhisperForConditionalGeneration
 from ctxprune.gating.skip import Gates, keep_of, run_branch
 from ctxprune.runtime.kv_cache import StaticKVCache
 
+# the gate-name prefix of each stack a run can gate ("both" = every gate)
+STACK_PREFIX = {"encoder": "enc.", "decoder": "dec.", "both": ""}
+
 
 def whisper_gate_names(config: WhisperConfig) -> list[str]:
     """Stable, ordered names of Whisper's gateable branches: encoder layers first, then decoder."""

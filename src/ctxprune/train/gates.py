@@ -14,7 +14,7 @@ from ctxprune.gating.predictor import GateContext, GatePredictor
 from ctxprune.gating.skip import SoftGates
 from ctxprune.gating.sparsity import SparsityTarget, sparsity_loss
 from ctxprune.gating.straight_through import TemperatureSchedule, apply_forced, straight_through_gates
-from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_pruning import pooled_encoder, pooled_log_mel, whisper_predictor_config
 from ctxprune.train.config import TrainConfig
@@ -24,13 +24,9 @@ LANGUAGES = ["en", "de", "fr", "es", "it"]
 
 
 def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
-    if config.where == "encoder":
-        return [SparsityTarget("enc.", config.target)]
-    if config.where == "decoder":
-        return [SparsityTarget("dec.", config.target)]
-    if config.separate_targets:
-        return [SparsityTarget("enc.", config.target), SparsityTarget("dec.", config.target)]
-    return [SparsityTarget("", config.target)]
+    if config.where == "both" and config.separate_targets:
+        return [SparsityTarget(STACK_PREFIX[s], config.target) for s in ("encoder", "decoder")]
+    return [SparsityTarget(STACK_PREFIX[config.where], config.target)]
 
 
 def gated_stacks(where: str) -> list[str]:
