@@ -363,6 +363,7 @@ def eval_(
     seeds: Annotated[int, typer.Option(help="Seeds per random baseline.")] = 3,
     limit: Annotated[int | None, typer.Option(help="Rows per (task, language); default all.")] = None,
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Decode length cap per utterance.")] = 224,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     int8: Int8Opt = False,
@@ -394,6 +395,7 @@ def eval_(
                 batch_size,
                 _device(device),
                 _dtype(dtype),
+                max_new_tokens,
                 on_progress=lambda n: bar.advance(task, n),
                 on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
                 int8=int8,
@@ -407,6 +409,53 @@ def eval_(
             table.add_row(r["name"], *("-" if v is None else f"{v:.3f}" for v in cells))
         console.print(table)
         console.print(f"results written to {json_out}")
+
+
+@app.command()
+def calibrate(
+    gates: Annotated[
+        list[Path], typer.Argument(help="Gate set dirs (see artifacts/gates); rewritten in place.")
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Corpus directory; its dev split is used.")],
+    adapter: AdapterOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
+    device: DeviceOpt = "auto",
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Shift each gate set's logits so dev sparsity lands on its target; re-evaluate dev; rewrite the card."""
+    with user_errors():
+        _set_threads(threads)
+        from rich.table import Table
+
+        from ctxprune.eval.calibration import calibrate_gate_set
+        from ctxprune.progress import progress_bar
+
+        adapter = adapter or shipped_adapter()
+        table = Table(title="calibrated on dev")
+        for column in ("gate set", "target", "before", "after", "shift", "dev achieved"):
+            table.add_column(column)
+        with progress_bar() as bar:
+            task = bar.add_task("calibrate", total=None)
+            current = [""]
+
+            def advance(stage: str, n: int, total: int) -> None:
+                if current[0] != f"{path.name} {stage}":
+                    current[0] = f"{path.name} {stage}"
+                    bar.reset(task, total=total, description=current[0])
+                bar.advance(task, n)
+
+            for path in gates:
+                card = calibrate_gate_set(path, data, model, adapter, _device(device), batch_size, advance)
+                c = card["calibration"]
+                cells = [
+                    c["sparsity_before"],
+                    c["sparsity_after"],
+                    c["logit_shift"],
+                    card["achieved_sparsity"],
+                ]
+                table.add_row(path.name, f"{card['target_sparsity']:g}", *(f"{v:.3f}" for v in cells))
+        console.print(table)
 
 
 @app.command()

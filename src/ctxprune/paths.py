@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -46,3 +47,12 @@ def replace_dir_atomic(staging: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, final)
+
+
+def sha256_files(directory: Path, exclude: set[str] = frozenset()) -> dict[str, str]:
+    """sha256 of every file under `directory` (relative path -> hex), for artifact cards."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and str(p.relative_to(directory)) not in exclude
+    }

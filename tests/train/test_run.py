@@ -42,6 +42,9 @@ def test_gate_training_moves_sparsity_to_target_ends_without_noise_and_writes_a_
     assert set(card["files"]) == {"predictor.json", "predictor.safetensors"}
     predictor = GatePredictor.from_pretrained(Path(config.out) / "predictor")
     assert all(name.startswith("enc.") for name in predictor.config.force_keep)  # where=decoder
+    c = card["calibration"]  # after training, dev sparsity is calibrated toward the target
+    assert abs(c["sparsity_after"] - 0.5) <= abs(c["sparsity_before"] - 0.5)
+    assert predictor.config.logit_shift == list(c["logit_shift"].values())
 
 
 def test_static_baseline_has_no_context(quick):

@@ -28,7 +28,7 @@ def limit_per_group(examples: list[Example], limit: int | None) -> list[Example]
     return out
 
 
-def _group_batches(examples: list[Example], batch_size: int) -> list[list[Example]]:
+def group_batches(examples: list[Example], batch_size: int) -> list[list[Example]]:
     """Batches that each hold one (task, language), so batch-level measurements belong to one group."""
     groups: dict[tuple[str, str], list[Example]] = defaultdict(list)
     for e in examples:
@@ -60,7 +60,7 @@ def evaluate(
     masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     flops: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     dtype = next(pruned.gated.model.parameters()).dtype
-    for batch in _group_batches(examples, batch_size):
+    for batch in group_batches(examples, batch_size):
         feats, frames = features_for(
             [load_audio(corpus / e.audio) for e in batch], pruned.gated.config.num_mel_bins
         )

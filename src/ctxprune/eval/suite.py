@@ -72,6 +72,12 @@ def stack_sparsity(keep_rate: dict[str, float], space, where: str, by: str) -> f
     return float(((1 - keep) * weights).sum() / weights.sum())
 
 
+def rows_sparsity(results: dict, space, where: str, by: str) -> float:
+    """A stack's sparsity over all evaluated rows (per-group results weighted by their row counts)."""
+    total = sum(r["n"] for r in results.values())
+    return sum(r["n"] * stack_sparsity(r["keep_rate"], space, where, by) for r in results.values()) / total
+
+
 def evaluate_candidates(
     candidates: list[Candidate],
     data: Path,

@@ -6,7 +6,8 @@ Context inputs (each switchable; none at all gives the "static" predictor, one l
 - `encoder`: a pooled encoder output, read only by "late" gates (those after the encoder);
 - any named caller vectors (a speaker embedding, say), declared with their sizes in the config.
 Each input is projected to `hidden` and summed; a GELU and a linear head give each gate a context
-term, bounded to +-`context_range` by a scaled tanh, which is added to the gate's own bias. The bound
+term, bounded to +-`context_range` by a scaled tanh, which is added to the gate's own bias (and to
+a per-gate `logit_shift`, which calibration sets after training). The bound
 keeps the context pathway (hundreds of inputs, each moved by the optimizer) from driving the logits to
 saturation, where no gradient reaches them; the bias alone is the static predictor. Early gates never
 see the encoder input, so their mask can be decided before the encoder runs.
@@ -44,6 +45,7 @@ class PredictorConfig:
     hidden: int = 64
     initial_keep_logit: float = 3.0
     context_range: float = 4.0
+    logit_shift: list[float] | None = None  # per gate, added to its logit; set by gating/calibrate.py
     force_keep: list[str] = field(default_factory=list)
     force_skip: list[str] = field(default_factory=list)
 
@@ -138,16 +140,22 @@ class GatePredictor(nn.Module):
 
     def early_logits(self, ctx: GateContext) -> Tensor:
         """Logits of the early gates only ([batch, n_early]); needs no encoder output."""
-        return self._bounded(self.early_head(self._hidden(ctx, with_encoder=False)), self.early_bias)
+        context_term = self.early_head(self._hidden(ctx, with_encoder=False))
+        return self._bounded(context_term, self.early_bias, self.early_index)
 
-    def _bounded(self, context_term: Tensor, bias: Tensor) -> Tensor:
+    def _bounded(self, context_term: Tensor, bias: Tensor, index: Tensor) -> Tensor:
         r = self.config.context_range
-        return bias + r * torch.tanh(context_term / r)
+        logits = bias + r * torch.tanh(context_term / r)
+        if self.config.logit_shift is not None:
+            logits = logits + torch.tensor(self.config.logit_shift, device=logits.device)[index]
+        return logits
 
     def forward(self, ctx: GateContext) -> Tensor:
         """Logits for every gate, [batch, n_gates], in gate-space order."""
         early = self.early_logits(ctx)
-        late = self._bounded(self.late_head(self._hidden(ctx, with_encoder=True)), self.late_bias)
+        late = self._bounded(
+            self.late_head(self._hidden(ctx, with_encoder=True)), self.late_bias, self.late_index
+        )
         out = early.new_empty(early.shape[0], len(self.space))
         out[:, self.early_index] = early
         out[:, self.late_index] = late

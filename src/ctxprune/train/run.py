@@ -4,7 +4,6 @@ data parallelism under `torchrun` (gradients averaged across processes; only ran
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,12 +21,13 @@ from ctxprune import assets
 from ctxprune.data.dataset import Collate, DurationBucketSampler, SpeechDataset
 from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
+from ctxprune.eval.calibration import calibrate_predictor, calibration_record
 from ctxprune.eval.quality import evaluate, limit_per_group
-from ctxprune.eval.suite import stack_sparsity
+from ctxprune.eval.suite import rows_sparsity
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_pruning import PrunedWhisper
 from ctxprune.models.whisper_stack import GATE_LORA, merge_adapter, record_base_adapter
-from ctxprune.paths import write_bytes_atomic, write_json_atomic
+from ctxprune.paths import sha256_files, write_bytes_atomic, write_json_atomic
 from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter, save_half_precision_lora
 from ctxprune.train.checkpoint import load_checkpoint, save_checkpoint
 from ctxprune.train.config import TrainConfig
@@ -53,22 +53,6 @@ def learning_rate(config: TrainConfig, step: int, base: float | None = None) -> 
         return base * (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def group_sparsity(results: dict, space, config: TrainConfig) -> float:
-    """Inference sparsity on the evaluated rows, over the gates the run trains, weighted as trained."""
-    total = sum(r["n"] for r in results.values())
-    return (
-        sum(
-            r["n"] * stack_sparsity(r["keep_rate"], space, config.where, config.sparsity_by)
-            for r in results.values()
-        )
-        / total
-    )
 
 
 class Run:
@@ -157,6 +141,18 @@ class Run:
             max_new_tokens=self.config.eval_max_tokens,
         )
 
+    def calibrate(self) -> dict:
+        """Shift the trained gates' logits so that dev sparsity lands on the target (gating/calibrate.py)."""
+        self.gw.model.eval()
+        self.predictor.eval()
+        examples = read_manifest(Path(self.config.data), "dev")
+        pruned = PrunedWhisper(self.gw, self.loaded.tokens, self.predictor)
+        result = calibrate_predictor(
+            pruned, Path(self.config.data), examples, self.config.target, self.config.where,
+            self.config.sparsity_by, device=self.device,
+        )  # fmt: skip
+        return calibration_record(result, pruned.space, len(examples), self.device)
+
     # ------------------------------------------------------------------ the loop
     def train(
         self, resume: bool = False, on_progress: Callable[[int, int, dict], None] | None = None
@@ -234,6 +230,9 @@ class Run:
     def finish(self, wall: float) -> dict:
         """Evaluate on dev, save the artifact (adapter or predictor) and its JSON card."""
         config = self.config
+        calibration = None
+        if config.kind == "gates" and config.calibrate:
+            calibration = self.calibrate()
         dev = self.evaluate(config.eval_limit)
         self._log({"step": config.steps, "dev": dev})
         artifact = self.out / ("adapter" if config.kind == "adapt" else "predictor")
@@ -254,7 +253,7 @@ class Run:
             "target_sparsity": None if config.kind == "adapt" else config.target,
             "achieved_sparsity": None
             if config.kind == "adapt"
-            else group_sparsity(dev, self.predictor.space, config),
+            else rows_sparsity(dev, self.predictor.space, config.where, config.sparsity_by),
             "config": json.loads(json.dumps(config.__dict__)),
             "data": {"dir": str(config.data), "build": build["config"], "catalogs": build.get("catalogs")},
             "steps": config.steps,
@@ -266,10 +265,9 @@ class Run:
                 "processes": self.world,
                 "torch": torch.__version__,
             },
+            **({"calibration": calibration} if calibration else {}),
             "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
-            "files": {
-                str(p.relative_to(artifact)): _sha256(p) for p in sorted(artifact.rglob("*")) if p.is_file()
-            },
+            "files": sha256_files(artifact),
         }
         write_json_atomic(self.out / "card.json", card)
         return card
