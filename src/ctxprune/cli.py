@@ -270,6 +270,9 @@ def train_gates(
         str | None, typer.Option(help="Comma list of task,language,audio,encoder,<vectors>; 'none' = static.")
     ] = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter of the adapted model.")] = None,
+    start_from: Annotated[
+        str | None, typer.Option(help="Trained gate set to continue from (re-tune after calibration).")
+    ] = None,
     data: DataOpt = None,
     out: OutOpt = None,
     config: ConfigOpt = None,
@@ -288,6 +291,7 @@ def train_gates(
             "sparsity_by": sparsity_by,
             "context": ctx,
             "adapter": adapter,
+            "start_from": start_from,
         }
         values |= {"data": data, "out": out, "steps": steps, "batch_size": batch_size, "model": model}
         _train("gates", config, values, set_, resume)
@@ -333,6 +337,7 @@ def _candidates(
     random: list[float] | None = None,
     random_where: str = "decoder",
     seeds: int = 0,
+    dense: bool = True,
 ):
     """Dense, then the gate sets, then the random baselines; gate sets default to the shipped adapter."""
     from ctxprune.eval.suite import Candidate
@@ -340,12 +345,14 @@ def _candidates(
 
     if random_where not in STACK_PREFIX:
         raise CtxpruneError(f"--random-where must be one of {', '.join(STACK_PREFIX)}")
-    out = [Candidate("dense", "dense")]
+    out = [Candidate("dense", "dense")] if dense else []
     out += [Candidate.gate_set(Path(g)) for g in gates or []]
     out += [Candidate.random(r, random_where, s) for r in random or [] for s in range(seeds)]
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         raise CtxpruneError("two candidates share a name; give each gate set once")
+    if not out:
+        raise CtxpruneError("nothing to evaluate: give --gates or --random, or leave out --no-dense")
     return out, adapter if adapter is not None or not gates else shipped_adapter()
 
 
@@ -355,12 +362,16 @@ def eval_(
     json_out: Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")],
     gates: GatesOpt = None,
     adapter: AdapterOpt = None,
-    split: Annotated[str, typer.Option(help="train | dev | test | unseen.")] = "test",
+    split: Annotated[str, typer.Option(help="train | dev | test | test_unseen_voice.")] = "test",
     random: Annotated[
         list[float] | None, typer.Option(help="Random (LayerDrop-style) baseline at this rate; repeatable.")
     ] = None,
     random_where: Annotated[str, typer.Option(help="Stack the random baseline drops from.")] = "decoder",
     seeds: Annotated[int, typer.Option(help="Seeds per random baseline.")] = 3,
+    dense: Annotated[
+        bool,
+        typer.Option(help="Evaluate the dense reference too (leave out in all but one part of a split)."),
+    ] = True,
     limit: Annotated[int | None, typer.Option(help="Rows per (task, language); default all.")] = None,
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Decode length cap per utterance.")] = 224,
@@ -381,7 +392,7 @@ def eval_(
         from ctxprune.paths import write_json_atomic
         from ctxprune.progress import progress_bar
 
-        candidates, adapter = _candidates(gates, adapter, random, random_where, seeds)
+        candidates, adapter = _candidates(gates, adapter, random, random_where, seeds, dense)
         rows = len(limit_per_group(read_manifest(data, split), limit))
         with progress_bar() as bar:
             task = bar.add_task("eval", total=rows * len(candidates))
@@ -412,53 +423,6 @@ def eval_(
 
 
 @app.command()
-def calibrate(
-    gates: Annotated[
-        list[Path], typer.Argument(help="Gate set dirs (see artifacts/gates); rewritten in place.")
-    ],
-    data: Annotated[Path, typer.Option("--data", help="Corpus directory; its dev split is used.")],
-    adapter: AdapterOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
-    device: DeviceOpt = "auto",
-    model: ModelOpt = None,
-    threads: ThreadsOpt = None,
-) -> None:
-    """Shift each gate set's logits so dev sparsity lands on its target; re-evaluate dev; rewrite the card."""
-    with user_errors():
-        _set_threads(threads)
-        from rich.table import Table
-
-        from ctxprune.eval.calibration import calibrate_gate_set
-        from ctxprune.progress import progress_bar
-
-        adapter = adapter or shipped_adapter()
-        table = Table(title="calibrated on dev")
-        for column in ("gate set", "target", "before", "after", "shift", "dev achieved"):
-            table.add_column(column)
-        with progress_bar() as bar:
-            task = bar.add_task("calibrate", total=None)
-            current = [""]
-
-            def advance(stage: str, n: int, total: int) -> None:
-                if current[0] != f"{path.name} {stage}":
-                    current[0] = f"{path.name} {stage}"
-                    bar.reset(task, total=total, description=current[0])
-                bar.advance(task, n)
-
-            for path in gates:
-                card = calibrate_gate_set(path, data, model, adapter, _device(device), batch_size, advance)
-                c = card["calibration"]
-                cells = [
-                    c["sparsity_before"],
-                    c["sparsity_after"],
-                    c["logit_shift"],
-                    card["achieved_sparsity"],
-                ]
-                table.add_row(path.name, f"{card['target_sparsity']:g}", *(f"{v:.3f}" for v in cells))
-        console.print(table)
-
-
-@app.command()
 def bench(
     data: Annotated[Path, typer.Option("--data", help="Corpus directory (`ctxprune data build`).")],
     json_out: Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")],
@@ -468,6 +432,7 @@ def bench(
     batch: Annotated[
         list[int] | None, typer.Option(help="Batch sizes (repeatable); default 1 and 16.")
     ] = None,
+    batch1_rows: Annotated[int, typer.Option(help="Utterances timed one at a time for batch 1.")] = 4,
     repeats: Annotated[int, typer.Option(help="Timed repeats per variant.")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up rounds.")] = 2,
     device: DeviceOpt = "auto",
@@ -496,6 +461,7 @@ def bench(
                 data,
                 split,
                 sizes,
+                batch1_rows,
                 repeats=repeats,
                 warmup=warmup,
                 model=model,

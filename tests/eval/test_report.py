@@ -165,3 +165,19 @@ def test_bad_input(tmp_path, content, message):
         path.write_text(content)
     with pytest.raises(CtxpruneError, match=message):
         build_report([path], tmp_path / "out")
+
+
+def test_an_evaluation_in_parts_reports_like_one_file(tmp_path):
+    models = [
+        model("dense", "dense", {"de": 0.10}, {"de": 20.0}),
+        model("c", "context", {"de": 0.30}, {"de": 20.0}, 0.5),
+        model("s", "static", {"de": 0.35}, {"de": 18.0}, 0.5),
+    ]
+    whole = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "whole")
+    parts = [
+        eval_file(tmp_path / "p1.json", "test", models[:1]),
+        eval_file(tmp_path / "p2.json", "test", models[1:]),
+    ]
+    assert build_report(parts, tmp_path / "parts")["targets"] == whole["targets"]
+    with pytest.raises(CtxpruneError, match="appears in two eval files"):
+        build_report([parts[0], eval_file(tmp_path / "p3.json", "test", models)], tmp_path / "twice")

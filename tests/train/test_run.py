@@ -163,3 +163,38 @@ def test_a_gate_set_refuses_a_missing_or_different_adapter(quick, tmp_path):
         load_stack(config.model, None, gate_set)
     with pytest.raises(CtxpruneError, match="another adapter"):
         load_stack(config.model, adapters[1], gate_set)
+
+
+def test_a_retune_starts_from_a_gate_set_calibrates_first_and_trains_only_its_lora(quick, tmp_path):
+    first = quick(steps=3, train_lora=True, lora_rank=4, out=str(tmp_path / "first"))
+    Run(first).train()
+    gate_set = Path(first.out) / "predictor"
+    config = quick(
+        steps=3, train_lora=True, lora_rank=4, lora_lr=1e-2, start_from=str(gate_set), deterministic_tail=1.0,
+        target_warmup=0, out=str(tmp_path / "retune"),
+    )  # fmt: skip
+    run = Run(config)
+    trained = GatePredictor.from_pretrained(gate_set)
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(run.predictor.state_dict()[k], v)
+    lora_start = {n: p.detach().clone() for n, p in run.params.items() if n.startswith("lora.")}
+    saved = load_file(str(gate_set / "lora" / "adapter_model.safetensors"))
+    assert len(saved) == len(lora_start)
+    card = run.train()
+    rows = _rows(Path(config.out))
+    assert "calibration" in rows[0] and rows[0]["step"] == 0  # calibrated before the first step
+    assert all(r["noise"] == 0.0 for r in rows if "loss" in r)
+    shift = list(card["calibration"]["logit_shift"].values())
+    assert GatePredictor.from_pretrained(Path(config.out) / "predictor").config.logit_shift == shift
+    for k, v in trained.state_dict().items():  # frozen from the calibration on
+        torch.testing.assert_close(run.predictor.state_dict()[k], v)
+    assert any(not torch.equal(run.params[n], p) for n, p in lora_start.items())
+
+
+def test_a_retune_refuses_a_gate_set_with_another_context(quick, tmp_path):
+    first = quick(steps=1, out=str(tmp_path / "first"))
+    Run(first).train()
+    with pytest.raises(CtxpruneError, match="same --context"):
+        Run(
+            quick(steps=1, context=[], start_from=str(Path(first.out) / "predictor"), out=str(tmp_path / "b"))
+        )

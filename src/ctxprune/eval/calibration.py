@@ -1,6 +1,5 @@
-"""Calibrate a Whisper gate predictor's logit shift on dev rows (gating/calibrate.py says why), and
-`ctxprune calibrate` for gate sets already shipped: shift, re-evaluate dev as the card was made, rewrite
-the card.
+"""Calibrate a Whisper gate predictor's logit shifts on dev rows (gating/calibrate.py says why); training
+calls it at the start of its deterministic tail (train/run.py).
 
 Only the masks are needed to measure sparsity, not decoding: the early gates come from the tags and the
 pooled log-mel; the late gates also read the pooled encoder output, which is computed once per distinct
@@ -9,7 +8,6 @@ early mask of a batch and cached across the bisection's steps.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,10 +16,10 @@ import torch
 
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
-from ctxprune.data.manifest import Example, read_manifest
+from ctxprune.data.manifest import Example
 from ctxprune.errors import CtxpruneError
-from ctxprune.eval.quality import evaluate, group_batches, limit_per_group
-from ctxprune.eval.suite import device_name, rows_sparsity, stack_sparsity
+from ctxprune.eval.quality import group_batches
+from ctxprune.eval.suite import device_name, stack_sparsity
 from ctxprune.gating.calibrate import Calibration, calibrate_shift
 from ctxprune.gating.predictor import GateContext
 from ctxprune.gating.skip import MaskPlan
@@ -29,8 +27,6 @@ from ctxprune.gating.sparsity import gate_weights
 from ctxprune.gating.straight_through import apply_forced, inference_gates
 from ctxprune.models.whisper import STACK_PREFIX
 from ctxprune.models.whisper_pruning import UNKNOWN_LANGUAGE, PrunedWhisper, pooled_encoder, pooled_log_mel
-from ctxprune.models.whisper_stack import load_stack
-from ctxprune.paths import sha256_files, write_json_atomic
 
 
 @torch.inference_mode()
@@ -106,45 +102,3 @@ def calibration_record(calibration: Calibration, space, rows: int, device: str |
         "device": device_name(str(device)),
         "torch": torch.__version__,
     }
-
-
-def calibrate_gate_set(
-    gates: Path,
-    data: Path,
-    model: str | None = None,
-    adapter: Path | None = None,
-    device: str = "cpu",
-    batch_size: int = 16,
-    on_progress: Callable[[str, int, int], None] | None = None,
-) -> dict:
-    """Calibrate a shipped gate set on `data`'s dev split, re-evaluate dev with the card's settings and
-    rewrite the predictor and the card. Re-running gives the same result (the shift is absolute)."""
-    card_path = gates / "card.json"
-    if not card_path.is_file():
-        raise CtxpruneError(f"{gates}: not a gate set (no card.json); use a directory under artifacts/gates")
-    card = json.loads(card_path.read_text())
-    stack = load_stack(model, adapter, gates, device, torch.float32)
-    pruned = stack.pruned
-    examples = read_manifest(data, "dev")
-    dev_rows = limit_per_group(examples, card["config"]["eval_limit"])
-
-    def stage(name: str, total: int) -> Callable[[int], None] | None:
-        return (lambda n: on_progress(name, n, total)) if on_progress else None
-
-    calibration = calibrate_predictor(
-        pruned, data, examples, card["target_sparsity"], card["where"], card["sparsity_by"],
-        batch_size, device, stage("calibrate", len(examples)),
-    )  # fmt: skip
-    dev = evaluate(
-        pruned, stack.loaded.tokenizer, data, dev_rows, batch_size=batch_size, device=device,
-        max_new_tokens=card["config"]["eval_max_tokens"], on_progress=stage("dev", len(dev_rows)),
-    )  # fmt: skip
-    pruned.predictor.save_pretrained(gates)
-    card.update(
-        achieved_sparsity=rows_sparsity(dev, pruned.space, card["where"], card["sparsity_by"]),
-        calibration=calibration_record(calibration, pruned.space, len(examples), device),
-        dev={k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
-        files=sha256_files(gates, exclude={"card.json", "config.yaml", "metrics.jsonl"}),
-    )
-    write_json_atomic(card_path, card)
-    return card

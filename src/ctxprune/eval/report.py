@@ -104,12 +104,28 @@ def _load(paths: list[Path]) -> tuple[list[dict], list[tuple[Path, dict]]]:
             )
     if not evals:
         raise CtxpruneError('no eval result among the inputs; pass at least one JSON with "kind": "eval"')
-    seen: dict[str, int] = defaultdict(int)
+    return _merge_parts(evals), benches
+
+
+def _merge_parts(evals: list[dict]) -> list[dict]:
+    """One eval record per split: files of one split (an evaluation run in parallel parts) are joined
+    when they decoded the same rows of the same corpus and name each candidate once."""
+    by_split: dict[str, dict] = {}
     for ev in evals:
-        seen[ev["split"]] += 1
-    if dupes := [s for s, n in seen.items() if n > 1]:
-        raise CtxpruneError(f"several eval files for split {dupes[0]!r}; pass one eval file per split")
-    return evals, benches
+        first = by_split.get(ev["split"])
+        if first is None:
+            by_split[ev["split"]] = {**ev, "models": list(ev["models"])}
+            continue
+        if (first.get("data"), first.get("rows")) != (ev.get("data"), ev.get("rows")):
+            raise CtxpruneError(
+                f"two eval files for split {ev['split']!r} decoded different rows or corpora; "
+                "pass one evaluation per split (its parts may be several files)"
+            )
+        names = {m["name"] for m in first["models"]}
+        if twice := [m["name"] for m in ev["models"] if m["name"] in names]:
+            raise CtxpruneError(f"candidate {twice[0]!r} appears in two eval files for split {ev['split']!r}")
+        first["models"] += ev["models"]
+    return list(by_split.values())
 
 
 def _check_eval(path: Path, obj: dict) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import WhisperForConditionalGeneration
 
+from ctxprune.errors import CtxpruneError
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_stack import ADAPTER_WEIGHTS, check_adapter
 from ctxprune.train.config import TrainConfig
@@ -68,3 +69,20 @@ def save_half_precision_lora(peft: PeftModel, directory: Path) -> None:
     save_file(tensors, str(tmp))
     tmp.replace(weights)
     (directory / "README.md").unlink(missing_ok=True)  # peft's model-card stub
+
+
+def load_gate_lora(peft: PeftModel, directory: Path) -> None:
+    """Load a saved LoRA's weights into a PeftModel built with the same LoRA settings."""
+    if not (directory / ADAPTER_WEIGHTS).is_file():
+        raise CtxpruneError(f"{directory}: no LoRA weights ({ADAPTER_WEIGHTS}) to continue from")
+    try:
+        result = set_peft_model_state_dict(peft, load_file(str(directory / ADAPTER_WEIGHTS)))
+    except RuntimeError as e:  # shapes differ: another rank
+        raise CtxpruneError(
+            f"{directory}: its LoRA does not fit this run ({str(e).splitlines()[0]})"
+        ) from None
+    if result.unexpected_keys:
+        raise CtxpruneError(
+            f"{directory}: its LoRA does not fit this run ({len(result.unexpected_keys)} unexpected "
+            "weights); use the lora_rank, lora_targets and --where it was trained with"
+        )

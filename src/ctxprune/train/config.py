@@ -41,7 +41,8 @@ class TrainConfig:
     target_warmup: int = 0  # steps over which the target rises linearly from 0 (lets the LoRA follow)
     deterministic_tail: float = 0.1  # the last fraction of steps runs the inference masks (no gate noise)
     context_lr_scale: float = 0.1  # the predictor's context pathway learns at lr * this; gate biases at lr
-    calibrate: bool = True  # after training, one logit shift lands dev sparsity on the target
+    calibrate: bool = True  # at the start of the deterministic tail, logit shifts land dev sparsity on target
+    start_from: str | None = None  # a trained gate set to continue from (its predictor and LoRA)
     tau_start: float = 1.0
     tau_end: float = 0.1
     hidden: int = 64

@@ -24,11 +24,12 @@ from ctxprune.errors import CtxpruneError
 from ctxprune.eval.calibration import calibrate_predictor, calibration_record
 from ctxprune.eval.quality import evaluate, limit_per_group
 from ctxprune.eval.suite import rows_sparsity
+from ctxprune.gating.predictor import GatePredictor
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_pruning import PrunedWhisper
 from ctxprune.models.whisper_stack import GATE_LORA, merge_adapter, record_base_adapter
 from ctxprune.paths import sha256_files, write_bytes_atomic, write_json_atomic
-from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter, save_half_precision_lora
+from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter, load_gate_lora, save_half_precision_lora
 from ctxprune.train.checkpoint import load_checkpoint, save_checkpoint
 from ctxprune.train.config import TrainConfig
 from ctxprune.train.gates import GateTask, build_predictor, gated_stacks
@@ -83,18 +84,26 @@ class Run:
                 self.peft = add_lora(model, config, stacks=gated_stacks(config.where))
             self.gw = GatedWhisper(self.peft.base_model.model if self.peft else model)
             self.predictor = build_predictor(self.gw, config).to(self.device)
+            if config.start_from:
+                self._start_from(Path(config.start_from))
             self.task = GateTask(self.gw, self.predictor, config)
             named = {f"predictor.{n}": p for n, p in self.predictor.named_parameters()}
             if self.peft is not None:
                 named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
         self.params = named
-        groups = [
-            {"params": [p for n, p in named.items() if n.endswith("_bias")], "base_lr": config.lr},
+        self.calibration: dict | None = None  # set once the gates are calibrated; they are frozen from then
+        groups = [  # the predictor's groups freeze once the gates are calibrated (see train())
+            {
+                "params": [p for n, p in named.items() if n.endswith("_bias")],
+                "base_lr": config.lr,
+                "predictor": True,
+            },
             {
                 "params": [
                     p for n, p in named.items() if n.startswith("predictor.") and not n.endswith("_bias")
                 ],
                 "base_lr": config.lr * config.context_lr_scale,
+                "predictor": True,
             },
         ]
         if config.kind == "adapt":
@@ -107,6 +116,19 @@ class Run:
         self.train_set = SpeechDataset(config.data, "train")
         self.sampler = DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
         self.collate = Collate(self.gw.config.num_mel_bins, self.loaded.tokenizer, self.loaded.tokens)
+
+    def _start_from(self, gate_set: Path) -> None:
+        """Continue from a trained gate set: its predictor and its LoRA (a re-tune after calibration)."""
+        trained = GatePredictor.from_pretrained(gate_set, space=self.predictor.space)
+        mine, theirs = self.predictor.config, trained.config
+        if (mine.context, mine.force_keep) != (theirs.context, theirs.force_keep):
+            raise CtxpruneError(
+                f"{gate_set}: trained with context {theirs.context} on other gates; "
+                "give the run the same --context and --where"
+            )
+        self.predictor.load_state_dict(trained.state_dict())
+        if self.peft is not None:
+            load_gate_lora(self.peft, gate_set / GATE_LORA)
 
     # ------------------------------------------------------------------ bookkeeping
     def _log(self, row: dict) -> None:
@@ -170,7 +192,11 @@ class Run:
         if resume and checkpoint.exists():
             meta = load_checkpoint(checkpoint, self.params, self.optimizer, self.generator)
             step, elapsed = meta["step"], meta["elapsed"]
+            self.calibration = meta.get("calibration")
+            if self.calibration:
+                self.predictor.config.logit_shift = list(self.calibration["logit_shift"].values())
             self._truncate_metrics(step)
+        calibrate_at = round(config.steps * (1 - config.deterministic_tail))
         per_epoch = len(self._batches(0))
         if per_epoch == 0:
             raise CtxpruneError(
@@ -187,12 +213,21 @@ class Run:
                 num_workers=config.workers,
             )
             for batch in loader:
+                if (
+                    config.kind == "gates"
+                    and config.calibrate
+                    and not self.calibration
+                    and step >= calibrate_at
+                ):
+                    self.calibration = self.calibrate()
+                    self._log({"step": step, "calibration": self.calibration})
                 if self.peft is not None and (config.kind == "adapt" or config.train_lora):
                     self.peft.train()
                 if self.predictor is not None:
                     self.predictor.train()
                 for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate(config, step, group["base_lr"])
+                    frozen = self.calibration is not None and group.get("predictor", False)
+                    group["lr"] = 0.0 if frozen else learning_rate(config, step, group["base_lr"])
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, logs = self.task.loss(batch, step, self.generator)
                 self.optimizer.zero_grad(set_to_none=False)
@@ -209,7 +244,7 @@ class Run:
                 if step % config.log_every == 0 or step == config.steps:
                     self._log(row)
                 if self.rank == 0 and (step % config.save_every == 0 or step == config.steps):
-                    extra = {"elapsed": time.perf_counter() - start}
+                    extra = {"elapsed": time.perf_counter() - start, "calibration": self.calibration}
                     save_checkpoint(checkpoint, step, self.params, self.optimizer, self.generator, extra)
                 if (
                     self.rank == 0
@@ -230,9 +265,8 @@ class Run:
     def finish(self, wall: float) -> dict:
         """Evaluate on dev, save the artifact (adapter or predictor) and its JSON card."""
         config = self.config
-        calibration = None
-        if config.kind == "gates" and config.calibrate:
-            calibration = self.calibrate()
+        if config.kind == "gates" and config.calibrate and self.calibration is None:
+            self.calibration = self.calibrate()
         dev = self.evaluate(config.eval_limit)
         self._log({"step": config.steps, "dev": dev})
         artifact = self.out / ("adapter" if config.kind == "adapt" else "predictor")
@@ -265,7 +299,7 @@ class Run:
                 "processes": self.world,
                 "torch": torch.__version__,
             },
-            **({"calibration": calibration} if calibration else {}),
+            **({"calibration": self.calibration} if self.calibration else {}),
             "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
             "files": sha256_files(artifact),
         }
