@@ -3,10 +3,14 @@
 # (the base model and the corpus under /root/persist), restore-adapter and retune (the calibrated gate sets).
 #
 #   there: scripts/evaluate_on_gpu.sh collect        # the re-tuned runs as gate sets under /root/persist/gates
-#                                                    # (the device's working tree is replaced at every call)
-#   there: scripts/evaluate_on_gpu.sh eval SPLIT     # dense, every gate set and the random baselines, in parallel
-#                                                    # parts (one JSON each; `ctxprune report` joins them)
+#                                                    # (the device's working tree is replaced at every call);
+#                                                    # evaluate them with GATES=/root/persist/gates (default:
+#                                                    # artifacts/gates, the shipped ones)
+#   there: scripts/evaluate_on_gpu.sh eval SPLIT [RE] # dense, every gate set and the random baselines, in parallel
+#                                                    # parts (one JSON each; `ctxprune report` joins them); RE
+#                                                    # picks parts by name. SEEDS / SEEDS_BOTH: random seeds
 #   there: scripts/evaluate_on_gpu.sh bench          # batch 1 and mixed batch 16: dense vs the decoder gate sets
+#                                                    # (fp32), then bench/gpu_runtimes.py (HF generate, fp16)
 #   there: scripts/evaluate_on_gpu.sh pack           # $OUT: the gate sets (2 chunks), eval parts and bench
 # Each step skips what is already done, so a call that ran out of time is resumed by repeating it.
 # LIMIT (seconds per call, default 540) and BATCH (utterances decoded together, default 32) tune it.
@@ -14,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
 remote_env
-G=$P/gates R=$P/results
+G=${GATES:-artifacts/gates} R=$P/results
 MAX_TOKENS=96  # the longest reference is 20 words; capped so that collapsed gate sets cannot run on to 224
 mkdir -p $R
 
@@ -31,10 +35,10 @@ case "${1:-}" in
   collect)
     for card in $P/runs/retune-*/card.json; do
       run=$(dirname "$card") name=$(basename "$(dirname "$card")") && name=${name#retune-}
-      rm -rf "$G/$name" && mkdir -p "$G/$name"
-      cp -r "$run"/predictor/* "$run/card.json" "$run/config.yaml" "$run/metrics.jsonl" "$G/$name/"
+      rm -rf "$P/gates/$name" && mkdir -p "$P/gates/$name"
+      cp -r "$run"/predictor/* "$run/card.json" "$run/config.yaml" "$run/metrics.jsonl" "$P/gates/$name/"
     done
-    ls $G ;;
+    ls $P/gates ;;
   eval)
     split=$2
     common="eval --data $P/corpus --split $split --device cuda --batch-size ${BATCH:-32} --threads 1 --max-new-tokens $MAX_TOKENS"
@@ -45,22 +49,23 @@ case "${1:-}" in
         echo "$split-$pair $common --no-dense --gates $G/$pair-context --gates $G/$pair-static"
       done
       for rate in 0.3 0.5 0.7; do
-        echo "$split-random-decoder-$rate $common --no-dense --random $rate --random-where decoder --seeds 3"
-        echo "$split-random-both-$rate $common --no-dense --random $rate --random-where both --seeds 2"
+        # random masks differ row by row, and collapsed models run to the token cap: larger batches
+        echo "$split-random-decoder-$rate ${common/--batch-size ${BATCH:-32}/--batch-size 64} --no-dense --random $rate --random-where decoder --seeds ${SEEDS:-3}"
+        echo "$split-random-both-$rate ${common/--batch-size ${BATCH:-32}/--batch-size 64} --no-dense --random $rate --random-where both --seeds ${SEEDS_BOTH:-2}"
       done
-    } | parallel_parts
+    } | grep -E -- "${3:-.}" | parallel_parts
     for log in "$R/$split"-*.log; do
       printf '%-36s %s\n' "$(basename "$log" .log)" "$([ -f "${log%.log}.json" ] && echo done || tr '\r' '\n' < "$log" | tail -1 | cut -c1-100)"
     done ;;
-  bench)
-    [ -f $R/bench_gpu.json ] && { echo "bench done"; exit 0; }
+  bench)  # one after the other, nothing else running: timings
     gates=""
     for s in 0.3 0.5 0.7; do gates+=" --gates $G/decoder-flops-$s-context --gates $G/decoder-flops-$s-static"; done
     # shellcheck disable=SC2086
-    ctxprune bench --data $P/corpus --split test --device cuda --batch 1 --batch 16 --batch1-rows 9 \
-      --repeats 10 --warmup 2 $gates --json $R/bench_gpu.json 2>&1 | tail -20 ;;
+    [ -f $R/bench_gpu.json ] || ctxprune bench --data $P/corpus --split test --device cuda --batch 1 --batch 16 \
+      --batch1-rows 9 --repeats 10 --warmup 2 $gates --json $R/bench_gpu.json 2>&1 | tail -20
+    [ -f $R/gpu_runtimes.json ] || python3 bench/gpu_runtimes.py $P/corpus --out $R/gpu_runtimes.json 2>&1 | tail -12 ;;
   pack)
-    tar czf - -C $P gates | split -b 15M -d -a 1 - "$OUT/gates.tar.gz."
+    [ -d $P/gates ] && tar czf - -C $P gates | split -b 15M -d -a 1 - "$OUT/gates.tar.gz."
     tar czf "$OUT/results.tar.gz" -C $P results
     ls -l "$OUT" ;;
   *) sed -n '2,14p' "$0"; exit 2 ;;

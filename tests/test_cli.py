@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
+from ctxprune.errors import CtxpruneError
 from ctxprune.eval.librivox import librivox_references
+from ctxprune.paths import ARTIFACTS
 
 pytestmark = pytest.mark.real
 CLI = [sys.executable, "-m", "ctxprune.cli"]
@@ -110,3 +112,17 @@ def test_gates_for_another_model_are_refused(clip, tmp_path):
     )
     _assert_clean_failure(run("transcribe", clip, "--gates", tmp_path), "built for gate space")
     _assert_clean_failure(run("transcribe", clip, "--gates", tmp_path / "nope"), "not a gate predictor")
+
+
+def test_every_candidate_defaults_to_the_shipped_adapter():
+    # regression: a dense-only or random-only evaluation once ran on the base model, not the adapted one
+    from ctxprune.cli import _candidates, shipped_adapter
+
+    for gates, random in (
+        ([], None),
+        ([], [0.5]),
+        ([ARTIFACTS / "gates" / "decoder-flops-0.5-context"], None),
+    ):
+        assert _candidates(gates, None, random, seeds=1)[1] == shipped_adapter()
+    with pytest.raises(CtxpruneError, match="nothing to evaluate"):
+        _candidates([], None, dense=False)

@@ -54,7 +54,10 @@ ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Model dir or prepared hub id (default: prepared Whisper base).")
 ]
 ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
-AdapterOpt = Annotated[Path | None, typer.Option(help="LoRA adapter dir, merged into the model.")]
+AdapterOpt = Annotated[
+    Path | None,
+    typer.Option(help="LoRA adapter dir, merged into the model (eval, bench: default the shipped one)."),
+]
 Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantization of Linear layers (CPU).")]
 
 
@@ -339,7 +342,7 @@ def _candidates(
     seeds: int = 0,
     dense: bool = True,
 ):
-    """Dense, then the gate sets, then the random baselines; gate sets default to the shipped adapter."""
+    """Dense, then the gate sets, then the random baselines, all on the shipped adapter unless told."""
     from ctxprune.eval.suite import Candidate
     from ctxprune.models.whisper import STACK_PREFIX
 
@@ -353,7 +356,7 @@ def _candidates(
         raise CtxpruneError("two candidates share a name; give each gate set once")
     if not out:
         raise CtxpruneError("nothing to evaluate: give --gates or --random, or leave out --no-dense")
-    return out, adapter if adapter is not None or not gates else shipped_adapter()
+    return out, adapter if adapter is not None else shipped_adapter()
 
 
 @app.command("eval")

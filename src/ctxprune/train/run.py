@@ -56,6 +56,16 @@ def learning_rate(config: TrainConfig, step: int, base: float | None = None) -> 
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def start_card(start_from: str | None) -> dict | None:
+    """The card of the gate set a re-tune started from (its training history), if it has one."""
+    if not start_from:
+        return None
+    for path in (Path(start_from) / "card.json", Path(start_from).parent / "card.json"):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
 class Run:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -300,6 +310,7 @@ class Run:
                 "torch": torch.__version__,
             },
             **({"calibration": self.calibration} if self.calibration else {}),
+            **({"start_from_card": start} if (start := start_card(config.start_from)) else {}),
             "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
             "files": sha256_files(artifact),
         }
