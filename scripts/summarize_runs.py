@@ -16,9 +16,10 @@ def main() -> None:
             continue
         c = json.loads(card.read_text())
         cal = c.get("calibration") or {}
+        before, after = cal.get("sparsity_before", float("nan")), cal.get("sparsity_after", float("nan"))
         print(
-            f"{log.stem:36} target {c['target_sparsity']:.2f}  trained {cal.get('sparsity_before', float('nan')):.3f}"
-            f"  calibrated {cal.get('sparsity_after', float('nan')):.3f}  dev {c['achieved_sparsity']:.3f}"
+            f"{log.stem:36} target {c['target_sparsity']:.2f}  trained {before:.3f}"
+            f"  calibrated {after:.3f}  dev {c['achieved_sparsity']:.3f}"
         )
 
 
