@@ -36,7 +36,7 @@ case "${1:-}" in
     for card in $P/runs/retune-*/card.json; do
       run=$(dirname "$card") name=$(basename "$(dirname "$card")") && name=${name#retune-}
       rm -rf "$P/gates/$name" && mkdir -p "$P/gates/$name"
-      cp -r "$run"/predictor/* "$run/card.json" "$run/config.yaml" "$run/metrics.jsonl" "$P/gates/$name/"
+      cp -r "$run"/predictor/* "$run"/*.json "$run/config.yaml" "$run"/*.jsonl "$P/gates/$name/"
     done
     ls $P/gates ;;
   eval)

@@ -189,6 +189,11 @@ def test_a_retune_starts_from_a_gate_set_calibrates_first_and_trains_only_its_lo
     for k, v in trained.state_dict().items():  # frozen from the calibration on
         torch.testing.assert_close(run.predictor.state_dict()[k], v)
     assert any(not torch.equal(run.params[n], p) for n, p in lora_start.items())
+    first_card = json.loads((Path(first.out) / "card.json").read_text())
+    assert card["start_from_card"] == first_card  # the history travels with the gate set
+    assert (Path(config.out) / "start_from_metrics.jsonl").read_bytes() == (
+        Path(first.out) / "metrics.jsonl"
+    ).read_bytes()
 
 
 def test_a_retune_refuses_a_gate_set_with_another_context(quick, tmp_path):

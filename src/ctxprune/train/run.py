@@ -56,14 +56,11 @@ def learning_rate(config: TrainConfig, step: int, base: float | None = None) -> 
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def start_card(start_from: str | None) -> dict | None:
-    """The card of the gate set a re-tune started from (its training history), if it has one."""
+def start_record(start_from: str | None, name: str) -> Path | None:
+    """A file of the gate set a re-tune started from (its card or log: its training history), if any."""
     if not start_from:
         return None
-    for path in (Path(start_from) / "card.json", Path(start_from).parent / "card.json"):
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
+    return next((p for p in (Path(start_from) / name, Path(start_from).parent / name) if p.is_file()), None)
 
 
 class Run:
@@ -310,9 +307,15 @@ class Run:
                 "torch": torch.__version__,
             },
             **({"calibration": self.calibration} if self.calibration else {}),
-            **({"start_from_card": start} if (start := start_card(config.start_from)) else {}),
+            **(
+                {"start_from_card": json.loads(start.read_text())}
+                if (start := start_record(config.start_from, "card.json"))
+                else {}
+            ),
             "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
             "files": sha256_files(artifact),
         }
+        if log := start_record(config.start_from, "metrics.jsonl"):
+            write_bytes_atomic(self.out / "start_from_metrics.jsonl", log.read_bytes())
         write_json_atomic(self.out / "card.json", card)
         return card
