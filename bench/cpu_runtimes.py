@@ -28,7 +28,7 @@ import torch
 from ctxprune import assets
 from ctxprune.data.audio import SAMPLE_RATE, load_audio
 from ctxprune.eval.librivox import librivox_references, word_error_rate
-from ctxprune.paths import ARTIFACTS, cache_dir, write_json_atomic
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.transcriber import Transcriber
 
@@ -83,7 +83,7 @@ def main() -> None:
         transcriber = Transcriber(**kwargs)
         return lambda path: transcriber.transcribe([path], language="en", batch_size=1)[0].text
 
-    adapter = ARTIFACTS / "lora-adapter"
+    adapter = SHIPPED_ADAPTER
     variants = {
         "faster-whisper int8": faster("int8"),
         "faster-whisper fp32": faster("float32"),

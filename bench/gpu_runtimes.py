@@ -28,7 +28,7 @@ from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.latency import mixed_rows
 from ctxprune.eval.suite import device_name
 from ctxprune.models.whisper_stack import load_stack
-from ctxprune.paths import ARTIFACTS, write_json_atomic
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, write_json_atomic
 from ctxprune.progress import progress_bar
 
 GATE_SETS = [f"decoder-flops-{s}-{kind}" for s in ("0.3", "0.5", "0.7") for kind in ("context", "static")]
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/gpu_runtimes.json"))
     args = ap.parse_args()
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    adapter = ARTIFACTS / "lora-adapter"
+    adapter = SHIPPED_ADAPTER
     rows = mixed_rows(read_manifest(args.corpus, "test"), args.rows)
     stacks = {"ours-dense": load_stack(None, adapter, None, args.device, dtype)}
     stacks |= {

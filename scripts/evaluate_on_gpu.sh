@@ -41,19 +41,20 @@ case "${1:-}" in
     ls $P/gates ;;
   eval)
     split=$2
-    common="eval --data $P/corpus --split $split --device cuda --batch-size ${BATCH:-32} --threads 1 --max-new-tokens $MAX_TOKENS"
+    common="eval --data $P/corpus --split $split --device cuda --threads 1 --max-new-tokens $MAX_TOKENS"
+    gated="$common --batch-size ${BATCH:-32}"
+    random="$common --batch-size 64 --no-dense"  # per-row masks; collapsed outputs run to the cap
     {
-      echo "$split-dense $common"
+      echo "$split-dense $gated"
       for pair in decoder-flops-0.3 decoder-flops-0.5 decoder-flops-0.7 decoder-count-0.5 both-flops-0.3 \
         both-flops-0.5 both-flops-0.7; do
-        echo "$split-$pair $common --no-dense --gates $G/$pair-context --gates $G/$pair-static"
+        echo "$split-$pair $gated --no-dense --gates $G/$pair-context --gates $G/$pair-static"
       done
       for rate in 0.3 0.5 0.7; do
-        # random masks differ row by row, and collapsed models run to the token cap: larger batches
-        echo "$split-random-decoder-$rate ${common/--batch-size ${BATCH:-32}/--batch-size 64} --no-dense --random $rate --random-where decoder --seeds ${SEEDS:-3}"
-        echo "$split-random-both-$rate ${common/--batch-size ${BATCH:-32}/--batch-size 64} --no-dense --random $rate --random-where both --seeds ${SEEDS_BOTH:-2}"
+        echo "$split-random-decoder-$rate $random --random $rate --random-where decoder --seeds ${SEEDS:-3}"
+        echo "$split-random-both-$rate $random --random $rate --random-where both --seeds ${SEEDS_BOTH:-2}"
       done
-    } | grep -E -- "${3:-.}" | parallel_parts
+    } | awk -v re="${3:-.}" '$1 ~ re' | parallel_parts  # RE matches the part's name only
     for log in "$R/$split"-*.log; do
       printf '%-36s %s\n' "$(basename "$log" .log)" "$([ -f "${log%.log}.json" ] && echo done || tr '\r' '\n' < "$log" | tail -1 | cut -c1-100)"
     done ;;

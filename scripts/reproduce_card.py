@@ -13,7 +13,7 @@ from pathlib import Path
 from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.quality import evaluate, limit_per_group
 from ctxprune.models.whisper_stack import load_stack
-from ctxprune.paths import ARTIFACTS, write_json_atomic
+from ctxprune.paths import SHIPPED_ADAPTER, write_json_atomic
 from ctxprune.progress import progress_bar
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     if card["kind"] == "adapter":
         stack = load_stack(adapter=args.artifact)
     else:
-        stack = load_stack(adapter=ARTIFACTS / "lora-adapter", gates=args.artifact)
+        stack = load_stack(adapter=SHIPPED_ADAPTER, gates=args.artifact)
     examples = limit_per_group(read_manifest(args.corpus, "dev"), card["config"]["eval_limit"])
     with progress_bar() as bar:
         task = bar.add_task("dev", total=len(examples))

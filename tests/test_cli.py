@@ -8,7 +8,7 @@ import pytest
 
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.librivox import librivox_references
-from ctxprune.paths import ARTIFACTS
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER
 
 pytestmark = pytest.mark.real
 CLI = [sys.executable, "-m", "ctxprune.cli"]
@@ -116,13 +116,13 @@ def test_gates_for_another_model_are_refused(clip, tmp_path):
 
 def test_every_candidate_defaults_to_the_shipped_adapter():
     # regression: a dense-only or random-only evaluation once ran on the base model, not the adapted one
-    from ctxprune.cli import _candidates, shipped_adapter
+    from ctxprune.cli import _candidates
 
     for gates, random in (
         ([], None),
         ([], [0.5]),
         ([ARTIFACTS / "gates" / "decoder-flops-0.5-context"], None),
     ):
-        assert _candidates(gates, None, random, seeds=1)[1] == shipped_adapter()
+        assert _candidates(gates, None, random, seeds=1)[1] == SHIPPED_ADAPTER
     with pytest.raises(CtxpruneError, match="nothing to evaluate"):
         _candidates([], None, dense=False)

@@ -303,6 +303,8 @@ def train_gates(
 GatesOpt = Annotated[
     list[Path] | None, typer.Option("--gates", help="Gate set dir (repeat for several; see artifacts/gates).")
 ]
+CorpusOpt = Annotated[Path, typer.Option("--data", help="Corpus directory (`ctxprune data build`).")]
+JsonOutOpt = Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")]
 DtypeOpt = Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")]
 
@@ -328,12 +330,6 @@ def _dtype(name: str):
     return dtypes[name]
 
 
-def shipped_adapter() -> Path:
-    from ctxprune.paths import ARTIFACTS
-
-    return ARTIFACTS / "lora-adapter"
-
-
 def _candidates(
     gates: list[Path] | None,
     adapter: Path | None,
@@ -356,13 +352,15 @@ def _candidates(
         raise CtxpruneError("two candidates share a name; give each gate set once")
     if not out:
         raise CtxpruneError("nothing to evaluate: give --gates or --random, or leave out --no-dense")
-    return out, adapter if adapter is not None else shipped_adapter()
+    from ctxprune.paths import SHIPPED_ADAPTER
+
+    return out, adapter if adapter is not None else SHIPPED_ADAPTER
 
 
 @app.command("eval")
 def eval_(
-    data: Annotated[Path, typer.Option("--data", help="Corpus directory (`ctxprune data build`).")],
-    json_out: Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")],
+    data: CorpusOpt,
+    json_out: JsonOutOpt,
     gates: GatesOpt = None,
     adapter: AdapterOpt = None,
     split: Annotated[str, typer.Option(help="train | dev | test | test_unseen_voice.")] = "test",
@@ -427,8 +425,8 @@ def eval_(
 
 @app.command()
 def bench(
-    data: Annotated[Path, typer.Option("--data", help="Corpus directory (`ctxprune data build`).")],
-    json_out: Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")],
+    data: CorpusOpt,
+    json_out: JsonOutOpt,
     gates: GatesOpt = None,
     adapter: AdapterOpt = None,
     split: Annotated[str, typer.Option(help="Split the inputs come from.")] = "test",

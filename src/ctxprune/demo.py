@@ -19,7 +19,7 @@ from ctxprune.eval.librivox import librivox_references, word_error_rate
 from ctxprune.eval.quality import limit_per_group
 from ctxprune.eval.report import build_report
 from ctxprune.eval.suite import Candidate, evaluate_candidates
-from ctxprune.paths import ARTIFACTS, cache_dir, write_json_atomic
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.transcriber import Transcriber
 
@@ -91,7 +91,7 @@ def run_pruning_demo(console: Console, model: str | None = None, out: Path | Non
     if missing:
         raise CtxpruneError(f"shipped gate sets missing: {', '.join(missing)}; run from a full checkout")
     candidates = [Candidate("dense", "dense"), *(Candidate.gate_set(g) for g in gate_sets)]
-    adapter = ARTIFACTS / "lora-adapter"
+    adapter = SHIPPED_ADAPTER
     rows = len(limit_per_group(read_manifest(corpus, "test"), DEMO_ROWS))
     with progress_bar() as bar:
         task = bar.add_task("eval", total=rows * len(candidates))

@@ -4,13 +4,11 @@ than the tolerance; the calibrated shifts bring dev sparsity inside it."""
 from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.calibration import calibrate_predictor, calibration_record
 from ctxprune.models.whisper_stack import load_stack
-from ctxprune.paths import ARTIFACTS
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER
 
 
 def test_a_shipped_gate_set_is_calibrated_onto_its_target(real_whisper, tiny_corpus):
-    stack = load_stack(
-        adapter=ARTIFACTS / "lora-adapter", gates=ARTIFACTS / "gates" / "decoder-flops-0.5-static"
-    )
+    stack = load_stack(adapter=SHIPPED_ADAPTER, gates=ARTIFACTS / "gates" / "decoder-flops-0.5-static")
     rows = read_manifest(tiny_corpus, "dev")
     result = calibrate_predictor(stack.pruned, tiny_corpus, rows, 0.5, "decoder", "flops")
     assert abs(result.sparsity_before - 0.5) > 0.05  # as trained, this set skipped 0.596 of the decoder

@@ -10,7 +10,7 @@ from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.latency import bench_latency, mixed_rows
 from ctxprune.eval.suite import Candidate, evaluate_candidates, summarize
-from ctxprune.paths import ARTIFACTS
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER
 
 
 def test_random_baselines_measure_what_ran(tiny_model_dir, tiny_corpus):
@@ -73,7 +73,7 @@ def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(re
         [Candidate("dense", "dense"), Candidate.gate_set(gate_set)],
         tiny_corpus,
         "test",
-        adapter=ARTIFACTS / "lora-adapter",
+        adapter=SHIPPED_ADAPTER,
         limit=1,
         max_new_tokens=24,
     )

@@ -57,17 +57,19 @@ def calibrate_shift(
         raise ValueError(f"target sparsity must be in [0, 1], got {target}")
     low, high = target - tolerance, target + tolerance
     zero = torch.zeros_like(weights, dtype=torch.float32)
-    tried: list[tuple[Tensor, float]] = []
+    tried: dict[tuple[float, ...], tuple[Tensor, float]] = {}  # each shift's sparsity, measured once
 
     def at(shift: Tensor) -> float:
-        tried.append((shift, sparsity_at(shift)))
-        return tried[-1][1]
+        key = tuple(shift.tolist())
+        if key not in tried:
+            tried[key] = (shift, sparsity_at(shift))
+        return tried[key][1]
 
     def result() -> Calibration:
-        inside = [t for t in tried if low <= t[1] <= high]
-        pool = inside or tried  # least change inside the window, else the closest
+        inside = [t for t in tried.values() if low <= t[1] <= high]
+        pool = inside or list(tried.values())  # least change inside the window, else the closest
         best = min(pool, key=lambda t: (0.0 if inside else abs(t[1] - target), float(t[0].abs().sum())))
-        return Calibration(best[0].tolist(), tried[0][1], best[1])
+        return Calibration(best[0].tolist(), before, best[1])
 
     before = at(zero)
     if low <= before <= high:
@@ -77,10 +79,10 @@ def calibrate_shift(
     else:  # too many off: raise every logit just enough (if that overshoots, it is the base below)
         _, first = _bisect(lambda s: at(zero + s) > high, span, iterations)
         below = first
-    if low <= sparsity_at(zero + first) <= high:
+    if low <= at(zero + first) <= high:
         return result()
     base = zero + below  # the next gate jumps over the window: fill it with gates that fit
-    light = (weights > 0) & (weights <= high - sparsity_at(base))
+    light = (weights > 0) & (weights <= high - at(base))
     if light.any():
         _bisect(lambda e: at(base + light * e) >= low, span, iterations)
     return result()

@@ -99,7 +99,7 @@ class Run:
                 named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
         self.params = named
         self.calibration: dict | None = None  # set once the gates are calibrated; they are frozen from then
-        groups = [  # the predictor's groups freeze once the gates are calibrated (see train())
+        groups = [
             {
                 "params": [p for n, p in named.items() if n.endswith("_bias")],
                 "base_lr": config.lr,
@@ -170,6 +170,14 @@ class Run:
             max_new_tokens=self.config.eval_max_tokens,
         )
 
+    def _calibrate_if_due(self, step: int) -> None:
+        """Calibrate once, at the start of the deterministic tail (or at the end, with no tail)."""
+        config = self.config
+        due = step >= round(config.steps * (1 - config.deterministic_tail))
+        if config.kind == "gates" and config.calibrate and self.calibration is None and due:
+            self.calibration = self.calibrate()
+            self._log({"step": step, "calibration": self.calibration})
+
     def calibrate(self) -> dict:
         """Shift the trained gates' logits so that dev sparsity lands on the target (gating/calibrate.py)."""
         self.gw.model.eval()
@@ -203,7 +211,6 @@ class Run:
             if self.calibration:
                 self.predictor.config.logit_shift = list(self.calibration["logit_shift"].values())
             self._truncate_metrics(step)
-        calibrate_at = round(config.steps * (1 - config.deterministic_tail))
         per_epoch = len(self._batches(0))
         if per_epoch == 0:
             raise CtxpruneError(
@@ -220,14 +227,7 @@ class Run:
                 num_workers=config.workers,
             )
             for batch in loader:
-                if (
-                    config.kind == "gates"
-                    and config.calibrate
-                    and not self.calibration
-                    and step >= calibrate_at
-                ):
-                    self.calibration = self.calibrate()
-                    self._log({"step": step, "calibration": self.calibration})
+                self._calibrate_if_due(step)
                 if self.peft is not None and (config.kind == "adapt" or config.train_lora):
                     self.peft.train()
                 if self.predictor is not None:
@@ -272,8 +272,7 @@ class Run:
     def finish(self, wall: float) -> dict:
         """Evaluate on dev, save the artifact (adapter or predictor) and its JSON card."""
         config = self.config
-        if config.kind == "gates" and config.calibrate and self.calibration is None:
-            self.calibration = self.calibrate()
+        self._calibrate_if_due(config.steps)
         dev = self.evaluate(config.eval_limit)
         self._log({"step": config.steps, "dev": dev})
         artifact = self.out / ("adapter" if config.kind == "adapt" else "predictor")
