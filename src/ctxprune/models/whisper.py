@@ -101,30 +101,49 @@ class GatedWhisper(nn.Module):
         )
 
     def prefill_cross(self, encoder_out: Tensor, cache: StaticKVCache, gates: Gates = None) -> None:
-        """Cross-attention K/V, once per utterance, only for rows that keep that layer's cross-attention."""
+        """Cross-attention K/V, once per utterance, only for rows that keep that layer's cross-attention.
+        Written in place, so that a captured decoding step keeps reading the same buffers."""
         for i, layer in enumerate(self.decoder.layers):
             attn = layer.encoder_attn
             keep = keep_of(gates, f"dec.{i}.cross_attn")
+            rows = None
             if keep is not None and not isinstance(keep, Tensor):
                 if keep.nobody:
                     continue
-                if not keep.everyone:
-                    src = encoder_out.index_select(0, keep.index)
-                    cache.cross_k[i][keep.index] = _split_heads(attn.k_proj(src), attn.num_heads)
-                    cache.cross_v[i][keep.index] = _split_heads(attn.v_proj(src), attn.num_heads)
-                    continue
-            cache.cross_k[i] = _split_heads(attn.k_proj(encoder_out), attn.num_heads)
-            cache.cross_v[i] = _split_heads(attn.v_proj(encoder_out), attn.num_heads)
+                rows = keep.index
+            src = encoder_out if rows is None else encoder_out.index_select(0, rows)
+            for buffer, proj in ((cache.cross_k[i], attn.k_proj), (cache.cross_v[i], attn.v_proj)):
+                if rows is None:
+                    buffer.copy_(_split_heads(proj(src), attn.num_heads))
+                else:
+                    buffer[rows] = _split_heads(proj(src), attn.num_heads)
 
     def decode(self, tokens: Tensor, cache: StaticKVCache, gates: Gates = None) -> Tensor:
         """Logits for `tokens` [batch, T] placed after the `cache.length` tokens already decoded."""
         start, end = cache.reserve(tokens.shape[1])
+        logits = self._decode(tokens, cache, gates, slice(start, end))
+        cache.length = end
+        return logits
+
+    def decode_at(
+        self, tokens: Tensor, position: Tensor, cache: StaticKVCache, gates: Gates = None
+    ) -> Tensor:
+        """Logits for one token per row [batch, 1] at `position` (a one-element tensor on the device).
+        Every shape is fixed (attention reads the whole cache under a mask), so a CUDA graph can capture
+        it once and replay it for every step; the position advances on the device, not the host."""
+        return self._decode(tokens, cache, gates, position)
+
+    def _decode(self, tokens: Tensor, cache: StaticKVCache, gates: Gates, where: slice | Tensor) -> Tensor:
         dec = self.decoder
-        x = dec.embed_tokens(tokens) + dec.embed_positions.weight[start:end]
+        if isinstance(where, slice):
+            positions = dec.embed_positions.weight[where]
+        else:
+            positions = dec.embed_positions.weight.index_select(0, where)
+        x = dec.embed_tokens(tokens) + positions
         for i, layer in enumerate(dec.layers):
 
             def self_attn(h, rows, i=i, layer=layer):
-                return self._decoder_self_attn(i, layer, h, rows, cache, start, end)
+                return self._decoder_self_attn(i, layer, h, rows, cache, where)
 
             def cross_attn(h, rows, i=i, layer=layer):
                 return self._decoder_cross_attn(i, layer, h, rows, cache)
@@ -132,26 +151,39 @@ class GatedWhisper(nn.Module):
             x = run_branch(x, self_attn, keep_of(gates, f"dec.{i}.self_attn"))
             x = run_branch(x, cross_attn, keep_of(gates, f"dec.{i}.cross_attn"))
             x = run_branch(x, lambda h, _rows, lay=layer: self._ffn(lay, h), keep_of(gates, f"dec.{i}.ffn"))
-        cache.length = end
         return self.model.proj_out(dec.layer_norm(x))
 
     @staticmethod
-    def _decoder_self_attn(i, layer, h, rows, cache: StaticKVCache, start: int, end: int) -> Tensor:
+    def _decoder_self_attn(i, layer, h, rows, cache: StaticKVCache, where: slice | Tensor) -> Tensor:
         attn = layer.self_attn
         h = layer.self_attn_layer_norm(h)
         q, k, v = (_split_heads(p(h), attn.num_heads) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
         k_cache, v_cache = cache.self_k[i], cache.self_v[i]
-        if rows is None:
-            k_cache[:, :, start:end] = k
-            v_cache[:, :, start:end] = v
-            keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
-        else:
-            k_cache[rows, :, start:end] = k
-            v_cache[rows, :, start:end] = v
-            keys, values = k_cache[rows, :, :end], v_cache[rows, :, :end]
         mask = None
-        if end - start > 1:  # several new tokens: each sees the cached prefix and the new tokens before it
-            mask = torch.ones(end - start, end, dtype=torch.bool, device=h.device).tril(start)
+        if isinstance(where, slice):
+            start, end = where.start, where.stop
+            if rows is None:
+                k_cache[:, :, start:end] = k
+                v_cache[:, :, start:end] = v
+            else:
+                k_cache[rows, :, start:end] = k
+                v_cache[rows, :, start:end] = v
+            keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
+            if end - start > 1:  # several new tokens: each sees the cached prefix and the new ones before it
+                mask = torch.ones(end - start, end, dtype=torch.bool, device=h.device).tril(start)
+        else:  # one token at a device-side position: write it there, attend to positions <= it
+            if rows is None:
+                k_cache.index_copy_(2, where, k)
+                v_cache.index_copy_(2, where, v)
+            else:
+                heads = torch.arange(k.shape[1], device=h.device)
+                index = (rows[:, None, None], heads[None, :, None], where[None, None, :])
+                k_cache.index_put_(index, k)
+                v_cache.index_put_(index, v)
+            keys, values = k_cache, v_cache
+            mask = (torch.arange(k_cache.shape[2], device=h.device) <= where)[None]
+        if rows is not None:
+            keys, values = keys[rows], values[rows]
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)
         return attn.out_proj(_merge_heads(out))
 

@@ -53,7 +53,7 @@ def whisper_gate_space(gw: GatedWhisper) -> GateSpace:
 
         def self_attn(length: int, i=i, layer=layer) -> int:
             return count_flops(
-                lambda: gw._decoder_self_attn(i, layer, token, None, cache, length - 1, length)
+                lambda: gw._decoder_self_attn(i, layer, token, None, cache, slice(length - 1, length))
             )
 
         per_position = self_attn(2) - self_attn(1)

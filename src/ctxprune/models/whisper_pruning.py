@@ -24,7 +24,8 @@ from ctxprune.gating.straight_through import apply_forced, inference_gates
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_tokens import TASKS, WhisperTokens
-from ctxprune.runtime.greedy import detect_language, greedy_decode
+from ctxprune.runtime.decoding import BatchDecoder, DecodeOptions
+from ctxprune.runtime.greedy import detect_language
 
 UNKNOWN_LANGUAGE = "unknown"
 
@@ -92,8 +93,10 @@ class PrunedWhisper:
         tokens: WhisperTokens,
         predictor: GatePredictor | None = None,
         random: RandomGates | None = None,
+        decoding: DecodeOptions = DecodeOptions(),
     ):
         self.gated = gated
+        self.decoder = BatchDecoder(gated, tokens, decoding)
         self.tokens = tokens
         self.space = whisper_gate_space(gated)
         self.predictor = predictor
@@ -131,7 +134,8 @@ class PrunedWhisper:
     ) -> GatedResult:
         """Decode a batch; a `None` language is detected (gates then see the `unknown` language).
         With `count_flops`, FlopCounterMode measures what ran: the encoder phase (early gates and
-        encoder) and the decoder phase (late gates, language detection and decoding), batch totals."""
+        encoder) and the decoder phase (late gates, language detection and decoding), batch totals;
+        decoding is then eager, since the counter cannot see inside a replayed CUDA graph."""
         device = features.device
         ctx = GateContext(
             task=tasks,
@@ -153,8 +157,8 @@ class PrunedWhisper:
             prompts = torch.tensor(
                 [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)]
             )
-            kwargs = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
-            out = greedy_decode(self.gated, encoder_out, prompts, self.tokens, plan, **kwargs)
+            static = False if count_flops else None
+            out = self.decoder(encoder_out, prompts, mask, max_new_tokens, static_steps=static)
         result = GatedResult(out, list(languages), mask)
         if count_flops:
             result.flops_encoder = encoder_counter.get_total_flops()

@@ -24,6 +24,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_pruning import PrunedWhisper
 from ctxprune.paths import write_json_atomic
+from ctxprune.runtime.decoding import DecodeOptions
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 GATE_LORA = "lora"  # inside a gate set: the LoRA trained jointly with its predictor
@@ -74,9 +75,11 @@ def load_stack(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     int8: bool = False,
+    decoding: DecodeOptions = DecodeOptions(),
 ) -> WhisperStack:
     """Base model, then the adapter merged, then the gate set's own LoRA merged and its predictor.
-    `int8` quantizes every Linear layer dynamically (torch.ao, CPU only) after the merges."""
+    `int8` quantizes every Linear layer dynamically (torch.ao, CPU only) after the merges. `decoding`
+    chooses greedy or beam search and whether CUDA decodes through captured graphs."""
     if int8 and str(device) != "cpu":
         raise CtxpruneError("int8 dynamic quantization runs on CPU only; drop --int8 or use --device cpu")
     gate_set = Path(gates) if gates is not None else None
@@ -101,4 +104,4 @@ def load_stack(
     gated = GatedWhisper(loaded.model)
     if gate_set is not None:
         predictor = GatePredictor.from_pretrained(gate_set, whisper_gate_space(gated)).to(device)
-    return WhisperStack(loaded, PrunedWhisper(gated, loaded.tokens, predictor))
+    return WhisperStack(loaded, PrunedWhisper(gated, loaded.tokens, predictor, decoding=decoding))

@@ -1,0 +1,89 @@
+"""Beam search over gated Whisper, step for step the algorithm of HF `generate(num_beams=K)`.
+
+Per row, the K running beams propose their top 2K continuations by accumulated log-probability
+(log-softmax over the whole vocabulary, then Whisper's suppressed tokens at -inf, as HF's processors
+do). Continuations that end (end-of-text, or the length limit) compete for the K finished slots with
+score `sum log p / generated_length ** length_penalty`; the best K others run on. A row stops when no
+running beam can beat its worst finished one at the current length (HF's `early_stopping=False`
+heuristic). Every beam of a row shares the row's mask, so reordering never crosses masks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.greedy import Suppression
+
+NEG = -1.0e9  # HF's "never pick this" score
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    """x [rows, n, ...] gathered along dim 1 by index [rows, m]."""
+    return torch.gather(x, 1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+
+
+@torch.inference_mode()
+def beam_search(
+    steps,
+    prompts: Tensor,
+    tokens: WhisperTokens,
+    max_new_tokens: int,
+    beams: int = 5,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
+    """Best finished hypothesis per row. `prompts` is [rows * beams, P] and `steps` runs that many rows
+    (each row repeated `beams` times in a block)."""
+    rows = prompts.shape[0] // beams
+    logits = steps.prompt(prompts)
+    device, vocab = logits.device, logits.shape[-1]
+    suppress = Suppression(tokens, vocab, device)
+    keep = 2 * beams  # as HF with one end-of-text token: enough to run on when K of them end
+    top_slots = torch.arange(keep, device=device) < beams
+    running = torch.full((rows, beams, max_new_tokens), tokens.eot, dtype=torch.long, device=device)
+    finished = running.clone()
+    running_scores = torch.zeros(rows, beams, device=device)
+    running_scores[:, 1:] = NEG  # all beams start identical: only the first proposes
+    finished_scores = torch.full((rows, beams), NEG, device=device)
+    is_finished = torch.zeros(rows, beams, dtype=torch.bool, device=device)
+    can_improve = torch.ones(rows, 1, dtype=torch.bool, device=device)
+    row_offset = (torch.arange(rows, device=device) * beams)[:, None]
+
+    for t in range(max_new_tokens):
+        if t > 0:
+            logits = steps.step(running[:, :, t - 1].reshape(-1))
+        log_probs = torch.log_softmax(logits.float(), -1) + (suppress.first if t == 0 else suppress.later)
+        scores = (log_probs.view(rows, beams, vocab) + running_scores[..., None]).view(rows, -1)
+        cand_scores, cand_index = scores.topk(keep)
+        source, token = cand_index // vocab, cand_index % vocab
+        cand = _gather(running, source)
+        cand[:, :, t] = token
+        ends = token == tokens.eot
+        if t == max_new_tokens - 1:
+            ends = torch.ones_like(ends)
+
+        # the best K candidates that have not ended run on
+        alive_scores = cand_scores + ends.float() * NEG
+        pick = alive_scores.topk(beams).indices
+        running, running_scores = _gather(cand, pick), _gather(alive_scores, pick)
+        steps.reorder((row_offset + _gather(source, pick)).view(-1))
+
+        # ended candidates among the top K compete for the finished slots
+        just_ended = ends & top_slots
+        ended_scores = cand_scores / ((t + 1) ** length_penalty)
+        ended_scores = ended_scores + (~can_improve).float() * NEG + (~just_ended).float() * NEG
+        merged_scores = torch.cat((finished_scores, ended_scores), 1)
+        best = merged_scores.topk(beams).indices
+        finished = _gather(torch.cat((finished, cand), 1), best)
+        finished_scores = _gather(merged_scores, best)
+        is_finished = _gather(torch.cat((is_finished, just_ended), 1), best)
+
+        best_running = running_scores[:, :1] / ((t + 1) ** length_penalty)
+        worst_finished = torch.where(is_finished, finished_scores.min(1, keepdim=True).values, NEG)
+        can_improve &= (best_running > worst_finished).any(-1, keepdim=True)
+        if not bool(can_improve.any()) or bool(ends.all()):
+            break
+
+    best_rows = finished[:, 0].tolist()
+    return [row[: row.index(tokens.eot)] if tokens.eot in row else row for row in best_rows]

@@ -1,0 +1,99 @@
+"""Decode a batch whose rows carry different masks: group rows by decoder signature, one CUDA graph
+per group, the rare rest together on the row-gather path.
+
+Masks follow the context (task, language), so a batch holds few distinct decoder masks. Each group runs
+a captured step with no gather or scatter. When a batch holds more than `max_groups` signatures, the
+rarest share one eager pass in which rows that keep a branch are gathered (`gating.skip.run_branch`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ctxprune.gating.skip import MaskPlan
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.beam import beam_search
+from ctxprune.runtime.cuda_graphs import GraphPool
+from ctxprune.runtime.greedy import MAX_NEW_TOKENS, cache_length, greedy_search
+from ctxprune.runtime.steps import EagerSteps, repeat_rows
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beams: int = 1  # 1: greedy
+    length_penalty: float = 1.0  # beam score: sum log p / length ** length_penalty (HF's default)
+    max_new_tokens: int = MAX_NEW_TOKENS
+    cuda_graphs: bool = True  # on CUDA: a captured step per signature (off: the eager row-gather path)
+    max_groups: int = 4  # signatures per batch that get their own graph
+
+
+class BatchDecoder:
+    """Greedy or beam decoding of a batch with a mask per row, grouped by decoder signature."""
+
+    def __init__(self, gw: GatedWhisper, tokens: WhisperTokens, options: DecodeOptions = DecodeOptions()):
+        self.gw, self.tokens, self.options = gw, tokens, options
+        self._pools: dict[bool, GraphPool] = {}
+        self._decoder_gate = torch.tensor([n.startswith("dec.") for n in gw.gate_names])
+
+    def pool(self, capture: bool) -> GraphPool:
+        if capture not in self._pools:
+            self._pools[capture] = GraphPool(self.gw, capture=capture)
+        return self._pools[capture]
+
+    def groups(self, mask: Tensor) -> list[tuple[list[int], tuple[bool, ...] | None]]:
+        """(rows, signature) per group; signature None marks the row-gather group of rare signatures.
+        Encoder gates do not take part: only decoder gates change a decoding step."""
+        signatures = [tuple(row) for row in (mask | ~self._decoder_gate).tolist()]
+        counts = Counter(signatures).most_common()
+        if len(counts) > self.options.max_groups:
+            graphed = {s for s, _ in counts[: self.options.max_groups - 1]}
+        else:
+            graphed = {s for s, _ in counts}
+        groups = [
+            ([r for r, s in enumerate(signatures) if s == sig], sig) for sig, _ in counts if sig in graphed
+        ]
+        rare = [r for r, s in enumerate(signatures) if s not in graphed]
+        return groups + ([(rare, None)] if rare else [])
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        encoder_out: Tensor,
+        prompts: Tensor,
+        mask: Tensor,
+        max_new_tokens: int | None = None,
+        static_steps: bool | None = None,
+    ) -> list[list[int]]:
+        """Token ids per row (prompt and end-of-text excluded). `mask` is [batch, n_gates] bool.
+        `static_steps` forces the fixed-shape step (True) or the eager one (False); by default CUDA
+        uses captured graphs when `cuda_graphs` is on, and the CPU runs eagerly."""
+        o = self.options
+        new_tokens, max_len = cache_length(self.gw, prompts.shape[1], max_new_tokens or o.max_new_tokens)
+        on_cuda = encoder_out.device.type == "cuda"
+        if static_steps is None:
+            static_steps = on_cuda and o.cuda_graphs
+        groups = self.groups(mask) if static_steps else [(list(range(len(mask))), None)]
+        out: list[list[int]] = [[] for _ in range(len(mask))]
+        prompts = prompts.to(encoder_out.device)
+        for rows, signature in groups:
+            index = torch.tensor(rows, device=encoder_out.device)
+            enc, pr = encoder_out.index_select(0, index), prompts.index_select(0, index)
+            if o.beams > 1:
+                enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
+            if signature is None:
+                plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, encoder_out.device)
+                steps = EagerSteps(self.gw, enc, plan, max_len)
+            else:
+                steps = self.pool(on_cuda).steps(list(signature), enc.shape[0], max_len, enc)
+            if o.beams > 1:
+                decoded = beam_search(steps, pr, self.tokens, new_tokens, o.beams, o.length_penalty)
+            else:
+                decoded = greedy_search(steps, pr, self.tokens, new_tokens)
+            for r, tokens in zip(rows, decoded, strict=True):
+                out[r] = tokens
+        return out
