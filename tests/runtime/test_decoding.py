@@ -7,7 +7,8 @@ import torch
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.runtime.decoding import BatchDecoder, DecodeOptions
 
-OFF = [  # per row: the branches it skips; rows 0 and 3 share a decoder signature (row 3 differs in the encoder)
+# per row: the branches it skips; rows 0 and 3 share a decoder signature (row 3 differs in the encoder)
+OFF = [
     [],
     ["dec.0.self_attn", "dec.1.ffn", "dec.1.cross_attn"],
     ["dec.0.cross_attn", "dec.1.ffn", "dec.1.self_attn"],

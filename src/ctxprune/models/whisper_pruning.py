@@ -24,7 +24,7 @@ from ctxprune.gating.straight_through import apply_forced, inference_gates
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_tokens import TASKS, WhisperTokens
-from ctxprune.runtime.decoding import BatchDecoder, DecodeOptions
+from ctxprune.runtime.decoding import GREEDY, BatchDecoder, DecodeOptions
 from ctxprune.runtime.greedy import detect_language
 
 UNKNOWN_LANGUAGE = "unknown"
@@ -93,7 +93,7 @@ class PrunedWhisper:
         tokens: WhisperTokens,
         predictor: GatePredictor | None = None,
         random: RandomGates | None = None,
-        decoding: DecodeOptions = DecodeOptions(),
+        decoding: DecodeOptions = GREEDY,
     ):
         self.gated = gated
         self.decoder = BatchDecoder(gated, tokens, decoding)

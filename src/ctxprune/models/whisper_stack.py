@@ -24,7 +24,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_pruning import PrunedWhisper
 from ctxprune.paths import write_json_atomic
-from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 GATE_LORA = "lora"  # inside a gate set: the LoRA trained jointly with its predictor
@@ -75,7 +75,7 @@ def load_stack(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     int8: bool = False,
-    decoding: DecodeOptions = DecodeOptions(),
+    decoding: DecodeOptions = GREEDY,
 ) -> WhisperStack:
     """Base model, then the adapter merged, then the gate set's own LoRA merged and its predictor.
     `int8` quantizes every Linear layer dynamically (torch.ao, CPU only) after the merges. `decoding`

@@ -32,11 +32,14 @@ class DecodeOptions:
     max_groups: int = 4  # signatures per batch that get their own graph
 
 
+GREEDY = DecodeOptions()
+
+
 class BatchDecoder:
     """Greedy or beam decoding of a batch with a mask per row, grouped by decoder signature."""
 
-    def __init__(self, gw: GatedWhisper, tokens: WhisperTokens, options: DecodeOptions = DecodeOptions()):
-        self.gw, self.tokens, self.options = gw, tokens, options
+    def __init__(self, gw: GatedWhisper, tokens: WhisperTokens, options: DecodeOptions | None = None):
+        self.gw, self.tokens, self.options = gw, tokens, options or GREEDY
         self._pools: dict[bool, GraphPool] = {}
         self._decoder_gate = torch.tensor([n.startswith("dec.") for n in gw.gate_names])
 
