@@ -43,6 +43,32 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def interleaved(
+    variants: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    device: str,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Milliseconds per call of each variant over `repeats` rounds after `warmup` rounds, in a rotating
+    order; and each variant's last output."""
+    names = list(variants)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    outputs: dict[str, object] = {}
+    for r in range(warmup + repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            _sync(device)
+            start = time.perf_counter()
+            outputs[name] = variants[name]()
+            _sync(device)
+            if r >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+            if on_step:
+                on_step()
+    return times, outputs
+
+
 def _quartiles(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
@@ -87,25 +113,16 @@ def bench_latency(
             inputs.append(
                 (feats.to(device, dtype), frames, [e.task for e in chunk], [e.language for e in chunk])
             )
-        times: dict[str, list[float]] = {name: [] for name in stacks}
-        tokens: dict[str, int] = {}
+
+        def run_all(pruned, inputs=inputs):
+            return [pruned.run(f, fr, t, lang, max_new_tokens=max_new_tokens) for f, fr, t, lang in inputs]
+
+        variants = {name: (lambda p=stacks[name].pruned: run_all(p)) for name in stacks}
+        times, outputs = interleaved(variants, repeats, warmup, device, on_step)
+        if batch == 1:
+            times = {name: [t / len(rows) for t in ts] for name, ts in times.items()}
+        tokens = {name: sum(len(row) for o in outs for row in o.tokens) for name, outs in outputs.items()}
         names = list(stacks)
-        for r in range(warmup + repeats):
-            shift = r % len(names)
-            for name in names[shift:] + names[:shift]:
-                pruned = stacks[name].pruned
-                _sync(device)
-                start = time.perf_counter()
-                outs = [
-                    pruned.run(f, fr, t, lang, max_new_tokens=max_new_tokens) for f, fr, t, lang in inputs
-                ]
-                _sync(device)
-                elapsed = time.perf_counter() - start
-                if r >= warmup:
-                    times[name].append(elapsed * 1000 / len(rows) if batch == 1 else elapsed * 1000)
-                    tokens[name] = sum(len(row) for o in outs for row in o.tokens)
-                if on_step:
-                    on_step()
         dense_median = statistics.median(times[names[0]])
         for c in candidates:
             t = times[c.name]

@@ -10,6 +10,8 @@ cannot express (a row that skips a branch must not write its cache slice).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,6 +51,17 @@ class GatedWhisper(nn.Module):
         self.model = model
         self.config: WhisperConfig = model.config
         self.gate_names = whisper_gate_names(self.config)
+        self.label_branches = False  # profiler ranges "gate:<name>" around every branch (module times)
+
+    def _branch(self, x: Tensor, branch, gates: Gates, name: str) -> Tensor:
+        if not self.label_branches:
+            return run_branch(x, branch, keep_of(gates, name))
+        with torch.profiler.record_function(f"gate:{name}"):
+            return run_branch(x, branch, keep_of(gates, name))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @property
     def encoder(self) -> nn.Module:
@@ -69,10 +82,10 @@ class GatedWhisper(nn.Module):
     def encode(self, features: Tensor, gates: Gates = None, embedded: Tensor | None = None) -> Tensor:
         x = self.embed_audio(features) if embedded is None else embedded
         for i, layer in enumerate(self.encoder.layers):
-            x = run_branch(
-                x, lambda h, _rows, lay=layer: self._encoder_attn(lay, h), keep_of(gates, f"enc.{i}.attn")
+            x = self._branch(
+                x, lambda h, _rows, lay=layer: self._encoder_attn(lay, h), gates, f"enc.{i}.attn"
             )
-            x = run_branch(x, lambda h, _rows, lay=layer: self._ffn(lay, h), keep_of(gates, f"enc.{i}.ffn"))
+            x = self._branch(x, lambda h, _rows, lay=layer: self._ffn(lay, h), gates, f"enc.{i}.ffn")
         return self.encoder.layer_norm(x)
 
     def _encoder_attn(self, layer: nn.Module, h: Tensor) -> Tensor:
@@ -111,12 +124,14 @@ class GatedWhisper(nn.Module):
                 if keep.nobody:
                     continue
                 rows = keep.index
-            src = encoder_out if rows is None else encoder_out.index_select(0, rows)
-            for buffer, proj in ((cache.cross_k[i], attn.k_proj), (cache.cross_v[i], attn.v_proj)):
-                if rows is None:
-                    buffer.copy_(_split_heads(proj(src), attn.num_heads))
-                else:
-                    buffer[rows] = _split_heads(proj(src), attn.num_heads)
+            label = f"gate:dec.{i}.cross_attn" if self.label_branches else None
+            with torch.profiler.record_function(label) if label else nullcontext():
+                src = encoder_out if rows is None else encoder_out.index_select(0, rows)
+                for buffer, proj in ((cache.cross_k[i], attn.k_proj), (cache.cross_v[i], attn.v_proj)):
+                    if rows is None:
+                        buffer.copy_(_split_heads(proj(src), attn.num_heads))
+                    else:
+                        buffer[rows] = _split_heads(proj(src), attn.num_heads)
 
     def decode(self, tokens: Tensor, cache: StaticKVCache, gates: Gates = None) -> Tensor:
         """Logits for `tokens` [batch, T] placed after the `cache.length` tokens already decoded."""
@@ -148,9 +163,9 @@ class GatedWhisper(nn.Module):
             def cross_attn(h, rows, i=i, layer=layer):
                 return self._decoder_cross_attn(i, layer, h, rows, cache)
 
-            x = run_branch(x, self_attn, keep_of(gates, f"dec.{i}.self_attn"))
-            x = run_branch(x, cross_attn, keep_of(gates, f"dec.{i}.cross_attn"))
-            x = run_branch(x, lambda h, _rows, lay=layer: self._ffn(lay, h), keep_of(gates, f"dec.{i}.ffn"))
+            x = self._branch(x, self_attn, gates, f"dec.{i}.self_attn")
+            x = self._branch(x, cross_attn, gates, f"dec.{i}.cross_attn")
+            x = self._branch(x, lambda h, _rows, lay=layer: self._ffn(lay, h), gates, f"dec.{i}.ffn")
         return self.model.proj_out(dec.layer_norm(x))
 
     @staticmethod

@@ -145,19 +145,19 @@ class PrunedWhisper:
         )
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
         random_mask = self.random.sample(len(tasks)) if self.random is not None else None
+        static = False if count_flops else None  # None: CUDA graphs where the runtime allows them
         with encoder_counter if count_flops else nullcontext():
             early_mask = self.decide(ctx) if random_mask is None else random_mask
-            encoder_out = self.gated.encode(features, MaskPlan(early_mask, list(self.space.names), device))
+            encoder_out = self.decoder.encode(features, early_mask, static_steps=static)
         with decoder_counter if count_flops else nullcontext():
             mask = self.decide(ctx, encoder_out, frames) if random_mask is None else random_mask
-            plan = MaskPlan(mask, list(self.space.names), device)
             if any(lang is None for lang in languages):
+                plan = MaskPlan(mask, list(self.space.names), device)
                 detected = detect_language(self.gated, encoder_out, self.tokens, plan)
                 languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
             prompts = torch.tensor(
                 [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)]
             )
-            static = False if count_flops else None
             out = self.decoder(encoder_out, prompts, mask, max_new_tokens, static_steps=static)
         result = GatedResult(out, list(languages), mask)
         if count_flops:

@@ -32,13 +32,14 @@ def beam_search(
     max_new_tokens: int,
     beams: int = 5,
     length_penalty: float = 1.0,
+    min_new_tokens: int = 0,
 ) -> list[list[int]]:
     """Best finished hypothesis per row. `prompts` is [rows * beams, P] and `steps` runs that many rows
     (each row repeated `beams` times in a block)."""
     rows = prompts.shape[0] // beams
     logits = steps.prompt(prompts)
     device, vocab = logits.device, logits.shape[-1]
-    suppress = Suppression(tokens, vocab, device)
+    suppress = Suppression(tokens, vocab, device, min_new_tokens)
     keep = 2 * beams  # as HF with one end-of-text token: enough to run on when K of them end
     top_slots = torch.arange(keep, device=device) < beams
     running = torch.full((rows, beams, max_new_tokens), tokens.eot, dtype=torch.long, device=device)
@@ -53,7 +54,7 @@ def beam_search(
     for t in range(max_new_tokens):
         if t > 0:
             logits = steps.step(running[:, :, t - 1].reshape(-1))
-        log_probs = torch.log_softmax(logits.float(), -1) + (suppress.first if t == 0 else suppress.later)
+        log_probs = torch.log_softmax(logits.float(), -1) + suppress.bias(t)
         scores = (log_probs.view(rows, beams, vocab) + running_scores[..., None]).view(rows, -1)
         cand_scores, cand_index = scores.topk(keep)
         source, token = cand_index // vocab, cand_index % vocab

@@ -1,15 +1,17 @@
-"""CUDA-graph decoding steps: one captured step per (mask signature, batch size, cache length).
+"""CUDA graphs for the runtime: the encoder per early-mask signature, and per decoder signature the
+prefill (cross K/V and prompt) and the one-token step.
 
 At batch 1 a Whisper-base decoding step is a few hundred small kernels; launching them from Python costs
-far more than running them. A signature is one decoder mask shared by every row of the group, so the
-captured step holds no gather or scatter: skipped branches are simply absent from the graph, and the
-saving is the skipped kernels' own time. Buffers (token, position, KV cache, logits) are allocated
-once per graph and reused by every utterance that shares its key.
+far more than running them. A signature is one mask shared by every row of the group, so a captured
+graph holds no gather or scatter: skipped branches are simply absent from it, and the saving is the
+skipped kernels' own time. Buffers (inputs, KV cache, outputs) are allocated once per graph and reused
+by every batch that shares its key. With `pool=None` (CPU, tests) the same fixed-shape code runs eagerly.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -19,82 +21,129 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.runtime.steps import reorder_self_attention
 
 
-class GraphedSteps:
-    """`EagerSteps`' interface; `step` replays a CUDA graph captured at its first call. With `pool=None`
-    (CPU, tests) the same fixed-shape step runs eagerly instead."""
+class Captured:
+    """`fn()` over static buffers: captured at the first call and replayed after, or eager without a pool.
+    `restore` lists tensors that the warm-up run changes and the real first call must see unchanged."""
 
-    def __init__(self, gw: GatedWhisper, gates: MaskPlan, batch: int, max_len: int, pool=None) -> None:
-        self.gw, self.gates, self.pool = gw, gates, pool
-        self.cache = gw.new_cache(batch, max_len)
-        device = self.cache.self_k[0].device
-        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
-        self.position = torch.zeros(1, dtype=torch.long, device=device)
+    def __init__(self, fn: Callable[[], Tensor], pool, restore: tuple[Tensor, ...] = ()):
+        self.fn, self.pool, self.restore = fn, pool, restore
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.logits: Tensor | None = None
+        self.out: Tensor | None = None
+
+    def __call__(self) -> Tensor:
+        if self.pool is None:
+            return self.fn()
+        if self.graph is None:
+            saved = [t.clone() for t in self.restore]
+            side = torch.cuda.Stream()  # warm up on a side stream, as torch.cuda.graphs asks
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.fn()
+            torch.cuda.current_stream().wait_stream(side)
+            for t, s in zip(self.restore, saved, strict=True):
+                t.copy_(s)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=self.pool):
+                self.out = self.fn()
+        self.graph.replay()
+        return self.out
+
+
+class GraphedSteps:
+    """`EagerSteps`' interface over captured graphs; `bind` starts an utterance. Outputs are overwritten
+    by the next call."""
+
+    def __init__(
+        self, gw: GatedWhisper, gates: MaskPlan, batch: int, prompt_len: int, max_len: int, pool=None
+    ) -> None:
+        self.gw, self.gates = gw, gates
+        self.cache = gw.new_cache(batch, max_len)
+        p = self.cache.self_k[0]
+        c = gw.config
+        self.encoder_out = torch.zeros(
+            batch, c.max_source_positions, c.d_model, device=p.device, dtype=p.dtype
+        )
+        self.prompts = torch.zeros(batch, prompt_len, dtype=torch.long, device=p.device)
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=p.device)
+        self.position = torch.zeros(1, dtype=torch.long, device=p.device)
+        self._prefill = Captured(self._run_prefill, pool)
+        self._step = Captured(self._run_step, pool, restore=(self.position,))
 
     def bind(self, encoder_out: Tensor) -> GraphedSteps:
-        """Start an utterance: cross K/V into this graph's buffers."""
-        self.gw.prefill_cross(encoder_out, self.cache, self.gates)
-        self.cache.length = 0
+        self.encoder_out.copy_(encoder_out)
         return self
 
     def prompt(self, prompts: Tensor) -> Tensor:
-        logits = self.gw.decode(prompts, self.cache, self.gates)[:, -1]
-        self.position.fill_(prompts.shape[1])
-        return logits
+        self.prompts.copy_(prompts)
+        return self._prefill()
 
     def step(self, tokens: Tensor) -> Tensor:
-        """Logits [batch, vocab] after one more token; the tensor is overwritten by the next step."""
         self.token.copy_(tokens[:, None])
-        if self.pool is None:
-            return self._run()
-        if self.graph is None:
-            self._capture()
-        self.graph.replay()
-        return self.logits
+        return self._step()
 
     def reorder(self, index: Tensor) -> None:
         reorder_self_attention(self.cache, index)
 
-    def _run(self) -> Tensor:
+    def _run_prefill(self) -> Tensor:
+        self.gw.prefill_cross(self.encoder_out, self.cache, self.gates)
+        self.cache.length = 0
+        logits = self.gw.decode(self.prompts, self.cache, self.gates)[:, -1]
+        self.position.fill_(self.prompts.shape[1])
+        return logits
+
+    def _run_step(self) -> Tensor:
         logits = self.gw.decode_at(self.token, self.position, self.cache, self.gates)[:, -1]
         self.position.add_(1)
         return logits
 
-    def _capture(self) -> None:
-        # one warm-up on a side stream (as torch.cuda.graphs asks); it writes this position's K/V for the
-        # real token, which the first replay writes again
-        start = self.position.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._run()
-        torch.cuda.current_stream().wait_stream(side)
-        self.position.copy_(start)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=self.pool):
-            self.logits = self._run()
+
+class GraphedEncoder:
+    """The gated encoder over a fixed-shape features buffer."""
+
+    def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, pool=None) -> None:
+        self.features = torch.zeros_like(features)
+        self._encode = Captured(lambda: gw.encode(self.features, gates), pool)
+
+    def __call__(self, features: Tensor) -> Tensor:
+        self.features.copy_(features)
+        return self._encode()
 
 
 class GraphPool:
-    """Captured steps by (decoder signature, batch, cache length), least recently used dropped first."""
+    """Graphs by key (signature, batch, shapes, dtype), least recently used dropped first. Decoder
+    signatures are whole mask rows with the encoder gates set (they do not change a decoding step)."""
 
     def __init__(self, gw: GatedWhisper, capture: bool = True, max_graphs: int = 32) -> None:
         self.gw = gw
         self.max_graphs = max_graphs
-        self._graphs: OrderedDict[tuple, GraphedSteps] = OrderedDict()
+        self._graphs: OrderedDict[tuple, GraphedSteps | GraphedEncoder] = OrderedDict()
         self._pool = torch.cuda.graph_pool_handle() if capture else None
         self.keys_built = 0
 
-    def steps(self, mask_row: list[bool], batch: int, max_len: int, encoder_out: Tensor) -> GraphedSteps:
-        """Steps for `batch` rows that all share `mask_row`, bound to `encoder_out`."""
-        key = (tuple(mask_row), batch, max_len, encoder_out.dtype)
+    def _get(self, key: tuple, build: Callable[[MaskPlan], GraphedSteps | GraphedEncoder], mask_row, batch):
         if key not in self._graphs:
-            mask = torch.tensor([mask_row] * batch, dtype=torch.bool)
-            plan = MaskPlan(mask, self.gw.gate_names, encoder_out.device)
-            self._graphs[key] = GraphedSteps(self.gw, plan, batch, max_len, self._pool)
+            mask = torch.tensor([list(mask_row)] * batch, dtype=torch.bool)
+            self._graphs[key] = build(MaskPlan(mask, self.gw.gate_names, self.gw.device))
             self.keys_built += 1
             while len(self._graphs) > self.max_graphs:
                 self._graphs.popitem(last=False)
         self._graphs.move_to_end(key)
-        return self._graphs[key].bind(encoder_out)
+        return self._graphs[key]
+
+    def steps(
+        self, mask_row: tuple[bool, ...], prompts: Tensor, max_len: int, encoder_out: Tensor
+    ) -> GraphedSteps:
+        """Steps for rows that all share `mask_row`, bound to `encoder_out`."""
+        batch, prompt_len = prompts.shape
+        key = ("steps", mask_row, batch, prompt_len, max_len, encoder_out.dtype)
+
+        def build(plan: MaskPlan) -> GraphedSteps:
+            return GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self._pool)
+
+        return self._get(key, build, mask_row, batch).bind(encoder_out)
+
+    def encoder(self, mask_row: tuple[bool, ...], features: Tensor) -> GraphedEncoder:
+        key = ("encoder", mask_row, tuple(features.shape), features.dtype)
+        return self._get(
+            key, lambda plan: GraphedEncoder(self.gw, plan, features, self._pool), mask_row, len(features)
+        )

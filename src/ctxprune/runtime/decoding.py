@@ -1,9 +1,10 @@
-"""Decode a batch whose rows carry different masks: group rows by decoder signature, one CUDA graph
-per group, the rare rest together on the row-gather path.
+"""The runtime over a batch whose rows carry different masks: group rows by decoder signature, CUDA
+graphs per group, the rare rest together on the row-gather path.
 
 Masks follow the context (task, language), so a batch holds few distinct decoder masks. Each group runs
-a captured step with no gather or scatter. When a batch holds more than `max_groups` signatures, the
-rarest share one eager pass in which rows that keep a branch are gathered (`gating.skip.run_branch`).
+captured graphs (prefill and step) with no gather or scatter. When a batch holds more than `max_groups`
+signatures, the rarest share one eager pass in which rows that keep a branch are gathered
+(`gating.skip.run_branch`). The encoder runs as one graph when every row shares its early mask.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class DecodeOptions:
     beams: int = 1  # 1: greedy
     length_penalty: float = 1.0  # beam score: sum log p / length ** length_penalty (HF's default)
     max_new_tokens: int = MAX_NEW_TOKENS
+    min_new_tokens: int = 0  # end-of-text suppressed before this many tokens (HF's min_new_tokens)
     cuda_graphs: bool = True  # on CUDA: a captured step per signature (off: the eager row-gather path)
     max_groups: int = 4  # signatures per batch that get their own graph
 
@@ -42,6 +44,21 @@ class BatchDecoder:
         self.gw, self.tokens, self.options = gw, tokens, options or GREEDY
         self._pools: dict[bool, GraphPool] = {}
         self._decoder_gate = torch.tensor([n.startswith("dec.") for n in gw.gate_names])
+
+    def static(self, device: torch.device, static_steps: bool | None) -> bool:
+        """Fixed-shape (graph) path? By default on CUDA with `cuda_graphs` on."""
+        if static_steps is None:
+            return device.type == "cuda" and self.options.cuda_graphs
+        return static_steps
+
+    @torch.inference_mode()
+    def encode(self, features: Tensor, early_mask: Tensor, static_steps: bool | None = None) -> Tensor:
+        """The gated encoder; one captured graph when every row shares its encoder mask. The output of a
+        graph is overwritten by the next batch of the same shape."""
+        signatures = {tuple(row) for row in (early_mask | self._decoder_gate).tolist()}
+        if self.static(features.device, static_steps) and len(signatures) == 1:
+            return self.pool(features.device.type == "cuda").encoder(signatures.pop(), features)(features)
+        return self.gw.encode(features, MaskPlan(early_mask, self.gw.gate_names, features.device))
 
     def pool(self, capture: bool) -> GraphPool:
         if capture not in self._pools:
@@ -78,9 +95,8 @@ class BatchDecoder:
         o = self.options
         new_tokens, max_len = cache_length(self.gw, prompts.shape[1], max_new_tokens or o.max_new_tokens)
         on_cuda = encoder_out.device.type == "cuda"
-        if static_steps is None:
-            static_steps = on_cuda and o.cuda_graphs
-        groups = self.groups(mask) if static_steps else [(list(range(len(mask))), None)]
+        static = self.static(encoder_out.device, static_steps)
+        groups = self.groups(mask) if static else [(list(range(len(mask))), None)]
         out: list[list[int]] = [[] for _ in range(len(mask))]
         prompts = prompts.to(encoder_out.device)
         for rows, signature in groups:
@@ -92,11 +108,13 @@ class BatchDecoder:
                 plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, encoder_out.device)
                 steps = EagerSteps(self.gw, enc, plan, max_len)
             else:
-                steps = self.pool(on_cuda).steps(list(signature), enc.shape[0], max_len, enc)
+                steps = self.pool(on_cuda).steps(signature, pr, max_len, enc)
             if o.beams > 1:
-                decoded = beam_search(steps, pr, self.tokens, new_tokens, o.beams, o.length_penalty)
+                decoded = beam_search(
+                    steps, pr, self.tokens, new_tokens, o.beams, o.length_penalty, o.min_new_tokens
+                )
             else:
-                decoded = greedy_search(steps, pr, self.tokens, new_tokens)
+                decoded = greedy_search(steps, pr, self.tokens, new_tokens, o.min_new_tokens)
             for r, tokens in zip(rows, decoded, strict=True):
                 out[r] = tokens
         return out

@@ -31,29 +31,44 @@ def detect_language(
 
 
 class Suppression:
-    """Whisper's suppressed tokens as additive -inf biases, built once per decode (no per-step copies)."""
+    """Whisper's suppressed tokens as additive -inf biases, built once per decode (no per-step copies):
+    `suppress_tokens` always, `begin_suppress_tokens` at the first step, and end-of-text before
+    `min_new_tokens` (as HF's `min_new_tokens`; benchmarks use it to decode a fixed length)."""
 
-    def __init__(self, tokens: WhisperTokens, vocab: int, device: torch.device | str):
+    def __init__(
+        self, tokens: WhisperTokens, vocab: int, device: torch.device | str, min_new_tokens: int = 0
+    ):
         self.later = torch.zeros(vocab, device=device)
         self.later[list(tokens.suppress)] = -torch.inf
         self.first = self.later.clone()
         self.first[list(tokens.begin_suppress)] = -torch.inf
+        self.eot, self.min_new_tokens = tokens.eot, min_new_tokens
+        self.no_end = {
+            k: b.clone().index_fill_(0, torch.tensor([tokens.eot], device=device), -torch.inf)
+            for k, b in (("first", self.first), ("later", self.later))
+        }
 
-    def __call__(self, logits: Tensor, first: bool) -> Tensor:
+    def bias(self, step: int) -> Tensor:
+        kind = "first" if step == 0 else "later"
+        return self.no_end[kind] if step < self.min_new_tokens else getattr(self, kind)
+
+    def __call__(self, logits: Tensor, step: int) -> Tensor:
         """fp32 logits with the tokens of this step suppressed (a new tensor)."""
-        return logits.float() + (self.first if first else self.later)
+        return logits.float() + self.bias(step)
 
 
 @torch.inference_mode()
-def greedy_search(steps, prompts: Tensor, tokens: WhisperTokens, max_new_tokens: int) -> list[list[int]]:
+def greedy_search(
+    steps, prompts: Tensor, tokens: WhisperTokens, max_new_tokens: int, min_new_tokens: int = 0
+) -> list[list[int]]:
     """Generated token ids per row (prompt and end-of-text excluded), over `EagerSteps` or `GraphedSteps`."""
     batch = prompts.shape[0]
     logits = steps.prompt(prompts)
-    suppress = Suppression(tokens, logits.shape[-1], logits.device)
+    suppress = Suppression(tokens, logits.shape[-1], logits.device, min_new_tokens)
     done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
     out = []
     for step in range(max_new_tokens):
-        nxt = torch.where(done, tokens.eot, suppress(logits, step == 0).argmax(-1))
+        nxt = torch.where(done, tokens.eot, suppress(logits, step).argmax(-1))
         out.append(nxt)
         done |= nxt == tokens.eot
         if bool(done.all()) or step == max_new_tokens - 1:
