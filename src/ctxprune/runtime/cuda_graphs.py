@@ -5,7 +5,9 @@ At batch 1 a Whisper-base decoding step is a few hundred small kernels; launchin
 far more than running them. A signature is one mask shared by every row of the group, so a captured
 graph holds no gather or scatter: skipped branches are simply absent from it, and the saving is the
 skipped kernels' own time. Buffers (inputs, KV cache, outputs) are allocated once per graph and reused
-by every batch that shares its key. With `pool=None` (CPU, tests) the same fixed-shape code runs eagerly.
+by every batch that shares its key. Each graph keeps its own memory pool: with a shared one, a graph's
+output could sit where another graph writes its temporaries (the encoder output is still read after the
+decoder's graphs run). With `capture=False` (CPU, tests) the same fixed-shape code runs eagerly.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ from ctxprune.runtime.steps import reorder_self_attention
 
 
 class Captured:
-    """`fn()` over static buffers: captured at the first call and replayed after, or eager without a pool.
+    """`fn()` over static buffers: captured at the first call and replayed after, or always eager.
     `restore` lists tensors that the warm-up run changes and the real first call must see unchanged."""
 
-    def __init__(self, fn: Callable[[], Tensor], pool, restore: tuple[Tensor, ...] = ()):
-        self.fn, self.pool, self.restore = fn, pool, restore
+    def __init__(self, fn: Callable[[], Tensor], capture: bool, restore: tuple[Tensor, ...] = ()):
+        self.fn, self.capture, self.restore = fn, capture, restore
         self.graph: torch.cuda.CUDAGraph | None = None
         self.out: Tensor | None = None
 
     def __call__(self) -> Tensor:
-        if self.pool is None:
+        if not self.capture:
             return self.fn()
         if self.graph is None:
             saved = [t.clone() for t in self.restore]
@@ -43,7 +45,7 @@ class Captured:
             for t, s in zip(self.restore, saved, strict=True):
                 t.copy_(s)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, pool=self.pool):
+            with torch.cuda.graph(self.graph):
                 self.out = self.fn()
         self.graph.replay()
         return self.out
@@ -54,7 +56,7 @@ class GraphedSteps:
     by the next call."""
 
     def __init__(
-        self, gw: GatedWhisper, gates: MaskPlan, batch: int, prompt_len: int, max_len: int, pool=None
+        self, gw: GatedWhisper, gates: MaskPlan, batch: int, prompt_len: int, max_len: int, capture: bool
     ) -> None:
         self.gw, self.gates = gw, gates
         self.cache = gw.new_cache(batch, max_len)
@@ -66,8 +68,8 @@ class GraphedSteps:
         self.prompts = torch.zeros(batch, prompt_len, dtype=torch.long, device=p.device)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=p.device)
         self.position = torch.zeros(1, dtype=torch.long, device=p.device)
-        self._prefill = Captured(self._run_prefill, pool)
-        self._step = Captured(self._run_step, pool, restore=(self.position,))
+        self._prefill = Captured(self._run_prefill, capture)
+        self._step = Captured(self._run_step, capture, restore=(self.position,))
 
     def bind(self, encoder_out: Tensor) -> GraphedSteps:
         self.encoder_out.copy_(encoder_out)
@@ -100,9 +102,9 @@ class GraphedSteps:
 class GraphedEncoder:
     """The gated encoder over a fixed-shape features buffer."""
 
-    def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, pool=None) -> None:
+    def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, capture: bool) -> None:
         self.features = torch.zeros_like(features)
-        self._encode = Captured(lambda: gw.encode(self.features, gates), pool)
+        self._encode = Captured(lambda: gw.encode(self.features, gates), capture)
 
     def __call__(self, features: Tensor) -> Tensor:
         self.features.copy_(features)
@@ -117,7 +119,7 @@ class GraphPool:
         self.gw = gw
         self.max_graphs = max_graphs
         self._graphs: OrderedDict[tuple, GraphedSteps | GraphedEncoder] = OrderedDict()
-        self._pool = torch.cuda.graph_pool_handle() if capture else None
+        self.capture = capture
         self.keys_built = 0
 
     def _get(self, key: tuple, build: Callable[[MaskPlan], GraphedSteps | GraphedEncoder], mask_row, batch):
@@ -138,12 +140,12 @@ class GraphPool:
         key = ("steps", mask_row, batch, prompt_len, max_len, encoder_out.dtype)
 
         def build(plan: MaskPlan) -> GraphedSteps:
-            return GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self._pool)
+            return GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self.capture)
 
         return self._get(key, build, mask_row, batch).bind(encoder_out)
 
     def encoder(self, mask_row: tuple[bool, ...], features: Tensor) -> GraphedEncoder:
         key = ("encoder", mask_row, tuple(features.shape), features.dtype)
         return self._get(
-            key, lambda plan: GraphedEncoder(self.gw, plan, features, self._pool), mask_row, len(features)
+            key, lambda plan: GraphedEncoder(self.gw, plan, features, self.capture), mask_row, len(features)
         )
