@@ -118,7 +118,15 @@ class GatePredictor(nn.Module):
         return self.config.space
 
     def _tag_ids(self, tags: list[str], index: dict[str, int], device) -> Tensor:
-        return torch.tensor([index.get(t, len(index)) for t in tags], device=device)
+        """Tag ids on the device, kept per distinct tag list (a host-to-device copy per request stalls
+        the GPU stream behind the encoder)."""
+        cache = self.__dict__.setdefault("_tag_id_cache", {})
+        key = (tuple(tags), id(index), device)
+        if key not in cache:
+            if len(cache) > 1024:
+                cache.clear()
+            cache[key] = torch.tensor([index.get(t, len(index)) for t in tags], device=device)
+        return cache[key]
 
     def _hidden(self, ctx: GateContext, with_encoder: bool) -> Tensor:
         device = self.early_head.weight.device
@@ -143,19 +151,29 @@ class GatePredictor(nn.Module):
         context_term = self.early_head(self._hidden(ctx, with_encoder=False))
         return self._bounded(context_term, self.early_bias, self.early_index)
 
+    def late_logits(self, ctx: GateContext) -> Tensor:
+        """Logits of the late gates only ([batch, n_late]); reads the pooled encoder output."""
+        context_term = self.late_head(self._hidden(ctx, with_encoder=True))
+        return self._bounded(context_term, self.late_bias, self.late_index)
+
     def _bounded(self, context_term: Tensor, bias: Tensor, index: Tensor) -> Tensor:
         r = self.config.context_range
         logits = bias + r * torch.tanh(context_term / r)
         if self.config.logit_shift is not None:
-            logits = logits + torch.tensor(self.config.logit_shift, device=logits.device)[index]
+            logits = logits + self._shift(logits.device)[index]
         return logits
+
+    def _shift(self, device: torch.device) -> Tensor:
+        """`config.logit_shift` on the device, copied once per value (it changes only in calibration)."""
+        key = (tuple(self.config.logit_shift), device)
+        if getattr(self, "_shift_cache", (None,))[0] != key:
+            self._shift_cache = (key, torch.tensor(self.config.logit_shift, device=device))
+        return self._shift_cache[1]
 
     def forward(self, ctx: GateContext) -> Tensor:
         """Logits for every gate, [batch, n_gates], in gate-space order."""
         early = self.early_logits(ctx)
-        late = self._bounded(
-            self.late_head(self._hidden(ctx, with_encoder=True)), self.late_bias, self.late_index
-        )
+        late = self.late_logits(ctx)
         out = early.new_empty(early.shape[0], len(self.space))
         out[:, self.early_index] = early
         out[:, self.late_index] = late

@@ -155,10 +155,13 @@ class GatedWhisper(nn.Module):
         else:
             positions = dec.embed_positions.weight.index_select(0, where)
         x = dec.embed_tokens(tokens) + positions
+        visible = None  # at a device-side position: the cache positions up to it, shared by every layer
+        if not isinstance(where, slice):
+            visible = (torch.arange(cache.max_len, device=x.device) <= where)[None]
         for i, layer in enumerate(dec.layers):
 
             def self_attn(h, rows, i=i, layer=layer):
-                return self._decoder_self_attn(i, layer, h, rows, cache, where)
+                return self._decoder_self_attn(i, layer, h, rows, cache, where, visible)
 
             def cross_attn(h, rows, i=i, layer=layer):
                 return self._decoder_cross_attn(i, layer, h, rows, cache)
@@ -169,7 +172,9 @@ class GatedWhisper(nn.Module):
         return self.model.proj_out(dec.layer_norm(x))
 
     @staticmethod
-    def _decoder_self_attn(i, layer, h, rows, cache: StaticKVCache, where: slice | Tensor) -> Tensor:
+    def _decoder_self_attn(
+        i, layer, h, rows, cache: StaticKVCache, where: slice | Tensor, visible: Tensor | None = None
+    ) -> Tensor:
         attn = layer.self_attn
         h = layer.self_attn_layer_norm(h)
         q, k, v = (_split_heads(p(h), attn.num_heads) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
@@ -195,8 +200,7 @@ class GatedWhisper(nn.Module):
                 index = (rows[:, None, None], heads[None, :, None], where[None, None, :])
                 k_cache.index_put_(index, k)
                 v_cache.index_put_(index, v)
-            keys, values = k_cache, v_cache
-            mask = (torch.arange(k_cache.shape[2], device=h.device) <= where)[None]
+            keys, values, mask = k_cache, v_cache, visible
         if rows is not None:
             keys, values = keys[rows], values[rows]
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)

@@ -103,22 +103,35 @@ class PrunedWhisper:
         self.random = random  # the LayerDrop-style baseline instead of a predictor
         if predictor is not None and predictor.space.fingerprint != self.space.fingerprint:
             raise ValueError("the predictor's gate space does not match this model")
+        if predictor is not None:  # host copies, so that deciding a mask needs no device round trip
+            self._early_index = predictor.early_index.cpu()
+            self._late_index = predictor.late_index.cpu()
+            self._early_open = set(self._early_index.tolist()) <= set(predictor.force_keep)
 
     def decide(
-        self, ctx: GateContext, encoder_out: Tensor | None = None, frames: Tensor | None = None
+        self,
+        ctx: GateContext,
+        encoder_out: Tensor | None = None,
+        frames: Tensor | None = None,
+        early_mask: Tensor | None = None,
     ) -> Tensor:
-        """Hard masks [batch, n_gates]. Without `encoder_out`, late gates are left open (pre-encoder)."""
+        """Hard masks [batch, n_gates]. Without `encoder_out`, late gates are left open (pre-encoder);
+        with it, `early_mask` (this batch's pre-encoder masks) saves predicting the early gates again."""
         p = self.predictor
         batch = len(ctx.task)
         if p is None:
             return torch.ones(batch, len(self.space), dtype=torch.bool)
         with torch.inference_mode():
+            if early_mask is None:
+                early_mask = torch.ones(batch, len(self.space), dtype=torch.bool)
+                if not self._early_open:  # else every early gate is forced open: nothing to predict
+                    early_mask[:, self._early_index] = inference_gates(p.early_logits(ctx)).cpu()
+                early_mask = apply_forced(early_mask, p.force_keep, p.force_skip)
             if encoder_out is None:
-                mask = torch.ones(batch, len(self.space), dtype=torch.bool)
-                mask[:, p.early_index.cpu()] = inference_gates(p.early_logits(ctx)).cpu()
-            else:
-                ctx.encoder = pooled_encoder(encoder_out, frames)
-                mask = inference_gates(p(ctx)).cpu()
+                return early_mask
+            ctx.encoder = pooled_encoder(encoder_out, frames)
+            mask = early_mask.clone()
+            mask[:, self._late_index] = inference_gates(p.late_logits(ctx)).cpu()
         return apply_forced(mask, p.force_keep, p.force_skip)
 
     @torch.inference_mode()
@@ -140,7 +153,7 @@ class PrunedWhisper:
         ctx = GateContext(
             task=tasks,
             language=[lang or UNKNOWN_LANGUAGE for lang in languages],
-            audio=pooled_log_mel(features.float(), frames),
+            audio=pooled_log_mel(features.float(), frames) if self.predictor is not None else None,
             vectors=vectors or {},
         )
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
@@ -150,7 +163,7 @@ class PrunedWhisper:
             early_mask = self.decide(ctx) if random_mask is None else random_mask
             encoder_out = self.decoder.encode(features, early_mask, static_steps=static)
         with decoder_counter if count_flops else nullcontext():
-            mask = self.decide(ctx, encoder_out, frames) if random_mask is None else random_mask
+            mask = self.decide(ctx, encoder_out, frames, early_mask) if random_mask is None else random_mask
             if any(lang is None for lang in languages):
                 plan = MaskPlan(mask, list(self.space.names), device)
                 detected = detect_language(self.gated, encoder_out, self.tokens, plan)

@@ -20,6 +20,8 @@ from torch import Tensor
 
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.greedy import Suppression
 from ctxprune.runtime.steps import reorder_self_attention
 
 
@@ -99,6 +101,58 @@ class GraphedSteps:
         return logits
 
 
+class GraphedGreedy:
+    """Greedy decoding of one signature group with the choice of token inside the graphs: each replay
+    decodes a token for every row, suppresses, picks, records it and feeds it to the next replay, so
+    that the host only replays and reads one end flag (the `greedy.StepLane` interface)."""
+
+    def __init__(self, steps: GraphedSteps, tokens: WhisperTokens, max_new_tokens: int, min_new_tokens: int):
+        self.steps, self.tokens, self.min_new_tokens = steps, tokens, min_new_tokens
+        device, batch = steps.token.device, steps.token.shape[0]
+        suppress = Suppression(tokens, steps.gw.config.vocab_size, device, min_new_tokens)
+        self.first_bias = suppress.bias(0)
+        self.later_bias, self.no_end_bias = suppress.later, suppress.no_end["later"]
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.out = torch.full((batch, max_new_tokens), tokens.eot, dtype=torch.long, device=device)
+        self.count = torch.zeros(1, dtype=torch.long, device=device)
+        capture = steps._step.capture
+        self._start = Captured(self._run_start, capture)
+        state = (steps.position, steps.token, self.done, self.out, self.count)
+        self._advance = Captured(self._run_advance, capture, restore=state)
+
+    def bind(self, prompts: Tensor) -> GraphedGreedy:
+        self.prompts = prompts
+        return self
+
+    def start(self) -> Tensor:
+        self.steps.prompts.copy_(self.prompts)
+        return self._start()
+
+    def advance(self) -> Tensor:
+        return self._advance()
+
+    def generated(self) -> list[list[int]]:
+        return self.out[:, : int(self.count)].tolist()
+
+    def _choose(self, logits: Tensor, bias: Tensor) -> Tensor:
+        nxt = torch.where(self.done, self.tokens.eot, (logits.float() + bias).argmax(-1))
+        self.out.index_copy_(1, self.count, nxt[:, None])
+        self.done |= nxt == self.tokens.eot
+        self.steps.token.copy_(nxt[:, None])
+        self.count.add_(1)
+        return self.done.all()
+
+    def _run_start(self) -> Tensor:
+        self.done.zero_()
+        self.count.zero_()
+        return self._choose(self.steps._run_prefill(), self.first_bias)
+
+    def _run_advance(self) -> Tensor:
+        logits = self.steps._run_step()
+        bias = torch.where(self.count < self.min_new_tokens, self.no_end_bias, self.later_bias)
+        return self._choose(logits, bias)
+
+
 class GraphedEncoder:
     """The gated encoder over a fixed-shape features buffer."""
 
@@ -118,7 +172,7 @@ class GraphPool:
     def __init__(self, gw: GatedWhisper, capture: bool = True, max_graphs: int = 32) -> None:
         self.gw = gw
         self.max_graphs = max_graphs
-        self._graphs: OrderedDict[tuple, GraphedSteps | GraphedEncoder] = OrderedDict()
+        self._graphs: OrderedDict[tuple, GraphedSteps | GraphedGreedy | GraphedEncoder] = OrderedDict()
         self.capture = capture
         self.keys_built = 0
 
@@ -143,6 +197,37 @@ class GraphPool:
             return GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self.capture)
 
         return self._get(key, build, mask_row, batch).bind(encoder_out)
+
+    def greedy(
+        self,
+        mask_row: tuple[bool, ...],
+        prompts: Tensor,
+        max_len: int,
+        encoder_out: Tensor,
+        tokens: WhisperTokens,
+        max_new_tokens: int,
+        min_new_tokens: int,
+    ) -> GraphedGreedy:
+        """A greedy lane for rows that all share `mask_row`, bound to `encoder_out` and `prompts`."""
+        batch, prompt_len = prompts.shape
+        key = (
+            "greedy",
+            mask_row,
+            batch,
+            prompt_len,
+            max_len,
+            max_new_tokens,
+            min_new_tokens,
+            encoder_out.dtype,
+        )
+
+        def build(plan: MaskPlan) -> GraphedGreedy:
+            steps = GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self.capture)
+            return GraphedGreedy(steps, tokens, max_new_tokens, min_new_tokens)
+
+        lane = self._get(key, build, mask_row, batch)
+        lane.steps.bind(encoder_out)
+        return lane.bind(prompts)
 
     def encoder(self, mask_row: tuple[bool, ...], features: Tensor) -> GraphedEncoder:
         key = ("encoder", mask_row, tuple(features.shape), features.dtype)

@@ -20,7 +20,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.beam import beam_search
 from ctxprune.runtime.cuda_graphs import GraphPool
-from ctxprune.runtime.greedy import MAX_NEW_TOKENS, cache_length, greedy_search
+from ctxprune.runtime.greedy import MAX_NEW_TOKENS, StepLane, cache_length, greedy_lanes
 from ctxprune.runtime.steps import EagerSteps, repeat_rows
 
 
@@ -31,7 +31,7 @@ class DecodeOptions:
     max_new_tokens: int = MAX_NEW_TOKENS
     min_new_tokens: int = 0  # end-of-text suppressed before this many tokens (HF's min_new_tokens)
     cuda_graphs: bool = True  # on CUDA: a captured step per signature (off: the eager row-gather path)
-    max_groups: int = 4  # signatures per batch that get their own graph
+    max_groups: int = 8  # signatures per batch that get their own graphs; rarer ones share a gather pass
 
 
 GREEDY = DecodeOptions()
@@ -99,6 +99,7 @@ class BatchDecoder:
         groups = self.groups(mask) if static else [(list(range(len(mask))), None)]
         out: list[list[int]] = [[] for _ in range(len(mask))]
         prompts = prompts.to(encoder_out.device)
+        lanes = []
         for rows, signature in groups:
             index = torch.tensor(rows, device=encoder_out.device)
             enc, pr = encoder_out.index_select(0, index), prompts.index_select(0, index)
@@ -107,14 +108,25 @@ class BatchDecoder:
             if signature is None:
                 plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, encoder_out.device)
                 steps = EagerSteps(self.gw, enc, plan, max_len)
-            else:
-                steps = self.pool(on_cuda).steps(signature, pr, max_len, enc)
-            if o.beams > 1:
-                decoded = beam_search(
-                    steps, pr, self.tokens, new_tokens, o.beams, o.length_penalty, o.min_new_tokens
+                lanes.append(
+                    (steps, pr) if o.beams > 1 else StepLane(steps, pr, self.tokens, o.min_new_tokens)
                 )
+            elif o.beams > 1:
+                lanes.append((self.pool(on_cuda).steps(signature, pr, max_len, enc), pr))
             else:
-                decoded = greedy_search(steps, pr, self.tokens, new_tokens, o.min_new_tokens)
-            for r, tokens in zip(rows, decoded, strict=True):
+                lanes.append(
+                    self.pool(on_cuda).greedy(
+                        signature, pr, max_len, enc, self.tokens, new_tokens, o.min_new_tokens
+                    )
+                )
+        if o.beams > 1:
+            decoded = [
+                beam_search(steps, pr, self.tokens, new_tokens, o.beams, o.length_penalty, o.min_new_tokens)
+                for steps, pr in lanes
+            ]
+        else:
+            decoded = greedy_lanes(lanes, new_tokens)
+        for (rows, _), group in zip(groups, decoded, strict=True):
+            for r, tokens in zip(rows, group, strict=True):
                 out[r] = tokens
         return out

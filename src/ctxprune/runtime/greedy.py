@@ -6,6 +6,8 @@ Token suppression follows HF's Whisper `generate`: `suppress_tokens` at every st
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor
 
@@ -62,20 +64,84 @@ def greedy_search(
     steps, prompts: Tensor, tokens: WhisperTokens, max_new_tokens: int, min_new_tokens: int = 0
 ) -> list[list[int]]:
     """Generated token ids per row (prompt and end-of-text excluded), over `EagerSteps` or `GraphedSteps`."""
-    batch = prompts.shape[0]
-    logits = steps.prompt(prompts)
-    suppress = Suppression(tokens, logits.shape[-1], logits.device, min_new_tokens)
-    done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
-    out = []
-    for step in range(max_new_tokens):
-        nxt = torch.where(done, tokens.eot, suppress(logits, step).argmax(-1))
-        out.append(nxt)
-        done |= nxt == tokens.eot
-        if bool(done.all()) or step == max_new_tokens - 1:
+    return greedy_lanes([StepLane(steps, prompts, tokens, min_new_tokens)], max_new_tokens)[0]
+
+
+class StepLane:
+    """A row group decoded greedily from the logits of `steps` (choice of token on the host's stream).
+    `cuda_graphs.GraphedGreedy` has the same interface with the choice inside its graphs."""
+
+    def __init__(self, steps, prompts: Tensor, tokens: WhisperTokens, min_new_tokens: int = 0):
+        self.steps, self.prompts, self.tokens, self.min_new_tokens = steps, prompts, tokens, min_new_tokens
+        self.out: list[Tensor] = []
+
+    def start(self) -> Tensor:
+        """Decode the prompt and choose the first token; returns 'every row has ended' (on the device)."""
+        logits = self.steps.prompt(self.prompts)
+        self.suppress = Suppression(self.tokens, logits.shape[-1], logits.device, self.min_new_tokens)
+        self.done = torch.zeros(self.prompts.shape[0], dtype=torch.bool, device=logits.device)
+        return self._choose(logits)
+
+    def advance(self) -> Tensor:
+        return self._choose(self.steps.step(self.out[-1]))
+
+    def _choose(self, logits: Tensor) -> Tensor:
+        step = len(self.out)
+        nxt = torch.where(self.done, self.tokens.eot, self.suppress(logits, step).argmax(-1))
+        self.out.append(nxt)
+        self.done |= nxt == self.tokens.eot
+        return self.done.all()
+
+    def generated(self) -> list[list[int]]:
+        return torch.stack(self.out, 1).tolist()
+
+
+@torch.inference_mode()
+def greedy_lanes(lanes: list, max_new_tokens: int) -> list[list[list[int]]]:
+    """Greedy decoding of several row groups ("lanes") in lockstep; token ids per lane and row.
+
+    On CUDA each lane runs on its own stream, so that the lanes' (captured) steps overlap on the GPU,
+    and step t+1 is launched before the host learns whether token t ended every row: the host waits
+    only for the end flags of the step before (copied to pinned memory, behind an event), never for
+    the step in flight. A lane whose rows have all ended stops; its last launched step is unused."""
+    cuda = lanes[0].prompts.device.type == "cuda"
+    streams = [torch.cuda.Stream() if cuda else None for _ in lanes]
+    flags = torch.zeros(2, len(lanes), dtype=torch.bool, pin_memory=cuda)  # by step parity
+    events: list[list] = [[None] * len(lanes), [None] * len(lanes)]
+
+    def launch(i: int, step: int, call) -> None:
+        with _on(streams[i]):
+            flags[step % 2, i].copy_(call(), non_blocking=cuda)
+            if cuda:
+                events[step % 2][i] = torch.cuda.Event()
+                events[step % 2][i].record()
+
+    for i, lane in enumerate(lanes):
+        if cuda:
+            streams[i].wait_stream(torch.cuda.current_stream())
+        launch(i, 0, lane.start)
+    active = list(range(len(lanes)))
+    for step in range(1, max_new_tokens):
+        for i in active:  # launch step `step`, then read the flags of `step - 1`
+            launch(i, step, lanes[i].advance)
+        if cuda:
+            for i in active:
+                events[(step - 1) % 2][i].synchronize()
+        active = [i for i in active if not flags[(step - 1) % 2, i]]
+        if not active:
             break
-        logits = steps.step(nxt)
-    generated = torch.stack(out, 1).tolist() if out else [[] for _ in range(batch)]
-    return [row[: row.index(tokens.eot)] if tokens.eot in row else row for row in generated]
+    for stream in streams:
+        if stream is not None:
+            torch.cuda.current_stream().wait_stream(stream)
+    results = []
+    for lane in lanes:
+        eot = lane.tokens.eot
+        results.append([row[: row.index(eot)] if eot in row else row for row in lane.generated()])
+    return results
+
+
+def _on(stream):
+    return torch.cuda.stream(stream) if stream is not None else nullcontext()
 
 
 def cache_length(gw: GatedWhisper, prompt_len: int, max_new_tokens: int) -> tuple[int, int]:
