@@ -55,6 +55,23 @@ def test_run_uses_the_predicted_masks(tiny_whisper, tiny_tokens, random_features
         assert 0 < executed < dense
 
 
+@pytest.mark.parametrize("where", ["decoder", "both"])
+def test_graph_path_equals_eager_path(tiny_whisper, tiny_tokens, random_features, where, monkeypatch):
+    """The fixed-shape path that CUDA captures (late gates inside the encoder's graph, rows grouped by
+    signature, greedy choice inside the step), run eagerly here: the same masks and tokens."""
+    gw = GatedWhisper(tiny_whisper)
+    keep = [n for n in gw.gate_names if n.startswith("enc.")] if where == "decoder" else []
+    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, force_keep=keep))
+    frames = torch.tensor([3000, 2000, 1000, 500])
+    args = (random_features, frames, ["transcribe", "translate"] * 2, ["en", "de", "de", "en"])
+    eager = pruned.run(*args, max_new_tokens=6)
+    monkeypatch.setattr(pruned.decoder, "static", lambda device, static_steps: static_steps is not False)
+    graphed = pruned.run(*args, max_new_tokens=6)
+    assert torch.equal(eager.mask, graphed.mask) and eager.tokens == graphed.tokens
+    assert len({tuple(m) for m in eager.mask.tolist()}) > 1  # several signatures in the batch
+    assert pruned.decoder.pool(False).keys_built > 1
+
+
 def test_auto_language_is_detected_and_gates_see_unknown(tiny_whisper, tiny_tokens, random_features):
     gw = GatedWhisper(tiny_whisper)
     pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, context=["language"]))
@@ -117,3 +134,26 @@ def test_real_all_open_predictor_equals_hf_generate(real_whisper):
         )
     eot = real_whisper.tokens.eot
     assert result.tokens == [r[: r.index(eot)] if eot in r else r for r in ref.tolist()]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_equal_eager_with_a_predictor_on_gpu(tiny_whisper, tiny_tokens, random_features):
+    from dataclasses import replace
+
+    gw = GatedWhisper(tiny_whisper.to("cuda"))
+    try:
+        keep = [n for n in gw.gate_names if n.startswith("enc.")]
+        pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, force_keep=keep).to("cuda"))
+        args = (
+            random_features.cuda(),
+            torch.tensor([3000, 2000, 1000, 500]),
+            ["transcribe"] * 4,
+            ["en", "de"] * 2,
+        )
+        graphed = [pruned.run(*args, max_new_tokens=6) for _ in range(2)]  # capture, then replay
+        pruned.decoder.options = replace(pruned.decoder.options, cuda_graphs=False)
+        eager = pruned.run(*args, max_new_tokens=6)
+        for g in graphed:
+            assert torch.equal(g.mask, eager.mask) and g.tokens == eager.tokens
+    finally:
+        tiny_whisper.to("cpu")

@@ -71,10 +71,11 @@ class PredictorConfig:
 
 @dataclass
 class GateContext:
-    """Per-utterance context for a batch. Tags are strings; vectors are [batch, dim] tensors."""
+    """Per-utterance context for a batch. Tags are strings (or their ids, `GatePredictor.tag_ids`);
+    vectors are [batch, dim] tensors."""
 
-    task: list[str]
-    language: list[str]
+    task: list[str] | Tensor
+    language: list[str] | Tensor
     audio: Tensor | None = None
     encoder: Tensor | None = None
     vectors: dict[str, Tensor] = field(default_factory=dict)
@@ -117,9 +118,17 @@ class GatePredictor(nn.Module):
     def space(self) -> GateSpace:
         return self.config.space
 
-    def _tag_ids(self, tags: list[str], index: dict[str, int], device) -> Tensor:
+    def tag_ids(self, ctx: GateContext, device) -> tuple[Tensor, Tensor]:
+        """(task ids, language ids) of a context on the device."""
+        return self._tag_ids(ctx.task, self.task_index, device), self._tag_ids(
+            ctx.language, self.language_index, device
+        )
+
+    def _tag_ids(self, tags: list[str] | Tensor, index: dict[str, int], device) -> Tensor:
         """Tag ids on the device, kept per distinct tag list (a host-to-device copy per request stalls
-        the GPU stream behind the encoder)."""
+        the GPU stream behind the encoder). Ids already on the device pass through."""
+        if isinstance(tags, Tensor):
+            return tags
         cache = self.__dict__.setdefault("_tag_id_cache", {})
         key = (tuple(tags), id(index), device)
         if key not in cache:

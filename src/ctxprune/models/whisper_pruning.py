@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import WhisperConfig
 
+from ctxprune.errors import CtxpruneError
 from ctxprune.gating.predictor import GateContext, GatePredictor, PredictorConfig
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.skip import MaskPlan
@@ -64,6 +65,42 @@ def whisper_predictor_config(
     )
 
 
+class LateGates:
+    """The late gates as a function of the encoder output alone: the rest of their context waits in fixed
+    buffers, so that the runtime can capture them in the encoder's CUDA graph (one replay, then one copy
+    of the mask to the host) instead of launching the predictor's small kernels one by one."""
+
+    def __init__(self, predictor: GatePredictor, batch: int, device: torch.device):
+        c = predictor.config
+        self.predictor = predictor
+        self.frames = torch.zeros(batch, dtype=torch.long, device=device)
+        self.task = torch.zeros(batch, dtype=torch.long, device=device)
+        self.language = torch.zeros(batch, dtype=torch.long, device=device)
+        self.audio = torch.zeros(batch, c.audio_dim, device=device)
+        self.vectors = {name: torch.zeros(batch, dim, device=device) for name, dim in c.vectors.items()}
+
+    def load(self, ctx: GateContext, frames: Tensor) -> LateGates:
+        task, language = self.predictor.tag_ids(ctx, self.task.device)
+        self.task.copy_(task)
+        self.language.copy_(language)
+        self.audio.copy_(ctx.audio)
+        self.frames.copy_(frames)
+        for name, buffer in self.vectors.items():
+            if name in self.predictor.config.context:
+                if name not in ctx.vectors:
+                    raise CtxpruneError(
+                        f"the gate predictor needs context input {name!r}, which was not given"
+                    )
+                buffer.copy_(ctx.vectors[name])
+        return self
+
+    def __call__(self, encoder_out: Tensor) -> Tensor:
+        ctx = GateContext(
+            self.task, self.language, self.audio, pooled_encoder(encoder_out, self.frames), self.vectors
+        )
+        return inference_gates(self.predictor.late_logits(ctx))
+
+
 @dataclass
 class GatedResult:
     tokens: list[list[int]]
@@ -107,6 +144,12 @@ class PrunedWhisper:
             self._early_index = predictor.early_index.cpu()
             self._late_index = predictor.late_index.cpu()
             self._early_open = set(self._early_index.tolist()) <= set(predictor.force_keep)
+
+    def _late_gates(self, batch: int, device: torch.device) -> LateGates:
+        heads = self.__dict__.setdefault("_heads", {})
+        if (batch, device) not in heads:
+            heads[(batch, device)] = LateGates(self.predictor, batch, device)
+        return heads[(batch, device)]
 
     def decide(
         self,
@@ -159,11 +202,21 @@ class PrunedWhisper:
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
         random_mask = self.random.sample(len(tasks)) if self.random is not None else None
         static = False if count_flops else None  # None: CUDA graphs where the runtime allows them
+        head = None  # with graphs, the late gates are captured with the encoder
+        if self.predictor is not None and random_mask is None and self.decoder.static(device, static):
+            head = self._late_gates(len(tasks), device).load(ctx, frames)
         with encoder_counter if count_flops else nullcontext():
             early_mask = self.decide(ctx) if random_mask is None else random_mask
-            encoder_out = self.decoder.encode(features, early_mask, static_steps=static)
+            encoder_out, late = self.decoder.encode(features, early_mask, static, head)
         with decoder_counter if count_flops else nullcontext():
-            mask = self.decide(ctx, encoder_out, frames, early_mask) if random_mask is None else random_mask
+            if late is not None:
+                mask = early_mask.clone()
+                mask[:, self._late_index] = late.cpu()
+                mask = apply_forced(mask, self.predictor.force_keep, self.predictor.force_skip)
+            elif random_mask is None:
+                mask = self.decide(ctx, encoder_out, frames, early_mask)
+            else:
+                mask = random_mask
             if any(lang is None for lang in languages):
                 plan = MaskPlan(mask, list(self.space.names), device)
                 detected = detect_language(self.gated, encoder_out, self.tokens, plan)

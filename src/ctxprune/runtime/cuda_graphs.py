@@ -26,7 +26,7 @@ from ctxprune.runtime.steps import reorder_self_attention
 
 
 class Captured:
-    """`fn()` over static buffers: captured at the first call and replayed after, or always eager.
+    """`fn()` (tensors out) over static buffers: captured at its first call and replayed after, or eager.
     `restore` lists tensors that the warm-up run changes and the real first call must see unchanged."""
 
     def __init__(self, fn: Callable[[], Tensor], capture: bool, restore: tuple[Tensor, ...] = ()):
@@ -154,13 +154,19 @@ class GraphedGreedy:
 
 
 class GraphedEncoder:
-    """The gated encoder over a fixed-shape features buffer."""
+    """The gated encoder over a fixed-shape features buffer, and optionally a `head` of its output
+    (the late gates) in the same graph: (encoder output, head output or None)."""
 
-    def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, capture: bool) -> None:
+    def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, capture: bool, head=None) -> None:
         self.features = torch.zeros_like(features)
-        self._encode = Captured(lambda: gw.encode(self.features, gates), capture)
 
-    def __call__(self, features: Tensor) -> Tensor:
+        def run() -> tuple[Tensor, Tensor | None]:
+            encoder_out = gw.encode(self.features, gates)
+            return encoder_out, head(encoder_out) if head is not None else None
+
+        self._encode = Captured(run, capture)
+
+    def __call__(self, features: Tensor) -> tuple[Tensor, Tensor | None]:
         self.features.copy_(features)
         return self._encode()
 
@@ -229,8 +235,11 @@ class GraphPool:
         lane.steps.bind(encoder_out)
         return lane.bind(prompts)
 
-    def encoder(self, mask_row: tuple[bool, ...], features: Tensor) -> GraphedEncoder:
-        key = ("encoder", mask_row, tuple(features.shape), features.dtype)
+    def encoder(self, mask_row: tuple[bool, ...], features: Tensor, head=None) -> GraphedEncoder:
+        key = ("encoder", mask_row, tuple(features.shape), features.dtype, id(head))
         return self._get(
-            key, lambda plan: GraphedEncoder(self.gw, plan, features, self.capture), mask_row, len(features)
+            key,
+            lambda plan: GraphedEncoder(self.gw, plan, features, self.capture, head),
+            mask_row,
+            len(features),
         )

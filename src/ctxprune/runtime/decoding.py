@@ -52,13 +52,17 @@ class BatchDecoder:
         return static_steps
 
     @torch.inference_mode()
-    def encode(self, features: Tensor, early_mask: Tensor, static_steps: bool | None = None) -> Tensor:
-        """The gated encoder; one captured graph when every row shares its encoder mask. The output of a
-        graph is overwritten by the next batch of the same shape."""
+    def encode(
+        self, features: Tensor, early_mask: Tensor, static_steps: bool | None = None, head=None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The gated encoder, and `head(encoder output)` if given (the late gates); one captured graph for
+        both when every row shares its encoder mask. A graph's outputs are overwritten by its next call."""
         signatures = {tuple(row) for row in (early_mask | self._decoder_gate).tolist()}
         if self.static(features.device, static_steps) and len(signatures) == 1:
-            return self.pool(features.device.type == "cuda").encoder(signatures.pop(), features)(features)
-        return self.gw.encode(features, MaskPlan(early_mask, self.gw.gate_names, features.device))
+            graph = self.pool(features.device.type == "cuda").encoder(signatures.pop(), features, head)
+            return graph(features)
+        encoder_out = self.gw.encode(features, MaskPlan(early_mask, self.gw.gate_names, features.device))
+        return encoder_out, head(encoder_out) if head is not None else None
 
     def pool(self, capture: bool) -> GraphPool:
         if capture not in self._pools:
