@@ -5,8 +5,8 @@
 #                                                  # .carry/bench: the 16 test rows the benches decode, wheels
 #   there: scripts/train_on_gpu.sh receive N       # N = 1..7, each call carrying .carry-model/N, back to back
 #   there: scripts/bench_on_gpu.sh setup           # convert the model, install the wheels (carry .carry)
-#   there: scripts/bench_on_gpu.sh run             # the CUDA tests, bench/runtimes.py (fp16), ctxprune bench
-#                                                  # (fp32); JSON and logs to $OUT
+#   there: scripts/bench_on_gpu.sh run             # the CUDA tests and bench/runtimes.py (fp16); JSON, logs to $OUT
+#   there: scripts/bench_on_gpu.sh cli-bench       # ctxprune bench (fp32, batch 1 and 16) to $OUT/bench_gpu.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
@@ -36,9 +36,12 @@ PY
     ctxprune model prepare --source $P/ct2 ;;
   run)
     remote_env
-    { python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3 | tee "$OUT/pytest_cuda.log"
+    { python3 -m pytest -q -p no:cacheprovider tests/runtime tests/models/test_whisper_pruning.py -k cuda 2>&1 || true; } | tail -3 | tee "$OUT/pytest_cuda.log"
     python3 bench/runtimes.py $P/bench --out "$OUT/runtimes_gpu.json" 2>&1 | grep -v '^\[transformers\]' \
       | tee "$OUT/runtimes_gpu.log" | tail -40
+    ;;
+  cli-bench)  # the CLI's own latency bench (fp32), dense against the decoder gate sets
+    remote_env
     gates=""
     for s in 0.3 0.5 0.7; do gates+=" --gates artifacts/gates/decoder-flops-$s-context --gates artifacts/gates/decoder-flops-$s-static"; done
     # shellcheck disable=SC2086
