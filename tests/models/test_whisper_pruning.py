@@ -157,3 +157,18 @@ def test_cuda_graphs_equal_eager_with_a_predictor_on_gpu(tiny_whisper, tiny_toke
             assert torch.equal(g.mask, eager.mask) and g.tokens == eager.tokens
     finally:
         tiny_whisper.to("cpu")
+
+
+def test_static_gate_set_mask_is_decided_once(tiny_whisper, tiny_tokens, random_features):
+    from ctxprune.gating.predictor import GateContext
+    from ctxprune.gating.straight_through import inference_gates
+
+    gw = GatedWhisper(tiny_whisper)
+    p = _predictor(gw, context=[])
+    pruned = PrunedWhisper(gw, tiny_tokens, p)
+    tasks, langs = ["transcribe", "translate"] * 2, ["en", "de", "de", "en"]
+    result = pruned.run(random_features, torch.full((4,), 3000), tasks, langs, max_new_tokens=3)
+    ctx = GateContext(task=tasks, language=langs, encoder=torch.zeros(4, gw.config.d_model))
+    with torch.inference_mode():
+        assert torch.equal(result.mask, inference_gates(p(ctx)))
+    assert 0 < result.mask.float().mean() < 1

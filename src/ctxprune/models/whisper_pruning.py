@@ -144,6 +144,7 @@ class PrunedWhisper:
             self._early_index = predictor.early_index.cpu()
             self._late_index = predictor.late_index.cpu()
             self._early_open = set(self._early_index.tolist()) <= set(predictor.force_keep)
+            self._constant: Tensor | None = None  # the one mask of a predictor that reads no context
 
     def _late_gates(self, batch: int, device: torch.device) -> LateGates:
         heads = self.__dict__.setdefault("_heads", {})
@@ -164,6 +165,11 @@ class PrunedWhisper:
         batch = len(ctx.task)
         if p is None:
             return torch.ones(batch, len(self.space), dtype=torch.bool)
+        if not p.config.context:  # a static gate set: the same mask for every request, decided once
+            if self._constant is None:
+                one = GateContext(task=ctx.task[:1], language=ctx.language[:1])
+                self._constant = apply_forced(inference_gates(p(one)).cpu(), p.force_keep, p.force_skip)
+            return self._constant.expand(batch, -1).clone()
         with torch.inference_mode():
             if early_mask is None:
                 early_mask = torch.ones(batch, len(self.space), dtype=torch.bool)
@@ -203,7 +209,13 @@ class PrunedWhisper:
         random_mask = self.random.sample(len(tasks)) if self.random is not None else None
         static = False if count_flops else None  # None: CUDA graphs where the runtime allows them
         head = None  # with graphs, the late gates are captured with the encoder
-        if self.predictor is not None and random_mask is None and self.decoder.static(device, static):
+        static_gates = self.predictor is not None and not self.predictor.config.context
+        if (
+            self.predictor is not None
+            and not static_gates
+            and random_mask is None
+            and self.decoder.static(device, static)
+        ):
             head = self._late_gates(len(tasks), device).load(ctx, frames)
         with encoder_counter if count_flops else nullcontext():
             early_mask = self.decide(ctx) if random_mask is None else random_mask
