@@ -84,22 +84,30 @@ class Bench:
 
         return call
 
-    def hf_call(self, inputs, beams: int = 1):
+    def hf_call(self, inputs, beams: int = 1, fixed: int | None = None):
+        """HF `generate` over `inputs`; a batch is split by task (HF takes one task per call, and a
+        language per row)."""
         eot = self.hf.generation_config.eos_token_id
+        lengths = {"max_new_tokens": fixed or self.args.max_new_tokens, "min_new_tokens": fixed or 0}
 
         def call():
             out = []
             for feats, _, tasks, langs in inputs:
-                with torch.inference_mode():
-                    ids = self.hf.generate(
-                        feats,
-                        language=langs[0],
-                        task=tasks[0],
-                        do_sample=False,
-                        num_beams=beams,
-                        max_new_tokens=self.args.max_new_tokens,
-                    )[0].tolist()
-                out.append([ids[: ids.index(eot)] if eot in ids else ids])
+                rows: list[list[int]] = [[] for _ in tasks]
+                for task in sorted(set(tasks)):
+                    index = [i for i, t in enumerate(tasks) if t == task]
+                    with torch.inference_mode():
+                        ids = self.hf.generate(
+                            feats[index],
+                            language=[langs[i] for i in index],
+                            task=task,
+                            do_sample=False,
+                            num_beams=beams,
+                            **lengths,
+                        ).tolist()
+                    for i, row in zip(index, ids, strict=True):
+                        rows[i] = row[: row.index(eot)] if eot in row else row
+                out.append(rows)
             return out
 
         return call
@@ -188,7 +196,10 @@ def main() -> None:
 
         # 2. fixed length, batch 1, against the ideal
         fixed = args.fixed_tokens
-        variants = {"ours-dense": b.ours("dense", b.rows1, cuda, fixed)}
+        variants = {
+            "hf-generate": b.hf_call(b.rows1, fixed=fixed),
+            "ours-dense": b.ours("dense", b.rows1, cuda, fixed),
+        }
         variants |= {f"ours-{s}": b.ours(s, b.rows1, cuda, fixed) for s in sets}
         summary, outputs = b.timed(variants, bar, "fixed b1", per=rows)
         dense_gw = b.stacks["dense"].gated
@@ -211,7 +222,10 @@ def main() -> None:
 
         # 3. fixed length, one mixed batch
         batch = [b.batch]
-        variants = {"ours-dense": b.ours("dense", batch, cuda, fixed)}
+        variants = {
+            "hf-generate": b.hf_call(batch, fixed=fixed),
+            "ours-dense": b.ours("dense", batch, cuda, fixed),
+        }
         if cuda:
             variants["ours-dense-eager"] = b.ours("dense", batch, False, fixed)
         for s in sets:

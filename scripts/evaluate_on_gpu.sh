@@ -10,7 +10,7 @@
 #                                                    # parts (one JSON each; `ctxprune report` joins them); RE
 #                                                    # picks parts by name. SEEDS / SEEDS_BOTH: random seeds
 #   there: scripts/evaluate_on_gpu.sh bench          # batch 1 and mixed batch 16: dense vs the decoder gate sets
-#                                                    # (fp32), then bench/gpu_runtimes.py (HF generate, fp16)
+#                                                    # (fp32); the runtime benches: scripts/bench_on_gpu.sh
 #   there: scripts/evaluate_on_gpu.sh pack           # $OUT: the gate sets (2 chunks), eval parts and bench
 # Each step skips what is already done, so a call that ran out of time is resumed by repeating it.
 # LIMIT (seconds per call, default 540) and BATCH (utterances decoded together, default 32) tune it.
@@ -63,8 +63,7 @@ case "${1:-}" in
     for s in 0.3 0.5 0.7; do gates+=" --gates $G/decoder-flops-$s-context --gates $G/decoder-flops-$s-static"; done
     # shellcheck disable=SC2086
     [ -f $R/bench_gpu.json ] || ctxprune bench --data $P/corpus --split test --device cuda --batch 1 --batch 16 \
-      --batch1-rows 9 --repeats 10 --warmup 2 $gates --json $R/bench_gpu.json 2>&1 | tail -20
-    [ -f $R/gpu_runtimes.json ] || python3 bench/gpu_runtimes.py $P/corpus --out $R/gpu_runtimes.json 2>&1 | tail -12 ;;
+      --batch1-rows 9 --repeats 10 --warmup 2 $gates --json $R/bench_gpu.json 2>&1 | tail -20 ;;
   pack)
     [ -d $P/gates ] && tar czf - -C $P gates | split -b 15M -d -a 1 - "$OUT/gates.tar.gz."
     tar czf "$OUT/results.tar.gz" -C $P results

@@ -51,6 +51,8 @@ def test_json_output_has_one_record_per_file(clip):
         (["transcribe", "{clip}", "--language", "xx"], "unknown language"),
         (["transcribe", "{clip}", "--task", "summarize"], "unknown task"),
         (["transcribe", "{clip}", "--model", "/tmp"], "not a model directory"),
+        (["transcribe", "{clip}", "--beams", "0"], "--beams"),
+        (["transcribe", "{clip}", "--dtype", "fp8"], "--dtype"),
         (["eval", "--data", "/nonexistent", "--json", "/tmp/x.json"], "/nonexistent"),
         (["eval", "--data", "/tmp", "--json", "/tmp/x.json", "--gates", "/tmp"], "not a gate set"),
         (["eval", "--data", "/tmp", "--json", "/tmp/x.json", "--random-where", "middle"], "--random-where"),
@@ -60,6 +62,12 @@ def test_json_output_has_one_record_per_file(clip):
 )
 def test_bad_input(args, message, clip):
     _assert_clean_failure(run(*[a.format(clip=clip) for a in args]), message)
+
+
+def test_beam_search_transcribes(clip):
+    proc = run("transcribe", clip, "--language", "en", "--beams", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "young man" in proc.stdout
 
 
 def test_batch_with_one_bad_file_reports_it_and_transcribes_the_rest(clip, tmp_path):

@@ -59,6 +59,9 @@ AdapterOpt = Annotated[
     typer.Option(help="LoRA adapter dir, merged into the model (eval, bench: default the shipped one)."),
 ]
 Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantization of Linear layers (CPU).")]
+BeamsOpt = Annotated[
+    int, typer.Option(help="Beam search with this many beams (Whisper's length penalty); 1: greedy.")
+]
 
 
 @model_app.command("prepare")
@@ -86,17 +89,27 @@ def transcribe(
         Path | None, typer.Option(help="Gate set dir: decode with context-aware module skipping.")
     ] = None,
     adapter: AdapterOpt = None,
+    beams: BeamsOpt = 1,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "fp32",
+    cuda_graphs: Annotated[
+        bool, typer.Option(help="On CUDA, decode through captured CUDA graphs (one per mask signature).")
+    ] = True,
     int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Transcribe or translate audio files with greedy decoding, optionally pruned by a gate set."""
+    """Transcribe or translate audio files (greedy or beam search), optionally pruned by a gate set."""
     with user_errors():
         _set_threads(threads)
         from ctxprune.progress import progress_bar
+        from ctxprune.runtime.decoding import DecodeOptions
         from ctxprune.transcriber import Transcriber
 
-        transcriber = Transcriber(model, gates=gates, adapter=adapter, int8=int8)
+        decoding = DecodeOptions(beams=beams, cuda_graphs=cuda_graphs)
+        transcriber = Transcriber(
+            model, gates, _device(device), _dtype(dtype), adapter=adapter, int8=int8, decoding=decoding
+        )
         transcriber.tokens.check_task(task)
         if language != "auto":
             transcriber.tokens.check_language(language)
@@ -376,6 +389,7 @@ def eval_(
     limit: Annotated[int | None, typer.Option(help="Rows per (task, language); default all.")] = None,
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Decode length cap per utterance.")] = 224,
+    beams: BeamsOpt = 1,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "fp32",
     int8: Int8Opt = False,
@@ -411,6 +425,7 @@ def eval_(
                 on_progress=lambda n: bar.advance(task, n),
                 on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
                 int8=int8,
+                beams=beams,
             )
         write_json_atomic(json_out, record)
         table = Table(title=f"{split}: {rows} rows per candidate")

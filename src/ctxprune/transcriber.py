@@ -1,7 +1,7 @@
 """The Python API behind `ctxprune transcribe`: files in, text out, one fixed mask per utterance.
 
 Files are read and split into 30 s chunks; chunks from all files are batched together, encoded,
-language-detected when asked, greedily decoded, and joined back per file. A file that cannot be
+language-detected when asked, decoded (greedy or beam search), and joined back per file. A file that cannot be
 read is reported in its result and does not stop the others.
 """
 
@@ -20,6 +20,7 @@ from ctxprune.data.audio import SAMPLE_RATE, load_audio, split_chunks
 from ctxprune.data.features import features_for
 from ctxprune.errors import CtxpruneError
 from ctxprune.models.whisper_stack import load_stack
+from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 
 
 @dataclass
@@ -58,8 +59,9 @@ class Transcriber:
         dtype: torch.dtype = torch.float32,
         adapter: str | Path | None = None,
         int8: bool = False,
+        decoding: DecodeOptions = GREEDY,
     ):
-        stack = load_stack(model, adapter, gates, device, dtype, int8)
+        stack = load_stack(model, adapter, gates, device, dtype, int8, decoding)
         self.loaded, self.pruned, self.gated = stack.loaded, stack.pruned, stack.gated
         self.device = device
         self.dtype = dtype

@@ -23,6 +23,7 @@ from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.models.whisper import STACK_PREFIX
 from ctxprune.models.whisper_stack import load_stack
+from ctxprune.runtime.decoding import DecodeOptions
 
 
 @dataclass
@@ -92,20 +93,23 @@ def evaluate_candidates(
     on_progress: Callable[[int], None] | None = None,
     on_candidate: Callable[[str], None] | None = None,
     int8: bool = False,
+    beams: int = 1,
 ) -> dict:
-    """Evaluate each candidate on the same rows; returns the `kind: eval` record the report reads."""
+    """Evaluate each candidate on the same rows; returns the `kind: eval` record the report reads.
+    `beams` > 1 decodes with beam search (Whisper's length penalty) instead of greedily."""
     examples = limit_per_group(read_manifest(data, split), limit)
     if not examples:
         raise CtxpruneError(f"{data}: the {split} split has no rows")
+    decoding = DecodeOptions(beams=beams)
     models = []
     dense_stack = None
     for c in candidates:
         if on_candidate:
             on_candidate(c.name)
         if c.gates is not None:
-            stack = load_stack(model, adapter, c.gates, device, dtype, int8)
+            stack = load_stack(model, adapter, c.gates, device, dtype, int8, decoding)
         else:
-            dense_stack = dense_stack or load_stack(model, adapter, None, device, dtype, int8)
+            dense_stack = dense_stack or load_stack(model, adapter, None, device, dtype, int8, decoding)
             stack = dense_stack
             stack.pruned.random = (
                 RandomGates(stack.pruned.space, c.target_sparsity, STACK_PREFIX[c.where], c.seed)

@@ -146,6 +146,11 @@ class PrunedWhisper:
             self._early_open = set(self._early_index.tolist()) <= set(predictor.force_keep)
             self._constant: Tensor | None = None  # the one mask of a predictor that reads no context
 
+    def _prompts(self, languages: list[str], tasks: list[str], device: torch.device) -> Tensor:
+        return torch.tensor(
+            [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)], device=device
+        )
+
     def _late_gates(self, batch: int, device: torch.device) -> LateGates:
         heads = self.__dict__.setdefault("_heads", {})
         if (batch, device) not in heads:
@@ -207,6 +212,8 @@ class PrunedWhisper:
         )
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
         random_mask = self.random.sample(len(tasks)) if self.random is not None else None
+        # known languages: the prompts go to the device now, not between the encoder and the decoder
+        prompts = self._prompts(languages, tasks, device) if None not in languages else None
         static = False if count_flops else None  # None: CUDA graphs where the runtime allows them
         head = None  # with graphs, the late gates are captured with the encoder
         static_gates = self.predictor is not None and not self.predictor.config.context
@@ -233,9 +240,8 @@ class PrunedWhisper:
                 plan = MaskPlan(mask, list(self.space.names), device)
                 detected = detect_language(self.gated, encoder_out, self.tokens, plan)
                 languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
-            prompts = torch.tensor(
-                [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)]
-            )
+            if prompts is None:
+                prompts = self._prompts(languages, tasks, device)
             out = self.decoder(encoder_out, prompts, mask, max_new_tokens, static_steps=static)
         result = GatedResult(out, list(languages), mask)
         if count_flops:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ctxprune.errors import CtxpruneError
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
@@ -32,6 +33,10 @@ class DecodeOptions:
     min_new_tokens: int = 0  # end-of-text suppressed before this many tokens (HF's min_new_tokens)
     cuda_graphs: bool = True  # on CUDA: a captured step per signature (off: the eager row-gather path)
     max_groups: int = 8  # signatures per batch that get their own graphs; rarer ones share a gather pass
+
+    def __post_init__(self):
+        if self.beams < 1:
+            raise CtxpruneError(f"beams must be at least 1 (--beams), got {self.beams}")
 
 
 GREEDY = DecodeOptions()
@@ -63,6 +68,13 @@ class BatchDecoder:
             return graph(features)
         encoder_out = self.gw.encode(features, MaskPlan(early_mask, self.gw.gate_names, features.device))
         return encoder_out, head(encoder_out) if head is not None else None
+
+    def _streams(self, n: int) -> list[torch.cuda.Stream]:
+        """CUDA streams for `n` lanes, created once (creating them per batch costs host time)."""
+        streams = self.__dict__.setdefault("_lane_streams", [])
+        while len(streams) < n:
+            streams.append(torch.cuda.Stream())
+        return streams[:n]
 
     def pool(self, capture: bool) -> GraphPool:
         if capture not in self._pools:
@@ -105,8 +117,11 @@ class BatchDecoder:
         prompts = prompts.to(encoder_out.device)
         lanes = []
         for rows, signature in groups:
-            index = torch.tensor(rows, device=encoder_out.device)
-            enc, pr = encoder_out.index_select(0, index), prompts.index_select(0, index)
+            if len(rows) == len(mask):  # one group, in order: no copies
+                enc, pr = encoder_out, prompts
+            else:
+                index = torch.tensor(rows, device=encoder_out.device)
+                enc, pr = encoder_out.index_select(0, index), prompts.index_select(0, index)
             if o.beams > 1:
                 enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
             if signature is None:
@@ -129,7 +144,7 @@ class BatchDecoder:
                 for steps, pr in lanes
             ]
         else:
-            decoded = greedy_lanes(lanes, new_tokens)
+            decoded = greedy_lanes(lanes, new_tokens, self._streams(len(lanes)) if on_cuda else None)
         for (rows, _), group in zip(groups, decoded, strict=True):
             for r, tokens in zip(rows, group, strict=True):
                 out[r] = tokens

@@ -97,7 +97,7 @@ class StepLane:
 
 
 @torch.inference_mode()
-def greedy_lanes(lanes: list, max_new_tokens: int) -> list[list[list[int]]]:
+def greedy_lanes(lanes: list, max_new_tokens: int, streams: list | None = None) -> list[list[list[int]]]:
     """Greedy decoding of several row groups ("lanes") in lockstep; token ids per lane and row.
 
     On CUDA each lane runs on its own stream, so that the lanes' (captured) steps overlap on the GPU,
@@ -105,7 +105,8 @@ def greedy_lanes(lanes: list, max_new_tokens: int) -> list[list[list[int]]]:
     only for the end flags of the step before (copied to pinned memory, behind an event), never for
     the step in flight. A lane whose rows have all ended stops; its last launched step is unused."""
     cuda = lanes[0].prompts.device.type == "cuda"
-    streams = [torch.cuda.Stream() if cuda else None for _ in lanes]
+    if streams is None:
+        streams = [torch.cuda.Stream() if cuda else None for _ in lanes]
     flags = torch.zeros(2, len(lanes), dtype=torch.bool, pin_memory=cuda)  # by step parity
     events: list[list] = [[None] * len(lanes), [None] * len(lanes)]
 
