@@ -20,3 +20,14 @@ def test_int8_quantizes_every_linear_and_still_decodes(tiny_model_dir):
 def test_int8_refuses_a_gpu(tiny_model_dir):
     with pytest.raises(CtxpruneError, match="CPU only"):
         load_stack(str(tiny_model_dir), device="cuda", int8=True)
+
+
+def test_int8_gate_costs_are_measured_before_quantization(tiny_model_dir, monkeypatch):
+    # regression: measured on the quantized model, FlopCounterMode saw no Linear layer and every
+    # gate cost 0, so an int8 evaluation reported its sparsity as nan
+    from ctxprune.models import whisper_costs
+
+    monkeypatch.setattr(whisper_costs, "_CACHE", {})
+    stack = load_stack(str(tiny_model_dir), int8=True)
+    costs = stack.pruned.space.costs
+    assert all(c.per_utterance + c.per_token > 0 for c in costs)

@@ -125,7 +125,7 @@ def evaluate_candidates(
             device=device,
             on_progress=on_progress,
             max_new_tokens=max_new_tokens,
-            count_flops=True,
+            count_flops=not int8,  # FlopCounterMode does not count quantized Linear layers
         )
         for r in groups.values():
             r["achieved_sparsity"] = (
@@ -164,8 +164,10 @@ def summarize(record: dict) -> list[dict]:
                 "name": m["name"],
                 "wer": mean([g["wer"] for g in groups if "wer" in g]),
                 "bleu": mean([g["bleu"] for g in groups if "bleu" in g]),
-                "gflops": mean([g["gflops_encoder"] + g["gflops_decoder"] for g in groups]),
-                "gflops_decoder": mean([g["gflops_decoder"] for g in groups]),
+                "gflops": mean(
+                    [g["gflops_encoder"] + g["gflops_decoder"] for g in groups if "gflops_encoder" in g]
+                ),
+                "gflops_decoder": mean([g["gflops_decoder"] for g in groups if "gflops_decoder" in g]),
                 "sparsity": mean([g["achieved_sparsity"] for g in groups]),
             }
         )

@@ -98,6 +98,9 @@ def load_stack(
         hf = merge_adapter(hf, gate_set / GATE_LORA)
     loaded.model = hf.to(device, dtype).eval()
     if int8:
+        # gate costs are FLOPs of the architecture; measure them before quantization, which hides the
+        # quantized Linear layers from FlopCounterMode (the space is cached per model shape)
+        whisper_gate_space(GatedWhisper(loaded.model))
         loaded.model = torch.ao.quantization.quantize_dynamic(
             loaded.model, {torch.nn.Linear}, dtype=torch.qint8
         )
