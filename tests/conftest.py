@@ -64,6 +64,21 @@ def make_tiny_whisper(seed: int = 0, layers: int = 2, tied: bool = False) -> Whi
     return model
 
 
+def hf_tokens(model, features, language, task, max_new_tokens, beams) -> list[list[int]]:
+    """Token ids HF `generate` produces after the prompt, up to end-of-text: the reference runtime."""
+    with torch.inference_mode():
+        out = model.generate(
+            features,
+            language=language,
+            task=task,
+            do_sample=False,
+            num_beams=beams,
+            max_new_tokens=max_new_tokens,
+        ).tolist()
+    eot = model.generation_config.eos_token_id
+    return [r[: r.index(eot)] if eot in r else r for r in out]
+
+
 @pytest.fixture(scope="session")
 def tiny_whisper() -> WhisperForConditionalGeneration:
     return make_tiny_whisper()

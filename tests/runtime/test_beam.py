@@ -7,21 +7,7 @@ import torch
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.decoding import BatchDecoder, DecodeOptions
-from tests.conftest import make_tiny_whisper
-
-
-def hf_tokens(model, features, language, task, max_new_tokens, beams) -> list[list[int]]:
-    with torch.inference_mode():
-        out = model.generate(
-            features,
-            language=language,
-            task=task,
-            do_sample=False,
-            num_beams=beams,
-            max_new_tokens=max_new_tokens,
-        ).tolist()
-    eot = model.generation_config.eos_token_id
-    return [r[: r.index(eot)] if eot in r else r for r in out]
+from tests.conftest import hf_tokens, make_tiny_whisper
 
 
 def _ours(model, features, language, task, max_new_tokens, beams, **kwargs) -> list[list[int]]:

@@ -5,21 +5,7 @@ import torch
 
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.runtime.greedy import detect_language, greedy_decode
-
-
-def _hf_greedy(model, features, language, task, max_new_tokens):
-    with torch.inference_mode():
-        out = model.generate(
-            features,
-            language=language,
-            task=task,
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_new_tokens,
-        )
-    eot = model.generation_config.eos_token_id
-    rows = out.tolist()  # generated tokens only, padded with end-of-text
-    return [r[: r.index(eot)] if eot in r else r for r in rows]
+from tests.conftest import hf_tokens
 
 
 def test_greedy_equals_hf_generate_on_tiny(tiny_whisper, tiny_tokens, random_features):
@@ -28,7 +14,7 @@ def test_greedy_equals_hf_generate_on_tiny(tiny_whisper, tiny_tokens, random_fea
         enc = gw.encode(random_features)
     prompts = torch.tensor([tiny_tokens.prompt("de", "transcribe")] * 4)
     ours = greedy_decode(gw, enc, prompts, tiny_tokens, max_new_tokens=12)
-    ref = _hf_greedy(tiny_whisper, random_features, "de", "transcribe", 12)
+    ref = hf_tokens(tiny_whisper, random_features, "de", "transcribe", 12, beams=1)
     assert ours == ref
     assert all(len(set(r)) > 3 for r in ours), ours  # a non-degenerate path
     for row in ours:
@@ -56,5 +42,5 @@ def test_greedy_equals_hf_generate_on_real_model(real_whisper, task):
         enc = gw.encode(feats)
     prompts = torch.tensor([real_whisper.tokens.prompt("en", task)] * 2)
     ours = greedy_decode(gw, enc, prompts, real_whisper.tokens, max_new_tokens=64)
-    ref = _hf_greedy(real_whisper.model, feats, "en", task, 64)
+    ref = hf_tokens(real_whisper.model, feats, "en", task, 64, beams=1)
     assert ours == ref

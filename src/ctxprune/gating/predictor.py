@@ -111,6 +111,7 @@ class GatePredictor(nn.Module):
             nn.init.normal_(head.weight, std=0.01)
         self.early_bias = nn.Parameter(torch.full((len(self.early_index),), c.initial_keep_logit))
         self.late_bias = nn.Parameter(torch.full((len(self.late_index),), c.initial_keep_logit))
+        self._tag_id_cache: dict[tuple, Tensor] = {}
         self.force_keep = [c.space.index(n) for n in c.force_keep]
         self.force_skip = [c.space.index(n) for n in c.force_skip]
 
@@ -129,13 +130,12 @@ class GatePredictor(nn.Module):
         the GPU stream behind the encoder). Ids already on the device pass through."""
         if isinstance(tags, Tensor):
             return tags
-        cache = self.__dict__.setdefault("_tag_id_cache", {})
         key = (tuple(tags), id(index), device)
-        if key not in cache:
-            if len(cache) > 1024:
-                cache.clear()
-            cache[key] = torch.tensor([index.get(t, len(index)) for t in tags], device=device)
-        return cache[key]
+        if key not in self._tag_id_cache:
+            if len(self._tag_id_cache) > 1024:
+                self._tag_id_cache.clear()
+            self._tag_id_cache[key] = torch.tensor([index.get(t, len(index)) for t in tags], device=device)
+        return self._tag_id_cache[key]
 
     def _hidden(self, ctx: GateContext, with_encoder: bool) -> Tensor:
         device = self.early_head.weight.device

@@ -145,6 +145,7 @@ class PrunedWhisper:
             self._late_index = predictor.late_index.cpu()
             self._early_open = set(self._early_index.tolist()) <= set(predictor.force_keep)
             self._constant: Tensor | None = None  # the one mask of a predictor that reads no context
+        self._heads: dict[tuple[int, torch.device], LateGates] = {}  # by batch size and device
 
     def _prompts(self, languages: list[str], tasks: list[str], device: torch.device) -> Tensor:
         return torch.tensor(
@@ -152,10 +153,9 @@ class PrunedWhisper:
         )
 
     def _late_gates(self, batch: int, device: torch.device) -> LateGates:
-        heads = self.__dict__.setdefault("_heads", {})
-        if (batch, device) not in heads:
-            heads[(batch, device)] = LateGates(self.predictor, batch, device)
-        return heads[(batch, device)]
+        if (batch, device) not in self._heads:
+            self._heads[(batch, device)] = LateGates(self.predictor, batch, device)
+        return self._heads[(batch, device)]
 
     def decide(
         self,

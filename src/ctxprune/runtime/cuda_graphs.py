@@ -182,7 +182,7 @@ class GraphPool:
         self.capture = capture
         self.keys_built = 0
 
-    def _get(self, key: tuple, build: Callable[[MaskPlan], GraphedSteps | GraphedEncoder], mask_row, batch):
+    def _get(self, key: tuple, build: Callable[[MaskPlan], object], mask_row: tuple[bool, ...], batch: int):
         if key not in self._graphs:
             mask = torch.tensor([list(mask_row)] * batch, dtype=torch.bool)
             self._graphs[key] = build(MaskPlan(mask, self.gw.gate_names, self.gw.device))

@@ -48,6 +48,7 @@ class BatchDecoder:
     def __init__(self, gw: GatedWhisper, tokens: WhisperTokens, options: DecodeOptions | None = None):
         self.gw, self.tokens, self.options = gw, tokens, options or GREEDY
         self._pools: dict[bool, GraphPool] = {}
+        self._lane_streams: list[torch.cuda.Stream] = []  # created once: creating them per batch costs
         self._decoder_gate = torch.tensor([n.startswith("dec.") for n in gw.gate_names])
 
     def static(self, device: torch.device, static_steps: bool | None) -> bool:
@@ -70,11 +71,10 @@ class BatchDecoder:
         return encoder_out, head(encoder_out) if head is not None else None
 
     def _streams(self, n: int) -> list[torch.cuda.Stream]:
-        """CUDA streams for `n` lanes, created once (creating them per batch costs host time)."""
-        streams = self.__dict__.setdefault("_lane_streams", [])
-        while len(streams) < n:
-            streams.append(torch.cuda.Stream())
-        return streams[:n]
+        """CUDA streams for `n` lanes."""
+        while len(self._lane_streams) < n:
+            self._lane_streams.append(torch.cuda.Stream())
+        return self._lane_streams[:n]
 
     def pool(self, capture: bool) -> GraphPool:
         if capture not in self._pools:

@@ -44,7 +44,7 @@ class Suppression:
         self.later[list(tokens.suppress)] = -torch.inf
         self.first = self.later.clone()
         self.first[list(tokens.begin_suppress)] = -torch.inf
-        self.eot, self.min_new_tokens = tokens.eot, min_new_tokens
+        self.min_new_tokens = min_new_tokens
         self.no_end = {
             k: b.clone().index_fill_(0, torch.tensor([tokens.eot], device=device), -torch.inf)
             for k, b in (("first", self.first), ("later", self.later))
