@@ -55,13 +55,19 @@ def test_run_uses_the_predicted_masks(tiny_whisper, tiny_tokens, random_features
         assert 0 < executed < dense
 
 
-@pytest.mark.parametrize("where", ["decoder", "both"])
-def test_graph_path_equals_eager_path(tiny_whisper, tiny_tokens, random_features, where, monkeypatch):
+@pytest.mark.parametrize(
+    ("where", "context"),
+    [("decoder", None), ("both", None), ("decoder", ["language", "encoder"])],
+)
+def test_graph_path_equals_eager_path(
+    tiny_whisper, tiny_tokens, random_features, where, context, monkeypatch
+):
     """The fixed-shape path that CUDA captures (late gates inside the encoder's graph, rows grouped by
     signature, greedy choice inside the step), run eagerly here: the same masks and tokens."""
     gw = GatedWhisper(tiny_whisper)
     keep = [n for n in gw.gate_names if n.startswith("enc.")] if where == "decoder" else []
-    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, force_keep=keep))
+    kwargs = {"context": context} if context else {}
+    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, force_keep=keep, **kwargs))
     frames = torch.tensor([3000, 2000, 1000, 500])
     args = (random_features, frames, ["transcribe", "translate"] * 2, ["en", "de", "de", "en"])
     eager = pruned.run(*args, max_new_tokens=6)

@@ -83,7 +83,8 @@ class LateGates:
         task, language = self.predictor.tag_ids(ctx, self.task.device)
         self.task.copy_(task)
         self.language.copy_(language)
-        self.audio.copy_(ctx.audio)
+        if ctx.audio is not None:
+            self.audio.copy_(ctx.audio)
         self.frames.copy_(frames)
         for name, buffer in self.vectors.items():
             if name in self.predictor.config.context:
@@ -147,6 +148,12 @@ class PrunedWhisper:
             self._constant: Tensor | None = None  # the one mask of a predictor that reads no context
         self._heads: dict[tuple[int, torch.device], LateGates] = {}  # by batch size and device
 
+    def _reads_context(self) -> bool:
+        return self.predictor is not None and bool(self.predictor.config.context)
+
+    def _reads(self, name: str) -> bool:
+        return self.predictor is not None and name in self.predictor.config.context
+
     def _prompts(self, languages: list[str], tasks: list[str], device: torch.device) -> Tensor:
         return torch.tensor(
             [self.tokens.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)], device=device
@@ -170,7 +177,7 @@ class PrunedWhisper:
         batch = len(ctx.task)
         if p is None:
             return torch.ones(batch, len(self.space), dtype=torch.bool)
-        if not p.config.context:  # a static gate set: the same mask for every request, decided once
+        if not self._reads_context():  # a static gate set: the same mask for every request, decided once
             if self._constant is None:
                 one = GateContext(task=ctx.task[:1], language=ctx.language[:1])
                 self._constant = apply_forced(inference_gates(p(one)).cpu(), p.force_keep, p.force_skip)
@@ -207,7 +214,7 @@ class PrunedWhisper:
         ctx = GateContext(
             task=tasks,
             language=[lang or UNKNOWN_LANGUAGE for lang in languages],
-            audio=pooled_log_mel(features.float(), frames) if self.predictor is not None else None,
+            audio=pooled_log_mel(features.float(), frames) if self._reads("audio") else None,
             vectors=vectors or {},
         )
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
@@ -215,14 +222,8 @@ class PrunedWhisper:
         # known languages: the prompts go to the device now, not between the encoder and the decoder
         prompts = self._prompts(languages, tasks, device) if None not in languages else None
         static = False if count_flops else None  # None: CUDA graphs where the runtime allows them
-        head = None  # with graphs, the late gates are captured with the encoder
-        static_gates = self.predictor is not None and not self.predictor.config.context
-        if (
-            self.predictor is not None
-            and not static_gates
-            and random_mask is None
-            and self.decoder.static(device, static)
-        ):
+        head = None  # with graphs, late gates that read the context are captured with the encoder
+        if self._reads_context() and random_mask is None and self.decoder.static(device, static):
             head = self._late_gates(len(tasks), device).load(ctx, frames)
         with encoder_counter if count_flops else nullcontext():
             early_mask = self.decide(ctx) if random_mask is None else random_mask
