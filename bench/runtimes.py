@@ -87,7 +87,7 @@ class Bench:
     def hf_call(self, inputs, beams: int = 1, fixed: int | None = None):
         """HF `generate` over `inputs`; a batch is split by task (HF takes one task per call, and a
         language per row)."""
-        eot = self.hf.generation_config.eos_token_id
+        tokens = self.stacks["dense"].loaded.tokens
         lengths = {"max_new_tokens": fixed or self.args.max_new_tokens, "min_new_tokens": fixed or 0}
 
         def call():
@@ -106,7 +106,7 @@ class Bench:
                             **lengths,
                         ).tolist()
                     for i, row in zip(index, ids, strict=True):
-                        rows[i] = row[: row.index(eot)] if eot in row else row
+                        rows[i] = tokens.until_end(row)
                 out.append(rows)
             return out
 

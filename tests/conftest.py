@@ -75,8 +75,8 @@ def hf_tokens(model, features, language, task, max_new_tokens, beams) -> list[li
             num_beams=beams,
             max_new_tokens=max_new_tokens,
         ).tolist()
-    eot = model.generation_config.eos_token_id
-    return [r[: r.index(eot)] if eot in r else r for r in out]
+    tokens = WhisperTokens.from_generation_config(model.generation_config)
+    return [tokens.until_end(r) for r in out]
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,7 @@ class GatePredictor(nn.Module):
         self.early_bias = nn.Parameter(torch.full((len(self.early_index),), c.initial_keep_logit))
         self.late_bias = nn.Parameter(torch.full((len(self.late_index),), c.initial_keep_logit))
         self._tag_id_cache: dict[tuple, Tensor] = {}
+        self._shift_cache: tuple[tuple, Tensor] | None = None
         self.force_keep = [c.space.index(n) for n in c.force_keep]
         self.force_skip = [c.space.index(n) for n in c.force_skip]
 
@@ -175,7 +176,7 @@ class GatePredictor(nn.Module):
     def _shift(self, device: torch.device) -> Tensor:
         """`config.logit_shift` on the device, copied once per value (it changes only in calibration)."""
         key = (tuple(self.config.logit_shift), device)
-        if getattr(self, "_shift_cache", (None,))[0] != key:
+        if self._shift_cache is None or self._shift_cache[0] != key:
             self._shift_cache = (key, torch.tensor(self.config.logit_shift, device=device))
         return self._shift_cache[1]
 

@@ -150,14 +150,13 @@ class GatedWhisper(nn.Module):
 
     def _decode(self, tokens: Tensor, cache: StaticKVCache, gates: Gates, where: slice | Tensor) -> Tensor:
         dec = self.decoder
+        visible = None  # at a device-side position: the cache positions up to it, shared by every layer
         if isinstance(where, slice):
             positions = dec.embed_positions.weight[where]
         else:
             positions = dec.embed_positions.weight.index_select(0, where)
+            visible = (torch.arange(cache.max_len, device=tokens.device) <= where)[None]
         x = dec.embed_tokens(tokens) + positions
-        visible = None  # at a device-side position: the cache positions up to it, shared by every layer
-        if not isinstance(where, slice):
-            visible = (torch.arange(cache.max_len, device=x.device) <= where)[None]
         for i, layer in enumerate(dec.layers):
 
             def self_attn(h, rows, i=i, layer=layer):

@@ -191,9 +191,13 @@ class PrunedWhisper:
             if encoder_out is None:
                 return early_mask
             ctx.encoder = pooled_encoder(encoder_out, frames)
-            mask = early_mask.clone()
-            mask[:, self._late_index] = inference_gates(p.late_logits(ctx)).cpu()
-        return apply_forced(mask, p.force_keep, p.force_skip)
+            return self._with_late(early_mask, inference_gates(p.late_logits(ctx)))
+
+    def _with_late(self, early_mask: Tensor, late: Tensor) -> Tensor:
+        """The batch's early masks with the late gates' decisions in place, forced lists applied."""
+        mask = early_mask.clone()
+        mask[:, self._late_index] = late.cpu()
+        return apply_forced(mask, self.predictor.force_keep, self.predictor.force_skip)
 
     @torch.inference_mode()
     def run(
@@ -230,9 +234,7 @@ class PrunedWhisper:
             encoder_out, late = self.decoder.encode(features, early_mask, static, head)
         with decoder_counter if count_flops else nullcontext():
             if late is not None:
-                mask = early_mask.clone()
-                mask[:, self._late_index] = late.cpu()
-                mask = apply_forced(mask, self.predictor.force_keep, self.predictor.force_skip)
+                mask = self._with_late(early_mask, late)
             elif random_mask is None:
                 mask = self.decide(ctx, encoder_out, frames, early_mask)
             else:

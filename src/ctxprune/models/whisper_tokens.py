@@ -55,5 +55,9 @@ class WhisperTokens:
             raise CtxpruneError(f"unknown task {task!r}; use one of: {', '.join(TASKS)}")
         return task
 
+    def until_end(self, row: list[int]) -> list[int]:
+        """A generated row up to (not including) its first end-of-text."""
+        return row[: row.index(self.eot)] if self.eot in row else row
+
     def prompt(self, language: str, task: str) -> list[int]:
         return [self.sot, self.lang_to_id[language], self.task_to_id[task], self.no_timestamps]

@@ -86,5 +86,4 @@ def beam_search(
         if not bool(can_improve.any()) or bool(ends.all()):
             break
 
-    best_rows = finished[:, 0].tolist()
-    return [row[: row.index(tokens.eot)] if tokens.eot in row else row for row in best_rows]
+    return [tokens.until_end(row) for row in finished[:, 0].tolist()]

@@ -106,16 +106,22 @@ class GraphedGreedy:
     decodes a token for every row, suppresses, picks, records it and feeds it to the next replay, so
     that the host only replays and reads one end flag (the `greedy.StepLane` interface)."""
 
-    def __init__(self, steps: GraphedSteps, tokens: WhisperTokens, max_new_tokens: int, min_new_tokens: int):
+    def __init__(
+        self,
+        steps: GraphedSteps,
+        tokens: WhisperTokens,
+        max_new_tokens: int,
+        min_new_tokens: int,
+        capture: bool,
+    ):
         self.steps, self.tokens, self.min_new_tokens = steps, tokens, min_new_tokens
         device, batch = steps.token.device, steps.token.shape[0]
         suppress = Suppression(tokens, steps.gw.config.vocab_size, device, min_new_tokens)
         self.first_bias = suppress.bias(0)
-        self.later_bias, self.no_end_bias = suppress.later, suppress.no_end["later"]
+        self.later_bias, self.no_end_bias = suppress.biases(False, True), suppress.biases(False, False)
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.out = torch.full((batch, max_new_tokens), tokens.eot, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
-        capture = steps._step.capture
         self._start = Captured(self._run_start, capture)
         state = (steps.position, steps.token, self.done, self.out, self.count)
         self._advance = Captured(self._run_advance, capture, restore=state)
@@ -229,7 +235,7 @@ class GraphPool:
 
         def build(plan: MaskPlan) -> GraphedGreedy:
             steps = GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self.capture)
-            return GraphedGreedy(steps, tokens, max_new_tokens, min_new_tokens)
+            return GraphedGreedy(steps, tokens, max_new_tokens, min_new_tokens, self.capture)
 
         lane = self._get(key, build, mask_row, batch)
         lane.steps.bind(encoder_out)

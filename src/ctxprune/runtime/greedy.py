@@ -40,19 +40,23 @@ class Suppression:
     def __init__(
         self, tokens: WhisperTokens, vocab: int, device: torch.device | str, min_new_tokens: int = 0
     ):
-        self.later = torch.zeros(vocab, device=device)
-        self.later[list(tokens.suppress)] = -torch.inf
-        self.first = self.later.clone()
-        self.first[list(tokens.begin_suppress)] = -torch.inf
+        later = torch.zeros(vocab, device=device)
+        later[list(tokens.suppress)] = -torch.inf
+        first = later.clone()
+        first[list(tokens.begin_suppress)] = -torch.inf
         self.min_new_tokens = min_new_tokens
-        self.no_end = {
-            k: b.clone().index_fill_(0, torch.tensor([tokens.eot], device=device), -torch.inf)
-            for k, b in (("first", self.first), ("later", self.later))
-        }
+        self._biases: dict[tuple[bool, bool], Tensor] = {}  # by (first step, end-of-text allowed)
+        for is_first, b in ((True, first), (False, later)):
+            self._biases[(is_first, True)] = b
+            self._biases[(is_first, False)] = b.clone().index_fill_(
+                0, torch.tensor([tokens.eot], device=device), -torch.inf
+            )
+
+    def biases(self, first: bool, end_allowed: bool) -> Tensor:
+        return self._biases[(first, end_allowed)]
 
     def bias(self, step: int) -> Tensor:
-        kind = "first" if step == 0 else "later"
-        return self.no_end[kind] if step < self.min_new_tokens else getattr(self, kind)
+        return self.biases(step == 0, step >= self.min_new_tokens)
 
     def __call__(self, logits: Tensor, step: int) -> Tensor:
         """fp32 logits with the tokens of this step suppressed (a new tensor)."""
@@ -134,11 +138,7 @@ def greedy_lanes(lanes: list, max_new_tokens: int, streams: list | None = None) 
     for stream in streams:
         if stream is not None:
             torch.cuda.current_stream().wait_stream(stream)
-    results = []
-    for lane in lanes:
-        eot = lane.tokens.eot
-        results.append([row[: row.index(eot)] if eot in row else row for row in lane.generated()])
-    return results
+    return [[lane.tokens.until_end(row) for row in lane.generated()] for lane in lanes]
 
 
 def _on(stream):
