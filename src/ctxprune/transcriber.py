@@ -14,13 +14,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ctxprune.data.audio import SAMPLE_RATE, load_audio, split_chunks
 from ctxprune.data.features import features_for
 from ctxprune.errors import CtxpruneError
-from ctxprune.models.whisper_stack import load_stack
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.stack import StackSpec, load_stack
+
+
+@dataclass
+class ChunkRecord:
+    """One decoded 30 s chunk of a file: its text, language, the modules that ran and the share of
+    FLOPs executed (against dense, from measured component costs), and its share of the batch time."""
+
+    text: str
+    language: str
+    ran: list[str]
+    flops_executed_share: float
+    seconds: float = 0.0
+
+    def gates(self) -> dict:
+        return {"ran": self.ran, "flops_executed_share": self.flops_executed_share}
 
 
 @dataclass
@@ -33,7 +47,7 @@ class Transcription:
     seconds: float = 0.0
     error: str | None = None
     gates: list[dict] | None = None  # per 30 s utterance: the modules that ran, share of FLOPs executed
-    chunks: list[dict] = field(default_factory=list, repr=False)
+    chunks: list[ChunkRecord] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
         record = asdict(self)
@@ -51,24 +65,15 @@ class _Chunk:
 
 
 class Transcriber:
-    def __init__(
-        self,
-        model: str | None = None,
-        gates: str | Path | None = None,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        adapter: str | Path | None = None,
-        int8: bool = False,
-        decoding: DecodeOptions = GREEDY,
-    ):
-        stack = load_stack(model, adapter, gates, device, dtype, int8, decoding)
-        self.loaded, self.pruned, self.gated = stack.loaded, stack.pruned, stack.gated
-        self.device = device
-        self.dtype = dtype
+    """Files in, text out, with the model that `spec` describes; `options` are the decoding choices."""
+
+    def __init__(self, spec: StackSpec | None = None, options: DecodeOptions = GREEDY):
+        self.spec, self.options = spec or StackSpec(), options
+        self.stack = load_stack(self.spec)
 
     @property
-    def tokens(self):
-        return self.loaded.tokens
+    def special(self):
+        return self.stack.loaded.tokens
 
     def transcribe(
         self,
@@ -79,9 +84,9 @@ class Transcriber:
         on_progress: Callable[[int], None] | None = None,
     ) -> list[Transcription]:
         """Transcribe (or translate to English) each file. `on_progress(n)` is called per decoded chunk."""
-        self.tokens.check_task(task)
+        self.special.check_task(task)
         if language != "auto":
-            self.tokens.check_language(language)
+            self.special.check_language(language)
         if batch_size < 1:
             raise CtxpruneError("--batch-size must be at least 1")
         results = [Transcription(path=str(p), task=task) for p in paths]
@@ -100,33 +105,34 @@ class Transcriber:
             decoded = self._decode_batch([c.audio for c in batch], task, language)
             elapsed = time.perf_counter() - t0
             for chunk, record in zip(batch, decoded, strict=True):
-                record["seconds"] = elapsed * len(chunk.audio) / sum(len(c.audio) for c in batch)
+                record.seconds = elapsed * len(chunk.audio) / sum(len(c.audio) for c in batch)
                 results[chunk.file].chunks.append(record)
             if on_progress:
                 on_progress(len(batch))
         for r in results:
             if r.chunks:
-                r.text = " ".join(c["text"] for c in r.chunks if c["text"]).strip()
-                r.language = Counter(c["language"] for c in r.chunks).most_common(1)[0][0]
-                r.seconds = round(sum(c["seconds"] for c in r.chunks), 3)
-                if self.pruned.predictor is not None:
-                    r.gates = [c["gates"] for c in r.chunks]
+                r.text = " ".join(c.text for c in r.chunks if c.text).strip()
+                r.language = Counter(c.language for c in r.chunks).most_common(1)[0][0]
+                r.seconds = round(sum(c.seconds for c in r.chunks), 3)
+                if self.spec.gates is not None:
+                    r.gates = [c.gates() for c in r.chunks]
         return results
 
-    def _decode_batch(self, audios: list[np.ndarray], task: str, language: str) -> list[dict]:
-        feats, frames = features_for(audios, self.gated.config.num_mel_bins)
+    def _decode_batch(self, audios: list[np.ndarray], task: str, language: str) -> list[ChunkRecord]:
+        stack = self.stack
+        feats, frames = features_for(audios, stack.gated.config.num_mel_bins)
         lang = None if language == "auto" else language
-        result = self.pruned.run(
-            feats.to(self.device, self.dtype), frames, [task] * len(audios), [lang] * len(audios)
-        )
-        texts = self.loaded.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
-        names = self.pruned.space.names
-        flops = result.flops(self.pruned.space, prompt_len=len(self.tokens.prompt("en", task)))
+        result = stack.run(
+            feats.to(self.spec.device, self.spec.dtype), frames, [task] * len(audios), [lang] * len(audios),
+            options=self.options,
+        )  # fmt: skip
+        texts = stack.loaded.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
+        names = stack.space.names
+        flops = result.flops(stack.space, prompt_len=len(self.special.prompt("en", task)))
         records = []
         for text, detected, keep, (executed, dense) in zip(
             texts, result.languages, result.mask.tolist(), flops, strict=True
         ):
             ran = [n for n, k in zip(names, keep, strict=True) if k]
-            gates = {"ran": ran, "flops_executed_share": round(executed / dense, 4)}
-            records.append({"text": text.strip(), "language": detected, "gates": gates})
+            records.append(ChunkRecord(text.strip(), detected, ran, round(executed / dense, 4)))
         return records

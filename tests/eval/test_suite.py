@@ -11,6 +11,8 @@ from ctxprune.errors import CtxpruneError
 from ctxprune.eval.latency import bench_latency, mixed_rows
 from ctxprune.eval.suite import Candidate, evaluate_candidates, summarize
 from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.stack import StackSpec
 
 
 def test_random_baselines_measure_what_ran(tiny_model_dir, tiny_corpus):
@@ -19,8 +21,10 @@ def test_random_baselines_measure_what_ran(tiny_model_dir, tiny_corpus):
         Candidate.random(0.0, "decoder", seed=0),
         Candidate.random(1.0, "decoder", seed=0),
     ]
+    spec = StackSpec(str(tiny_model_dir))
+    options = DecodeOptions(max_new_tokens=4)
     record = evaluate_candidates(
-        candidates, tiny_corpus, "test", str(tiny_model_dir), limit=2, batch_size=4, max_new_tokens=4
+        candidates, tiny_corpus, spec, "test", limit=2, batch_size=4, options=options
     )
     dense, none_off, all_off = record["models"]
     for key, d in dense["groups"].items():
@@ -46,9 +50,8 @@ def test_a_directory_without_a_card_is_not_a_gate_set(tmp_path):
 
 def test_bench_interleaves_variants_and_reports_medians(tiny_model_dir, tiny_corpus):
     candidates = [Candidate("dense", "dense"), Candidate("dense-again", "dense")]
-    record = bench_latency(
-        candidates, tiny_corpus, "test", (1, 3), batch1_rows=2, repeats=3, warmup=1, model=str(tiny_model_dir)
-    )
+    spec = StackSpec(str(tiny_model_dir))
+    record = bench_latency(candidates, tiny_corpus, spec, "test", (1, 3), batch1_rows=2, repeats=3, warmup=1)
     assert record["kind"] == "bench" and record["threads"] >= 1 and "torch" in record["versions"]
     assert [(r["name"], r["batch"]) for r in record["results"]] == [
         ("dense", 1),
@@ -72,10 +75,10 @@ def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(re
     record = evaluate_candidates(
         [Candidate("dense", "dense"), Candidate.gate_set(gate_set)],
         tiny_corpus,
+        StackSpec(adapter=SHIPPED_ADAPTER),
         "test",
-        adapter=SHIPPED_ADAPTER,
         limit=1,
-        max_new_tokens=24,
+        options=DecodeOptions(max_new_tokens=24),
     )
     dense, pruned = record["models"]
     for key, d in dense["groups"].items():
@@ -91,9 +94,9 @@ def test_bench_int8_loads_quantized_models(tiny_model_dir, tiny_corpus, monkeypa
 
     asked = []
     original = latency.load_stack
-    monkeypatch.setattr(latency, "load_stack", lambda *args: asked.append(args[-1]) or original(*args))
+    monkeypatch.setattr(latency, "load_stack", lambda spec: asked.append(spec.int8) or original(spec))
     record = bench_latency(
-        [Candidate("dense", "dense")], tiny_corpus, "test", (1,), batch1_rows=1, repeats=1, warmup=0,
-        model=str(tiny_model_dir), max_new_tokens=2, int8=True,
+        [Candidate("dense", "dense")], tiny_corpus, StackSpec(str(tiny_model_dir), int8=True), "test", (1,),
+        batch1_rows=1, repeats=1, warmup=0, options=DecodeOptions(max_new_tokens=2),
     )  # fmt: skip
     assert asked == [True] and record["dtype"] == "int8 (dynamic)"

@@ -16,9 +16,11 @@ def _our_logits(gw, features, tokens, step_by_step: bool):
         enc = gw.encode(features)
         cache = gw.new_cache(features.shape[0], tokens.shape[1])
         gw.prefill_cross(enc, cache)
+        n = tokens.shape[1]
         if not step_by_step:
-            return gw.decode(tokens, cache)
-        return torch.cat([gw.decode(tokens[:, t : t + 1], cache) for t in range(tokens.shape[1])], 1)
+            return gw.decode(tokens, torch.arange(n), cache, length=n)
+        steps = [gw.decode(tokens[:, t : t + 1], torch.tensor([t]), cache, length=t + 1) for t in range(n)]
+        return torch.cat(steps, 1)
 
 
 def test_gate_names_are_stable(tiny_whisper):
@@ -34,6 +36,20 @@ def test_ungated_equals_upstream(tiny_whisper, random_features, step_by_step):
     ref = _hf_logits(tiny_whisper, random_features, tokens)
     ours = _our_logits(GatedWhisper(tiny_whisper), random_features, tokens, step_by_step)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fixed_shape_decoding_equals_the_prefix_read(tiny_whisper, random_features):
+    """Attention over the whole cache under a mask (what a CUDA graph captures) equals reading only the
+    cached prefix, for the prompt and for single steps at device-side positions."""
+    gw = GatedWhisper(tiny_whisper)
+    tokens = torch.tensor([[50258, 50259, 50359, 50363, 400, 11, 500, 77]] * 4)
+    ref = _our_logits(gw, random_features, tokens, step_by_step=True)
+    with torch.inference_mode():
+        cache = gw.new_cache(4, 16)  # longer than needed: the unwritten tail must stay invisible
+        gw.prefill_cross(gw.encode(random_features), cache)
+        out = [gw.decode(tokens[:, :4], torch.arange(4), cache)]
+        out += [gw.decode(tokens[:, t : t + 1], torch.tensor([t]), cache) for t in range(4, 8)]
+    torch.testing.assert_close(torch.cat(out, 1), ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.real

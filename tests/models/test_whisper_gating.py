@@ -36,9 +36,12 @@ def _teacher_forced_logits(gw, feats, plan, prompt=PROMPT, teacher=TEACHER):
         cache = gw.new_cache(feats.shape[0], len(prompt) + len(teacher))
         gw.prefill_cross(enc, cache, plan)
         tokens = torch.tensor([prompt] * feats.shape[0])
-        steps = [gw.decode(tokens, cache, plan)]
-        for t in teacher:
-            steps.append(gw.decode(torch.full((feats.shape[0], 1), t), cache, plan))
+        n = len(prompt)
+        steps = [gw.decode(tokens, torch.arange(n), cache, plan, length=n)]
+        for i, t in enumerate(teacher, start=n):
+            steps.append(
+                gw.decode(torch.full((feats.shape[0], 1), t), torch.tensor([i]), cache, plan, length=i + 1)
+            )
     return enc, torch.cat(steps, 1)
 
 
@@ -96,9 +99,10 @@ def _decode_flops(gw, feats, plan, new_tokens):
         enc = gw.encode(feats, plan)
         cache = gw.new_cache(feats.shape[0], len(PROMPT) + new_tokens)
         gw.prefill_cross(enc, cache, plan)
-        gw.decode(torch.tensor([PROMPT] * feats.shape[0]), cache, plan)
-        for _ in range(new_tokens - 1):
-            gw.decode(torch.full((feats.shape[0], 1), 264), cache, plan)
+        n = len(PROMPT)
+        gw.decode(torch.tensor([PROMPT] * feats.shape[0]), torch.arange(n), cache, plan, length=n)
+        for i in range(n, n + new_tokens - 1):
+            gw.decode(torch.full((feats.shape[0], 1), 264), torch.tensor([i]), cache, plan, length=i + 1)
 
     return count_flops(run)
 
@@ -150,7 +154,7 @@ def test_skipped_cross_attention_computes_no_cross_kv(tiny_whisper, random_featu
         enc = gw.encode(random_features[:2], plan)
         cache = gw.new_cache(2, 6)
         gw.prefill_cross(enc, cache, plan)
-        gw.decode(torch.tensor([PROMPT] * 2), cache, plan)
+        gw.decode(torch.tensor([PROMPT] * 2), torch.arange(len(PROMPT)), cache, plan, length=len(PROMPT))
     assert cache.cross_k[0][0].abs().sum() == 0 and cache.cross_k[0][1].abs().sum() > 0
     assert cache.self_k[0][0].abs().sum() == 0 and cache.self_k[0][1, :, :4].abs().sum() > 0
 

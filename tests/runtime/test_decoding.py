@@ -1,11 +1,13 @@
 """Batches with a mask per row: grouping by decoder signature, the fixed-shape (graph) step, and the
 row-gather fallback must all give the tokens each row gets when decoded alone."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from ctxprune.models.whisper import GatedWhisper
-from ctxprune.runtime.decoding import BatchDecoder, DecodeOptions
+from ctxprune.runtime.decoding import BatchDecoding, DecodeOptions, decoder_signature
 
 # per row: the branches it skips; rows 0 and 3 share a decoder signature (row 3 differs in the encoder)
 OFF = [
@@ -33,12 +35,14 @@ def setup(tiny_whisper, tiny_tokens):
 
 def test_groups_by_decoder_signature(setup):
     gw, tokens, _, _ = setup
-    decoder = BatchDecoder(gw, tokens)
-    groups = decoder.groups(_mask(gw))
+    decoding = BatchDecoding(gw, tokens)
+    groups = decoding.groups(_mask(gw), max_groups=8)
     assert sorted(rows for rows, _ in groups) == [[0, 3], [1], [2]]
     assert all(sig is not None for _, sig in groups)
-    few = BatchDecoder(gw, tokens, DecodeOptions(max_groups=2)).groups(_mask(gw))
-    assert few[0] == ([0, 3], few[0][1]) and few[-1] == ([1, 2], None)  # the rare two share a gather pass
+    few = decoding.groups(_mask(gw), max_groups=2)
+    row0 = decoder_signature(_mask(gw)[0].tolist(), decoding.decoder_gate)
+    assert few[0] == ([0, 3], row0) and few[-1] == ([1, 2], None)  # the rare two share a gather pass
+    assert row0 == decoder_signature(_mask(gw)[3].tolist(), decoding.decoder_gate)  # encoder gates ignored
 
 
 @pytest.mark.parametrize("beams", [1, 3])
@@ -46,25 +50,26 @@ def test_groups_by_decoder_signature(setup):
 def test_grouped_static_steps_equal_rows_alone(setup, beams, max_groups):
     gw, tokens, enc, prompts = setup
     mask = _mask(gw)
-    decoder = BatchDecoder(gw, tokens, DecodeOptions(beams=beams, max_new_tokens=8, max_groups=max_groups))
-    grouped = decoder(enc, prompts, mask, static_steps=True)
-    gathered = decoder(enc, prompts, mask, static_steps=False)
-    alone = [
-        decoder(enc[r : r + 1], prompts[r : r + 1], mask[r : r + 1], static_steps=False)[0] for r in range(4)
-    ]
+    decoding = BatchDecoding(gw, tokens)
+    options = DecodeOptions(beams=beams, max_new_tokens=8, max_groups=max_groups, path="eager")
+    gather = replace(options, path="gather")
+    grouped = decoding(enc, prompts, mask, options)
+    gathered = decoding(enc, prompts, mask, gather)
+    alone = [decoding(enc[r : r + 1], prompts[r : r + 1], mask[r : r + 1], gather)[0] for r in range(4)]
     assert grouped == gathered == alone
     assert len({tuple(row) for row in alone}) > 1  # masks and inputs change the output
 
 
 def test_graph_buffers_are_reused_across_utterances(setup):
     gw, tokens, enc, prompts = setup
-    decoder = BatchDecoder(gw, tokens, DecodeOptions(max_new_tokens=8))
+    decoding = BatchDecoding(gw, tokens)
+    options = DecodeOptions(max_new_tokens=8, path="eager")
     mask = _mask(gw)
-    first = decoder(enc, prompts, mask, static_steps=True)
-    built = decoder.pool(False).keys_built
+    first = decoding(enc, prompts, mask, options)
+    built = decoding.pool(False).keys_built
     reversed_rows = [3, 2, 1, 0]
-    again = decoder(enc[reversed_rows], prompts[reversed_rows], mask[reversed_rows], static_steps=True)
-    assert decoder.pool(False).keys_built == built  # same signatures and group sizes: no new buffers
+    again = decoding(enc[reversed_rows], prompts[reversed_rows], mask[reversed_rows], options)
+    assert decoding.pool(False).keys_built == built  # same signatures and group sizes: no new buffers
     assert again == [first[r] for r in reversed_rows]
 
 
@@ -74,9 +79,10 @@ def test_cuda_graph_steps_equal_eager_on_gpu(tiny_whisper, tiny_tokens, setup):
     gw = GatedWhisper(tiny_whisper.to("cuda"))
     try:
         mask = _mask(gw)
-        decoder = BatchDecoder(gw, tokens, DecodeOptions(max_new_tokens=8))
-        graphed = decoder(enc.cuda(), prompts, mask)
-        assert decoder.pool(True).keys_built == 3
-        assert graphed == decoder(enc.cuda(), prompts, mask, static_steps=False)
+        decoding = BatchDecoding(gw, tokens)
+        options = DecodeOptions(max_new_tokens=8)
+        graphed = decoding(enc.cuda(), prompts, mask, options)
+        assert decoding.pool(True).keys_built == 3
+        assert graphed == decoding(enc.cuda(), prompts, mask, replace(options, path="gather"))
     finally:
         tiny_whisper.to("cpu")

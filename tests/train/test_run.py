@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.predictor import GatePredictor
-from ctxprune.models.whisper_stack import load_stack
+from ctxprune.stack import StackSpec, load_stack
 from ctxprune.train.run import Run
 
 
@@ -139,7 +139,7 @@ def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(qu
     card = json.loads((Path(config.out) / "card.json").read_text())
     assert {"lora/adapter_model.safetensors", "base_adapter.json"} <= set(card["files"])
 
-    stack = load_stack(config.model, adapter, gate_set)
+    stack = load_stack(StackSpec(config.model, adapter, gate_set))
     trained = dict(run.peft.named_modules())
     loaded = dict(stack.gated.model.named_modules())
     name = "model.decoder.layers.0.self_attn.q_proj"
@@ -147,7 +147,7 @@ def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(qu
     expected = layer.base_layer.weight + layer.get_delta_weight("default")
     torch.testing.assert_close(loaded[name].weight, expected.detach(), atol=1e-3, rtol=1e-3)
     for k, v in run.predictor.state_dict().items():
-        torch.testing.assert_close(stack.pruned.predictor.state_dict()[k], v)
+        torch.testing.assert_close(stack.policy.predictor.state_dict()[k], v)
 
 
 def test_a_gate_set_refuses_a_missing_or_different_adapter(quick, tmp_path):
@@ -160,9 +160,9 @@ def test_a_gate_set_refuses_a_missing_or_different_adapter(quick, tmp_path):
     Run(config).train()
     gate_set = Path(config.out) / "predictor"
     with pytest.raises(CtxpruneError, match="pass it with --adapter"):
-        load_stack(config.model, None, gate_set)
+        load_stack(StackSpec(config.model, None, gate_set))
     with pytest.raises(CtxpruneError, match="another adapter"):
-        load_stack(config.model, adapters[1], gate_set)
+        load_stack(StackSpec(config.model, adapters[1], gate_set))
 
 
 def test_a_retune_starts_from_a_gate_set_calibrates_first_and_trains_only_its_lora(quick, tmp_path):

@@ -23,7 +23,8 @@ from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.suite import Candidate, device_name
-from ctxprune.models.whisper_stack import WhisperStack, load_stack
+from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.stack import Stack, StackSpec, load_stack
 
 
 def mixed_rows(examples: list[Example], n: int) -> list[Example]:
@@ -79,27 +80,24 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
 def bench_latency(
     candidates: list[Candidate],
     data: Path,
+    spec: StackSpec,
     split: str = "test",
     batch_sizes: tuple[int, ...] = (1, 16),
     batch1_rows: int = 4,
     repeats: int = 10,
     warmup: int = 2,
-    model: str | None = None,
-    adapter: Path | None = None,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    max_new_tokens: int | None = None,
+    options: DecodeOptions = GREEDY,
     on_step: Callable[[], None] | None = None,
-    int8: bool = False,
 ) -> dict:
+    """Each candidate's decoding time on the same inputs (`spec` without its gates: each candidate
+    brings its own), interleaved; see the module docstring."""
     if repeats < 1:
         raise CtxpruneError("--repeats must be at least 1")
     examples = read_manifest(data, split)
     if not examples:
         raise CtxpruneError(f"{data}: the {split} split has no rows")
-    stacks: dict[str, WhisperStack] = {
-        c.name: load_stack(model, adapter, c.gates, device, dtype, int8) for c in candidates
-    }
+    stacks: dict[str, Stack] = {c.name: load_stack(spec.with_gates(c.gates)) for c in candidates}
+    device, dtype = spec.device, spec.dtype
     results = []
     for batch in batch_sizes:
         rows = mixed_rows(examples, batch1_rows if batch == 1 else batch)
@@ -114,10 +112,10 @@ def bench_latency(
                 (feats.to(device, dtype), frames, [e.task for e in chunk], [e.language for e in chunk])
             )
 
-        def run_all(pruned, inputs=inputs):
-            return [pruned.run(f, fr, t, lang, max_new_tokens=max_new_tokens) for f, fr, t, lang in inputs]
+        def run_all(stack: Stack, inputs=inputs):
+            return [stack.run(f, fr, t, lang, options=options) for f, fr, t, lang in inputs]
 
-        variants = {name: (lambda p=stacks[name].pruned: run_all(p)) for name in stacks}
+        variants = {name: (lambda s=stacks[name]: run_all(s)) for name in stacks}
         times, outputs = interleaved(variants, repeats, warmup, device, on_step)
         if batch == 1:
             times = {name: [t / len(rows) for t in ts] for name, ts in times.items()}
@@ -152,7 +150,7 @@ def bench_latency(
         "device": "cuda" if cuda else "cpu",
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
-        "dtype": "int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
+        "dtype": "int8 (dynamic)" if spec.int8 else str(dtype).removeprefix("torch."),
         "split": split,
         "reference": candidates[0].name,
         "versions": {

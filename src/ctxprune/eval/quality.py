@@ -12,7 +12,8 @@ from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example
 from ctxprune.eval.metrics import asr_scores, translation_scores
 from ctxprune.gating.sparsity import gate_weights
-from ctxprune.models.whisper_pruning import PrunedWhisper
+from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.runtime.pipeline import Pipeline
 
 
 def limit_per_group(examples: list[Example], limit: int | None) -> list[Example]:
@@ -42,38 +43,28 @@ def group_batches(examples: list[Example], batch_size: int) -> list[list[Example
 
 @torch.inference_mode()
 def evaluate(
-    pruned: PrunedWhisper,
+    pipeline: Pipeline,
     tokenizer,
     corpus,
     examples: list[Example],
     batch_size: int = 16,
-    device: str | torch.device = "cpu",
     on_progress: Callable[[int], None] | None = None,
-    max_new_tokens: int | None = None,
-    count_flops: bool = False,
+    options: DecodeOptions = GREEDY,
 ) -> dict:
     """Per (task, language): WER/CER or BLEU/chrF, the mean share of gates skipped (by count and by
-    FLOPs), and each gate's keep rate; with `count_flops`, the executed GFLOPs per utterance of the
-    encoder and decoder phases, measured by FlopCounterMode (batches then hold one group each)."""
+    FLOPs), and each gate's keep rate; with `options.count_flops`, the executed GFLOPs per utterance of
+    the encoder and decoder phases, measured by FlopCounterMode (each batch holds one group)."""
     hyps: dict[tuple[str, str], list[str]] = defaultdict(list)
     refs: dict[tuple[str, str], list[str]] = defaultdict(list)
     masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     flops: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    dtype = next(pruned.gated.model.parameters()).dtype
+    gw = pipeline.gw
+    device, dtype = gw.device, next(gw.model.parameters()).dtype
     for batch in group_batches(examples, batch_size):
-        feats, frames = features_for(
-            [load_audio(corpus / e.audio) for e in batch], pruned.gated.config.num_mel_bins
-        )
+        feats, frames = features_for([load_audio(corpus / e.audio) for e in batch], gw.config.num_mel_bins)
         tasks, languages = [e.task for e in batch], [e.language for e in batch]
-        result = pruned.run(
-            feats.to(device, dtype),
-            frames,
-            tasks,
-            languages,
-            max_new_tokens=max_new_tokens,
-            count_flops=count_flops,
-        )
-        if count_flops:
+        result = pipeline.run(feats.to(device, dtype), frames, tasks, languages, options=options)
+        if options.count_flops:
             group = flops[(batch[0].task, batch[0].language)]
             group[0] += result.flops_encoder
             group[1] += result.flops_decoder
@@ -84,7 +75,7 @@ def evaluate(
             masks[(e.task, e.language)].append(mask)
         if on_progress:
             on_progress(len(batch))
-    space = pruned.space
+    space = pipeline.space
     by_flops, by_count = gate_weights(space, "flops"), gate_weights(space, "count")
     out = {}
     for key in sorted(hyps):
@@ -103,7 +94,7 @@ def evaluate(
                     "gflops_encoder": flops[key][0] / len(hyps[key]) / 1e9,
                     "gflops_decoder": flops[key][1] / len(hyps[key]) / 1e9,
                 }
-                if count_flops
+                if options.count_flops
                 else {}
             ),
             "sparsity_flops": float(((1 - keep) * by_flops).sum(-1).mean() / by_flops.sum()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,11 +19,12 @@ import torch
 from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.quality import evaluate, limit_per_group
+from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.models.whisper import STACK_PREFIX
-from ctxprune.models.whisper_stack import load_stack
-from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.stack import StackSpec, load_stack
 
 
 @dataclass
@@ -82,54 +83,40 @@ def rows_sparsity(results: dict, space, where: str, by: str) -> float:
 def evaluate_candidates(
     candidates: list[Candidate],
     data: Path,
+    spec: StackSpec,
     split: str = "test",
-    model: str | None = None,
-    adapter: Path | None = None,
     limit: int | None = None,
     batch_size: int = 16,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    max_new_tokens: int | None = None,
+    options: DecodeOptions = GREEDY,
     on_progress: Callable[[int], None] | None = None,
     on_candidate: Callable[[str], None] | None = None,
-    int8: bool = False,
-    beams: int = 1,
 ) -> dict:
-    """Evaluate each candidate on the same rows; returns the `kind: eval` record the report reads.
-    `beams` > 1 decodes with beam search (Whisper's length penalty) instead of greedily."""
+    """Evaluate each candidate on the same rows (`spec` without its gates: each candidate brings its
+    own); returns the `kind: eval` record the report reads. FLOPs are counted on what ran, except
+    with int8 (FlopCounterMode does not count quantized Linear layers)."""
     examples = limit_per_group(read_manifest(data, split), limit)
     if not examples:
         raise CtxpruneError(f"{data}: the {split} split has no rows")
-    decoding = DecodeOptions(beams=beams)
+    options = replace(options, count_flops=not spec.int8)
     models = []
     dense_stack = None
     for c in candidates:
         if on_candidate:
             on_candidate(c.name)
         if c.gates is not None:
-            stack = load_stack(model, adapter, c.gates, device, dtype, int8, decoding)
+            stack = load_stack(spec.with_gates(c.gates))
         else:
-            dense_stack = dense_stack or load_stack(model, adapter, None, device, dtype, int8, decoding)
+            dense_stack = dense_stack or load_stack(spec.with_gates(None))
             stack = dense_stack
-            stack.pruned.random = (
-                RandomGates(stack.pruned.space, c.target_sparsity, STACK_PREFIX[c.where], c.seed)
-                if c.kind == "random"
-                else None
-            )
+            if c.kind == "random":
+                gates = RandomGates(stack.space, c.target_sparsity, STACK_PREFIX[c.where], c.seed)
+                stack = stack.with_policy(RandomMasks(gates))
         groups = evaluate(
-            stack.pruned,
-            stack.loaded.tokenizer,
-            data,
-            examples,
-            batch_size=batch_size,
-            device=device,
-            on_progress=on_progress,
-            max_new_tokens=max_new_tokens,
-            count_flops=not int8,  # FlopCounterMode does not count quantized Linear layers
+            stack.pipeline, stack.loaded.tokenizer, data, examples, batch_size, on_progress, options
         )
         for r in groups.values():
             r["achieved_sparsity"] = (
-                stack_sparsity(r["keep_rate"], stack.pruned.space, c.where, c.sparsity_by) if c.where else 0.0
+                stack_sparsity(r["keep_rate"], stack.space, c.where, c.sparsity_by) if c.where else 0.0
             )
         models.append({**c.__dict__, "gates": str(c.gates) if c.gates else None, "groups": groups})
     return {
@@ -137,10 +124,10 @@ def evaluate_candidates(
         "split": split,
         "data": str(data),
         "rows": len(examples),
-        "adapter": str(adapter) if adapter else None,
-        "device": device_name(device),
+        "adapter": str(spec.adapter) if spec.adapter else None,
+        "device": device_name(spec.device),
         "threads": torch.get_num_threads(),
-        "dtype": "int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
+        "dtype": "int8 (dynamic)" if spec.int8 else str(spec.dtype).removeprefix("torch."),
         "torch": torch.__version__,
         "normalizer": "Whisper's English / basic text normalizer (eval/normalize.py), then jiwer",
         "bleu_signature": next(

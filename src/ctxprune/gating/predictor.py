@@ -45,7 +45,7 @@ class PredictorConfig:
     hidden: int = 64
     initial_keep_logit: float = 3.0
     context_range: float = 4.0
-    logit_shift: list[float] | None = None  # per gate, added to its logit; set by gating/calibrate.py
+    logit_shift: list[float] | None = None  # per gate, added to its logit; set by gating/logit_shifts.py
     force_keep: list[str] = field(default_factory=list)
     force_skip: list[str] = field(default_factory=list)
 

@@ -18,10 +18,11 @@ from torch import Tensor, nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from ctxprune.gating.skip import Gates, keep_of, run_branch
-from ctxprune.runtime.kv_cache import StaticKVCache
+from ctxprune.models.kv_cache import KVCache
 
 # the gate-name prefix of each stack a run can gate ("both" = every gate)
 STACK_PREFIX = {"encoder": "enc.", "decoder": "dec.", "both": ""}
+DECODER_PREFIX = STACK_PREFIX["decoder"]  # the late gates: decided after the encoder has run
 
 
 def whisper_gate_names(config: WhisperConfig) -> list[str]:
@@ -83,26 +84,28 @@ class GatedWhisper(nn.Module):
         x = self.embed_audio(features) if embedded is None else embedded
         for i, layer in enumerate(self.encoder.layers):
             x = self._branch(
-                x, lambda h, _rows, lay=layer: self._encoder_attn(lay, h), gates, f"enc.{i}.attn"
+                x, lambda h, _rows, lay=layer: self.encoder_attention(lay, h), gates, f"enc.{i}.attn"
             )
-            x = self._branch(x, lambda h, _rows, lay=layer: self._ffn(lay, h), gates, f"enc.{i}.ffn")
+            x = self._branch(x, lambda h, _rows, lay=layer: self.ffn(lay, h), gates, f"enc.{i}.ffn")
         return self.encoder.layer_norm(x)
 
-    def _encoder_attn(self, layer: nn.Module, h: Tensor) -> Tensor:
+    def encoder_attention(self, layer: nn.Module, h: Tensor) -> Tensor:
+        """An encoder layer's self-attention branch (without the residual)."""
         attn = layer.self_attn
         h = layer.self_attn_layer_norm(h)
         q, k, v = (_split_heads(p(h), attn.num_heads) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
         return attn.out_proj(_merge_heads(F.scaled_dot_product_attention(q, k, v, scale=attn.scaling)))
 
     @staticmethod
-    def _ffn(layer: nn.Module, h: Tensor) -> Tensor:
+    def ffn(layer: nn.Module, h: Tensor) -> Tensor:
+        """A layer's feed-forward branch (without the residual)."""
         return layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
 
     # ---------------------------------------------------------------- decoder
-    def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> StaticKVCache:
+    def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
         c = self.config
         p = next(self.model.parameters())
-        return StaticKVCache(
+        return KVCache(
             c.decoder_layers,
             batch,
             c.decoder_attention_heads,
@@ -113,11 +116,9 @@ class GatedWhisper(nn.Module):
             dtype or p.dtype,
         )
 
-    def prefill_cross(self, encoder_out: Tensor, cache: StaticKVCache, gates: Gates = None) -> None:
-        """Cross-attention K/V, once per utterance, only for rows that keep that layer's cross-attention.
-        Written in place, so that a captured decoding step keeps reading the same buffers."""
-        for i, layer in enumerate(self.decoder.layers):
-            attn = layer.encoder_attn
+    def prefill_cross(self, encoder_out: Tensor, cache: KVCache, gates: Gates = None) -> None:
+        """Cross-attention K/V, once per utterance, only for rows that keep that layer's cross-attention."""
+        for i in range(len(self.decoder.layers)):
             keep = keep_of(gates, f"dec.{i}.cross_attn")
             rows = None
             if keep is not None and not isinstance(keep, Tensor):
@@ -127,91 +128,71 @@ class GatedWhisper(nn.Module):
             label = f"gate:dec.{i}.cross_attn" if self.label_branches else None
             with torch.profiler.record_function(label) if label else nullcontext():
                 src = encoder_out if rows is None else encoder_out.index_select(0, rows)
-                for buffer, proj in ((cache.cross_k[i], attn.k_proj), (cache.cross_v[i], attn.v_proj)):
-                    if rows is None:
-                        buffer.copy_(_split_heads(proj(src), attn.num_heads))
-                    else:
-                        buffer[rows] = _split_heads(proj(src), attn.num_heads)
+                cache.write_cross(i, rows, *self.cross_kv(i, src))
 
-    def decode(self, tokens: Tensor, cache: StaticKVCache, gates: Gates = None) -> Tensor:
-        """Logits for `tokens` [batch, T] placed after the `cache.length` tokens already decoded."""
-        start, end = cache.reserve(tokens.shape[1])
-        logits = self._decode(tokens, cache, gates, slice(start, end))
-        cache.length = end
-        return logits
+    def cross_kv(self, i: int, encoder_out: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoder layer `i`'s cross-attention keys and values of an encoder output, split into heads."""
+        attn = self.decoder.layers[i].encoder_attn
+        return _split_heads(attn.k_proj(encoder_out), attn.num_heads), _split_heads(
+            attn.v_proj(encoder_out), attn.num_heads
+        )
 
-    def decode_at(
-        self, tokens: Tensor, position: Tensor, cache: StaticKVCache, gates: Gates = None
+    def decode(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        gates: Gates = None,
+        length: int | None = None,
     ) -> Tensor:
-        """Logits for one token per row [batch, 1] at `position` (a one-element tensor on the device).
-        Every shape is fixed (attention reads the whole cache under a mask), so a CUDA graph can capture
-        it once and replay it for every step; the position advances on the device, not the host."""
-        return self._decode(tokens, cache, gates, position)
+        """Logits for `tokens` [batch, T] at `positions` [T] (a tensor on the device).
 
-    def _decode(self, tokens: Tensor, cache: StaticKVCache, gates: Gates, where: slice | Tensor) -> Tensor:
+        Self-attention reads the first `length` cached positions when the caller knows that bound on
+        the host (eager decoding, training), or else the whole cache under a mask (fixed shapes: a CUDA
+        graph captures one step and replays it at every position, which advances on the device)."""
         dec = self.decoder
-        visible = None  # at a device-side position: the cache positions up to it, shared by every layer
-        if isinstance(where, slice):
-            positions = dec.embed_positions.weight[where]
-        else:
-            positions = dec.embed_positions.weight.index_select(0, where)
-            visible = (torch.arange(cache.max_len, device=tokens.device) <= where)[None]
-        x = dec.embed_tokens(tokens) + positions
+        x = dec.embed_tokens(tokens) + dec.embed_positions.weight.index_select(0, positions)
+        keys = torch.arange(cache.max_len if length is None else length, device=tokens.device)
+        # which cached positions each new token sees (none needed for one token that sees the whole prefix)
+        visible = None if length is not None and len(positions) == 1 else keys[None] <= positions[:, None]
         for i, layer in enumerate(dec.layers):
 
-            def self_attn(h, rows, i=i, layer=layer):
-                return self._decoder_self_attn(i, layer, h, rows, cache, where, visible)
+            def self_attn(h, rows, i=i):
+                return self.self_attention(i, h, rows, cache, positions, length, visible)
 
-            def cross_attn(h, rows, i=i, layer=layer):
-                return self._decoder_cross_attn(i, layer, h, rows, cache)
+            def cross_attn(h, rows, i=i):
+                return self.cross_attention(i, h, rows, cache)
 
             x = self._branch(x, self_attn, gates, f"dec.{i}.self_attn")
             x = self._branch(x, cross_attn, gates, f"dec.{i}.cross_attn")
-            x = self._branch(x, lambda h, _rows, lay=layer: self._ffn(lay, h), gates, f"dec.{i}.ffn")
+            x = self._branch(x, lambda h, _rows, lay=layer: self.ffn(lay, h), gates, f"dec.{i}.ffn")
         return self.model.proj_out(dec.layer_norm(x))
 
-    @staticmethod
-    def _decoder_self_attn(
-        i, layer, h, rows, cache: StaticKVCache, where: slice | Tensor, visible: Tensor | None = None
+    def self_attention(
+        self,
+        i: int,
+        h: Tensor,
+        rows: Tensor | None,
+        cache: KVCache,
+        positions: Tensor,
+        length: int | None = None,
+        visible: Tensor | None = None,
     ) -> Tensor:
-        attn = layer.self_attn
-        h = layer.self_attn_layer_norm(h)
+        """Decoder layer `i`'s self-attention branch for `rows` (None: all): writes their K/V at
+        `positions`, then attends over the cache (see `decode`)."""
+        attn = self.decoder.layers[i].self_attn
+        h = self.decoder.layers[i].self_attn_layer_norm(h)
         q, k, v = (_split_heads(p(h), attn.num_heads) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-        k_cache, v_cache = cache.self_k[i], cache.self_v[i]
-        mask = None
-        if isinstance(where, slice):
-            start, end = where.start, where.stop
-            if rows is None:
-                k_cache[:, :, start:end] = k
-                v_cache[:, :, start:end] = v
-            else:
-                k_cache[rows, :, start:end] = k
-                v_cache[rows, :, start:end] = v
-            keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
-            if end - start > 1:  # several new tokens: each sees the cached prefix and the new ones before it
-                mask = torch.ones(end - start, end, dtype=torch.bool, device=h.device).tril(start)
-        else:  # one token at a device-side position: write it there, attend to positions <= it
-            if rows is None:
-                k_cache.index_copy_(2, where, k)
-                v_cache.index_copy_(2, where, v)
-            else:
-                heads = torch.arange(k.shape[1], device=h.device)
-                index = (rows[:, None, None], heads[None, :, None], where[None, None, :])
-                k_cache.index_put_(index, k)
-                v_cache.index_put_(index, v)
-            keys, values, mask = k_cache, v_cache, visible
-        if rows is not None:
-            keys, values = keys[rows], values[rows]
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)
+        cache.write(i, rows, positions, k, v)
+        keys, values = cache.read(i, rows, length)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=attn.scaling)
         return attn.out_proj(_merge_heads(out))
 
-    @staticmethod
-    def _decoder_cross_attn(i, layer, h, rows, cache: StaticKVCache) -> Tensor:
+    def cross_attention(self, i: int, h: Tensor, rows: Tensor | None, cache: KVCache) -> Tensor:
+        """Decoder layer `i`'s cross-attention branch for `rows` (None: all), over the cached K/V."""
+        layer = self.decoder.layers[i]
         attn = layer.encoder_attn
-        h = layer.encoder_attn_layer_norm(h)
-        q = _split_heads(attn.q_proj(h), attn.num_heads)
-        keys, values = cache.cross_k[i], cache.cross_v[i]
-        if rows is not None:
-            keys, values = keys[rows], values[rows]
+        q = _split_heads(attn.q_proj(layer.encoder_attn_layer_norm(h)), attn.num_heads)
+        keys, values = cache.read_cross(i, rows)
         out = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling)
         return attn.out_proj(_merge_heads(out))

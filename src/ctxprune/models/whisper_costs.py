@@ -34,7 +34,12 @@ def describe(gw: GatedWhisper) -> str:
 
 
 def whisper_gate_space(gw: GatedWhisper) -> GateSpace:
-    """Measured once per model shape, then reused."""
+    """Measured once per model shape, then reused. Refuses a quantized model: FlopCounterMode does not
+    see quantized Linear layers, so its costs would read near zero (measure before quantizing)."""
+    if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in gw.model.modules()):
+        raise ValueError(
+            "measure the gate space before quantization: FlopCounterMode misses int8 Linear layers"
+        )
     key = describe(gw)
     if key in _CACHE:
         return _CACHE[key]
@@ -46,28 +51,25 @@ def whisper_gate_space(gw: GatedWhisper) -> GateSpace:
     costs: dict[str, GateCost] = {}
     for i, layer in enumerate(gw.encoder.layers):
         costs[f"enc.{i}.attn"] = GateCost(
-            per_utterance=count_flops(lambda lay=layer: gw._encoder_attn(lay, frames))
+            per_utterance=count_flops(lambda lay=layer: gw.encoder_attention(lay, frames))
         )
-        costs[f"enc.{i}.ffn"] = GateCost(per_utterance=count_flops(lambda lay=layer: gw._ffn(lay, frames)))
+        costs[f"enc.{i}.ffn"] = GateCost(per_utterance=count_flops(lambda lay=layer: gw.ffn(lay, frames)))
     for i, layer in enumerate(gw.decoder.layers):
 
-        def self_attn(length: int, i=i, layer=layer) -> int:
-            return count_flops(
-                lambda: gw._decoder_self_attn(i, layer, token, None, cache, slice(length - 1, length))
-            )
+        def self_attn(length: int, i=i) -> int:
+            """One token at position `length - 1`, attending to the `length` cached positions."""
+            position = torch.tensor([length - 1], device=p.device)
+            return count_flops(lambda: gw.self_attention(i, token, None, cache, position, length))
 
         per_position = self_attn(2) - self_attn(1)
         costs[f"dec.{i}.self_attn"] = GateCost(
             per_token=self_attn(1) - per_position, per_token_position=per_position
         )
-        attn = layer.encoder_attn
         costs[f"dec.{i}.cross_attn"] = GateCost(
-            per_utterance=count_flops(lambda a=attn: (a.k_proj(frames), a.v_proj(frames))),
-            per_token=count_flops(
-                lambda i=i, layer=layer: gw._decoder_cross_attn(i, layer, token, None, cache)
-            ),
+            per_utterance=count_flops(lambda i=i: gw.cross_kv(i, frames)),
+            per_token=count_flops(lambda i=i: gw.cross_attention(i, token, None, cache)),
         )
-        costs[f"dec.{i}.ffn"] = GateCost(per_token=count_flops(lambda lay=layer: gw._ffn(lay, token)))
+        costs[f"dec.{i}.ffn"] = GateCost(per_token=count_flops(lambda lay=layer: gw.ffn(lay, token)))
     features = torch.zeros(1, c.num_mel_bins, 2 * c.max_source_positions, device=p.device, dtype=p.dtype)
     ungated = GateCost(
         per_utterance=count_flops(lambda: gw.embed_audio(features)),

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.greedy import Suppression
+from ctxprune.runtime.steps import Steps
+from ctxprune.runtime.suppression import Suppression
 
 NEG = -1.0e9  # HF's "never pick this" score
 
@@ -26,9 +27,9 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def beam_search(
-    steps,
+    steps: Steps,
     prompts: Tensor,
-    tokens: WhisperTokens,
+    special: WhisperTokens,
     max_new_tokens: int,
     beams: int = 5,
     length_penalty: float = 1.0,
@@ -39,10 +40,10 @@ def beam_search(
     rows = prompts.shape[0] // beams
     logits = steps.prompt(prompts)
     device, vocab = logits.device, logits.shape[-1]
-    suppress = Suppression(tokens, vocab, device, min_new_tokens)
+    suppress = Suppression(special, vocab, device, min_new_tokens)
     keep = 2 * beams  # as HF with one end-of-text token: enough to run on when K of them end
     top_slots = torch.arange(keep, device=device) < beams
-    running = torch.full((rows, beams, max_new_tokens), tokens.eot, dtype=torch.long, device=device)
+    running = torch.full((rows, beams, max_new_tokens), special.eot, dtype=torch.long, device=device)
     finished = running.clone()
     running_scores = torch.zeros(rows, beams, device=device)
     running_scores[:, 1:] = NEG  # all beams start identical: only the first proposes
@@ -60,7 +61,7 @@ def beam_search(
         source, token = cand_index // vocab, cand_index % vocab
         cand = _gather(running, source)
         cand[:, :, t] = token
-        ends = token == tokens.eot
+        ends = token == special.eot
         if t == max_new_tokens - 1:
             ends = torch.ones_like(ends)
 
@@ -86,4 +87,4 @@ def beam_search(
         if not bool(can_improve.any()) or bool(ends.all()):
             break
 
-    return [tokens.until_end(row) for row in finished[:, 0].tolist()]
+    return [special.until_end(row) for row in finished[:, 0].tolist()]

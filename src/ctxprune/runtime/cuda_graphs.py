@@ -18,11 +18,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ctxprune.gating.policy import LateStage, Masks
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.greedy import Suppression
-from ctxprune.runtime.steps import reorder_self_attention
+from ctxprune.runtime.suppression import Suppression
 
 
 class Captured:
@@ -54,8 +54,9 @@ class Captured:
 
 
 class GraphedSteps:
-    """`EagerSteps`' interface over captured graphs; `bind` starts an utterance. Outputs are overwritten
-    by the next call."""
+    """`Steps` over fixed shapes, captured as graphs; `bind` starts an utterance. Outputs are overwritten
+    by the next call. The prefill reads the prompt's positions (a fixed arange); a step attends over the
+    whole cache at a position that advances on the device."""
 
     def __init__(
         self, gw: GatedWhisper, gates: MaskPlan, batch: int, prompt_len: int, max_len: int, capture: bool
@@ -69,9 +70,10 @@ class GraphedSteps:
         )
         self.prompts = torch.zeros(batch, prompt_len, dtype=torch.long, device=p.device)
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=p.device)
+        self.prompt_positions = torch.arange(prompt_len, device=p.device)
         self.position = torch.zeros(1, dtype=torch.long, device=p.device)
-        self._prefill = Captured(self._run_prefill, capture)
-        self._step = Captured(self._run_step, capture, restore=(self.position,))
+        self._prefill = Captured(self.run_prefill, capture)
+        self._step = Captured(self.run_step, capture, restore=(self.position,))
 
     def bind(self, encoder_out: Tensor) -> GraphedSteps:
         self.encoder_out.copy_(encoder_out)
@@ -86,17 +88,19 @@ class GraphedSteps:
         return self._step()
 
     def reorder(self, index: Tensor) -> None:
-        reorder_self_attention(self.cache, index)
+        self.cache.reorder(index)
 
-    def _run_prefill(self) -> Tensor:
+    def run_prefill(self) -> Tensor:
+        """The uncaptured prefill: cross K/V and the prompt, logits after it."""
         self.gw.prefill_cross(self.encoder_out, self.cache, self.gates)
-        self.cache.length = 0
-        logits = self.gw.decode(self.prompts, self.cache, self.gates)[:, -1]
-        self.position.fill_(self.prompts.shape[1])
-        return logits
+        prompt_len = self.prompts.shape[1]
+        logits = self.gw.decode(self.prompts, self.prompt_positions, self.cache, self.gates, prompt_len)
+        self.position.fill_(prompt_len)
+        return logits[:, -1]
 
-    def _run_step(self) -> Tensor:
-        logits = self.gw.decode_at(self.token, self.position, self.cache, self.gates)[:, -1]
+    def run_step(self) -> Tensor:
+        """The uncaptured step: one token per row at the device-side position, which then advances."""
+        logits = self.gw.decode(self.token, self.position, self.cache, self.gates)[:, -1]
         self.position.add_(1)
         return logits
 
@@ -104,23 +108,23 @@ class GraphedSteps:
 class GraphedGreedy:
     """Greedy decoding of one signature group with the choice of token inside the graphs: each replay
     decodes a token for every row, suppresses, picks, records it and feeds it to the next replay, so
-    that the host only replays and reads one end flag (the `greedy.StepLane` interface)."""
+    that the host only replays and reads one end flag (a `greedy.Lane`)."""
 
     def __init__(
         self,
         steps: GraphedSteps,
-        tokens: WhisperTokens,
+        special: WhisperTokens,
         max_new_tokens: int,
         min_new_tokens: int,
         capture: bool,
     ):
-        self.steps, self.tokens, self.min_new_tokens = steps, tokens, min_new_tokens
+        self.steps, self.special, self.min_new_tokens = steps, special, min_new_tokens
         device, batch = steps.token.device, steps.token.shape[0]
-        suppress = Suppression(tokens, steps.gw.config.vocab_size, device, min_new_tokens)
+        suppress = Suppression(special, steps.gw.config.vocab_size, device, min_new_tokens)
         self.first_bias = suppress.bias(0)
         self.later_bias, self.no_end_bias = suppress.biases(False, True), suppress.biases(False, False)
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.out = torch.full((batch, max_new_tokens), tokens.eot, dtype=torch.long, device=device)
+        self.out = torch.full((batch, max_new_tokens), special.eot, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
         self._start = Captured(self._run_start, capture)
         state = (steps.position, steps.token, self.done, self.out, self.count)
@@ -141,9 +145,9 @@ class GraphedGreedy:
         return self.out[:, : int(self.count)].tolist()
 
     def _choose(self, logits: Tensor, bias: Tensor) -> Tensor:
-        nxt = torch.where(self.done, self.tokens.eot, (logits.float() + bias).argmax(-1))
+        nxt = torch.where(self.done, self.special.eot, (logits.float() + bias).argmax(-1))
         self.out.index_copy_(1, self.count, nxt[:, None])
-        self.done |= nxt == self.tokens.eot
+        self.done |= nxt == self.special.eot
         self.steps.token.copy_(nxt[:, None])
         self.count.add_(1)
         return self.done.all()
@@ -151,28 +155,35 @@ class GraphedGreedy:
     def _run_start(self) -> Tensor:
         self.done.zero_()
         self.count.zero_()
-        return self._choose(self.steps._run_prefill(), self.first_bias)
+        return self._choose(self.steps.run_prefill(), self.first_bias)
 
     def _run_advance(self) -> Tensor:
-        logits = self.steps._run_step()
+        logits = self.steps.run_step()
         bias = torch.where(self.count < self.min_new_tokens, self.no_end_bias, self.later_bias)
         return self._choose(logits, bias)
 
 
 class GraphedEncoder:
-    """The gated encoder over a fixed-shape features buffer, and optionally a `head` of its output
-    (the late gates) in the same graph: (encoder output, head output or None)."""
+    """The gated encoder over a fixed-shape features buffer, and the late stage of the gates on its
+    output in the same graph (`gating.policy.two_stage`): (encoder output, late masks or None).
 
-    def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, capture: bool, head=None) -> None:
+    The late stage is captured at the first call; later calls' late stages are the same function over
+    the same fixed context buffers (`runtime.pipeline.FixedContext`), so a replay reads the new
+    request's context."""
+
+    def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, capture: bool) -> None:
+        self.gw, self.gates, self.capture = gw, gates, capture
         self.features = torch.zeros_like(features)
+        self._encode: Captured | None = None
 
-        def run() -> tuple[Tensor, Tensor | None]:
-            encoder_out = gw.encode(self.features, gates)
-            return encoder_out, head(encoder_out) if head is not None else None
+    def __call__(self, features: Tensor, late: LateStage) -> tuple[Tensor, Masks | None]:
+        if self._encode is None or not self.capture:
 
-        self._encode = Captured(run, capture)
+            def run() -> tuple[Tensor, Masks | None]:
+                encoder_out = self.gw.encode(self.features, self.gates)
+                return encoder_out, late(encoder_out)
 
-    def __call__(self, features: Tensor) -> tuple[Tensor, Tensor | None]:
+            self._encode = Captured(run, self.capture)
         self.features.copy_(features)
         return self._encode()
 
@@ -216,7 +227,7 @@ class GraphPool:
         prompts: Tensor,
         max_len: int,
         encoder_out: Tensor,
-        tokens: WhisperTokens,
+        special: WhisperTokens,
         max_new_tokens: int,
         min_new_tokens: int,
     ) -> GraphedGreedy:
@@ -235,17 +246,15 @@ class GraphPool:
 
         def build(plan: MaskPlan) -> GraphedGreedy:
             steps = GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self.capture)
-            return GraphedGreedy(steps, tokens, max_new_tokens, min_new_tokens, self.capture)
+            return GraphedGreedy(steps, special, max_new_tokens, min_new_tokens, self.capture)
 
         lane = self._get(key, build, mask_row, batch)
         lane.steps.bind(encoder_out)
         return lane.bind(prompts)
 
-    def encoder(self, mask_row: tuple[bool, ...], features: Tensor, head=None) -> GraphedEncoder:
-        key = ("encoder", mask_row, tuple(features.shape), features.dtype, id(head))
+    def encoder(self, mask_row: tuple[bool, ...], features: Tensor, policy: object) -> GraphedEncoder:
+        """The encoder graph of an early signature; the late stage it captures belongs to `policy`."""
+        key = ("encoder", mask_row, tuple(features.shape), features.dtype, id(policy))
         return self._get(
-            key,
-            lambda plan: GraphedEncoder(self.gw, plan, features, self.capture, head),
-            mask_row,
-            len(features),
+            key, lambda plan: GraphedEncoder(self.gw, plan, features, self.capture), mask_row, len(features)
         )

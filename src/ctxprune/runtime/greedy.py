@@ -1,12 +1,10 @@
-"""Greedy decoding and language detection, one mask per row fixed for the utterance.
-
-Token suppression follows HF's Whisper `generate`: `suppress_tokens` at every step and
-`begin_suppress_tokens` at the first generated step.
-"""
+"""Greedy decoding and language detection, one mask per row fixed for the utterance; token
+suppression as HF's Whisper `generate` (runtime/suppression.py)."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -14,75 +12,50 @@ from torch import Tensor
 from ctxprune.gating.skip import Gates
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.steps import EagerSteps
+from ctxprune.runtime.steps import EagerSteps, Steps
+from ctxprune.runtime.suppression import Suppression
 
 MAX_NEW_TOKENS = 224  # Whisper's own sample length: half the text context
 
 
 @torch.inference_mode()
 def detect_language(
-    gw: GatedWhisper, encoder_out: Tensor, tokens: WhisperTokens, gates: Gates = None
+    gw: GatedWhisper, encoder_out: Tensor, special: WhisperTokens, gates: Gates = None
 ) -> list[str]:
     """The most likely language tag for each row, from the logits after `<|startoftranscript|>`."""
     steps = EagerSteps(gw, encoder_out, gates, 1)
-    sot = torch.full((encoder_out.shape[0], 1), tokens.sot, device=encoder_out.device)
+    sot = torch.full((encoder_out.shape[0], 1), special.sot, device=encoder_out.device)
     logits = steps.prompt(sot)
-    codes = list(tokens.lang_to_id)
-    ids = torch.tensor([tokens.lang_to_id[c] for c in codes], device=logits.device)
+    codes = list(special.lang_to_id)
+    ids = torch.tensor([special.lang_to_id[c] for c in codes], device=logits.device)
     return [codes[j] for j in logits[:, ids].argmax(-1).tolist()]
 
 
-class Suppression:
-    """Whisper's suppressed tokens as additive -inf biases, built once per decode (no per-step copies):
-    `suppress_tokens` always, `begin_suppress_tokens` at the first step, and end-of-text before
-    `min_new_tokens` (as HF's `min_new_tokens`; benchmarks use it to decode a fixed length)."""
+class Lane(Protocol):
+    """A row group decoded greedily: `start` decodes the prompt and picks the first token, `advance`
+    one more; both return 'every row has ended' as a device tensor, so the host need not wait."""
 
-    def __init__(
-        self, tokens: WhisperTokens, vocab: int, device: torch.device | str, min_new_tokens: int = 0
-    ):
-        later = torch.zeros(vocab, device=device)
-        later[list(tokens.suppress)] = -torch.inf
-        first = later.clone()
-        first[list(tokens.begin_suppress)] = -torch.inf
-        self.min_new_tokens = min_new_tokens
-        self._biases: dict[tuple[bool, bool], Tensor] = {}  # by (first step, end-of-text allowed)
-        for is_first, b in ((True, first), (False, later)):
-            self._biases[(is_first, True)] = b
-            self._biases[(is_first, False)] = b.clone().index_fill_(
-                0, torch.tensor([tokens.eot], device=device), -torch.inf
-            )
+    prompts: Tensor
+    special: WhisperTokens
 
-    def biases(self, first: bool, end_allowed: bool) -> Tensor:
-        return self._biases[(first, end_allowed)]
+    def start(self) -> Tensor: ...
 
-    def bias(self, step: int) -> Tensor:
-        return self.biases(step == 0, step >= self.min_new_tokens)
+    def advance(self) -> Tensor: ...
 
-    def __call__(self, logits: Tensor, step: int) -> Tensor:
-        """fp32 logits with the tokens of this step suppressed (a new tensor)."""
-        return logits.float() + self.bias(step)
-
-
-@torch.inference_mode()
-def greedy_search(
-    steps, prompts: Tensor, tokens: WhisperTokens, max_new_tokens: int, min_new_tokens: int = 0
-) -> list[list[int]]:
-    """Generated token ids per row (prompt and end-of-text excluded), over `EagerSteps` or `GraphedSteps`."""
-    return greedy_lanes([StepLane(steps, prompts, tokens, min_new_tokens)], max_new_tokens)[0]
+    def generated(self) -> list[list[int]]: ...
 
 
 class StepLane:
-    """A row group decoded greedily from the logits of `steps` (choice of token on the host's stream).
-    `cuda_graphs.GraphedGreedy` has the same interface with the choice inside its graphs."""
+    """A `Lane` over any `Steps`, the choice of token on the host's stream. `cuda_graphs.GraphedGreedy`
+    is a `Lane` with the choice inside its graphs."""
 
-    def __init__(self, steps, prompts: Tensor, tokens: WhisperTokens, min_new_tokens: int = 0):
-        self.steps, self.prompts, self.tokens, self.min_new_tokens = steps, prompts, tokens, min_new_tokens
+    def __init__(self, steps: Steps, prompts: Tensor, special: WhisperTokens, min_new_tokens: int = 0):
+        self.steps, self.prompts, self.special, self.min_new_tokens = steps, prompts, special, min_new_tokens
         self.out: list[Tensor] = []
 
     def start(self) -> Tensor:
-        """Decode the prompt and choose the first token; returns 'every row has ended' (on the device)."""
         logits = self.steps.prompt(self.prompts)
-        self.suppress = Suppression(self.tokens, logits.shape[-1], logits.device, self.min_new_tokens)
+        self.suppress = Suppression(self.special, logits.shape[-1], logits.device, self.min_new_tokens)
         self.done = torch.zeros(self.prompts.shape[0], dtype=torch.bool, device=logits.device)
         return self._choose(logits)
 
@@ -91,9 +64,9 @@ class StepLane:
 
     def _choose(self, logits: Tensor) -> Tensor:
         step = len(self.out)
-        nxt = torch.where(self.done, self.tokens.eot, self.suppress(logits, step).argmax(-1))
+        nxt = torch.where(self.done, self.special.eot, self.suppress(logits, step).argmax(-1))
         self.out.append(nxt)
-        self.done |= nxt == self.tokens.eot
+        self.done |= nxt == self.special.eot
         return self.done.all()
 
     def generated(self) -> list[list[int]]:
@@ -101,7 +74,9 @@ class StepLane:
 
 
 @torch.inference_mode()
-def greedy_lanes(lanes: list, max_new_tokens: int, streams: list | None = None) -> list[list[list[int]]]:
+def greedy_lanes(
+    lanes: list[Lane], max_new_tokens: int, streams: list | None = None
+) -> list[list[list[int]]]:
     """Greedy decoding of several row groups ("lanes") in lockstep; token ids per lane and row.
 
     On CUDA each lane runs on its own stream, so that the lanes' (captured) steps overlap on the GPU,
@@ -138,7 +113,7 @@ def greedy_lanes(lanes: list, max_new_tokens: int, streams: list | None = None) 
     for stream in streams:
         if stream is not None:
             torch.cuda.current_stream().wait_stream(stream)
-    return [[lane.tokens.until_end(row) for row in lane.generated()] for lane in lanes]
+    return [[lane.special.until_end(row) for row in lane.generated()] for lane in lanes]
 
 
 def _on(stream):
@@ -156,11 +131,12 @@ def greedy_decode(
     gw: GatedWhisper,
     encoder_out: Tensor,
     prompts: Tensor,
-    tokens: WhisperTokens,
+    special: WhisperTokens,
     gates: Gates = None,
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> list[list[int]]:
     """Eager greedy decoding of a batch with any mix of masks. `prompts` is [batch, P]."""
     max_new_tokens, max_len = cache_length(gw, prompts.shape[1], max_new_tokens)
     steps = EagerSteps(gw, encoder_out, gates, max_len)
-    return greedy_search(steps, prompts.to(encoder_out.device), tokens, max_new_tokens)
+    lane = StepLane(steps, prompts.to(encoder_out.device), special)
+    return greedy_lanes([lane], max_new_tokens)[0]

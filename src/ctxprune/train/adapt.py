@@ -14,8 +14,12 @@ from torch import Tensor
 from transformers import WhisperForConditionalGeneration
 
 from ctxprune.errors import CtxpruneError
+from ctxprune.gating.policy import DenseMasks
 from ctxprune.models.whisper import GatedWhisper
-from ctxprune.models.whisper_stack import ADAPTER_WEIGHTS, check_adapter
+from ctxprune.models.whisper_costs import whisper_gate_space
+from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.pipeline import Pipeline
+from ctxprune.stack import ADAPTER_WEIGHTS, check_adapter
 from ctxprune.train.config import TrainConfig
 from ctxprune.train.objective import teacher_forced_loss
 
@@ -44,10 +48,34 @@ def load_adapter(
 
 
 class AdaptTask:
-    """One training step of LoRA adaptation: the dense model's teacher-forced loss."""
+    """LoRA adaptation of the dense model: the teacher-forced loss; owns its LoRA, its parameter group,
+    its artifact (`adapter/`) and its card fields."""
 
-    def __init__(self, gw: GatedWhisper):
-        self.gw = gw
+    artifact = "adapter"
+    calibrates = False
+
+    def __init__(self, model: WhisperForConditionalGeneration, config: TrainConfig):
+        self.config = config
+        self.peft = (
+            load_adapter(model, config.adapter, trainable=True) if config.adapter else add_lora(model, config)
+        )
+        self.gw = GatedWhisper(self.peft.base_model.model)
+        self.predictor = None
+
+    def named_parameters(self) -> dict[str, Tensor]:
+        """What trains (and what a checkpoint holds)."""
+        return {n: p for n, p in self.peft.named_parameters() if p.requires_grad}
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"name": "lora", "params": list(self.named_parameters().values()), "base_lr": self.config.lr}]
+
+    def train(self) -> None:
+        self.peft.train()
+
+    def pipeline(self, special: WhisperTokens) -> Pipeline:
+        """The dense adapted model, for dev evaluations."""
+        self.gw.model.eval()
+        return Pipeline(self.gw, special, DenseMasks(whisper_gate_space(self.gw)))
 
     def loss(self, batch: dict, step: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         p = next(self.gw.model.parameters())
@@ -58,6 +86,12 @@ class AdaptTask:
             batch["labels"].to(p.device),
         )
         return loss, {"task_loss": loss.item()}
+
+    def save(self, directory: Path) -> None:
+        self.peft.save_pretrained(str(directory))
+
+    def card_fields(self, dev: dict) -> dict:
+        return {"kind": "adapter", "target_sparsity": None, "achieved_sparsity": None}
 
 
 def save_half_precision_lora(peft: PeftModel, directory: Path) -> None:

@@ -7,20 +7,31 @@ encoder runs without autograd: that is most of the compute saved."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
+from transformers import WhisperForConditionalGeneration
 
+from ctxprune.data.manifest import read_manifest
+from ctxprune.data.synth import LANGUAGES
+from ctxprune.errors import CtxpruneError
+from ctxprune.eval.suite import rows_sparsity
+from ctxprune.gating.policy import Masks, StraightThrough, encoder_then_late, policy_for, two_stage
 from ctxprune.gating.predictor import GateContext, GatePredictor
 from ctxprune.gating.skip import SoftGates
 from ctxprune.gating.sparsity import SparsityTarget, sparsity_loss
-from ctxprune.gating.straight_through import TemperatureSchedule, apply_forced, straight_through_gates
+from ctxprune.gating.straight_through import TemperatureSchedule
 from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper
+from ctxprune.models.whisper_context import pooled_encoder, pooled_log_mel, whisper_predictor_config
 from ctxprune.models.whisper_costs import whisper_gate_space
-from ctxprune.models.whisper_pruning import pooled_encoder, pooled_log_mel, whisper_predictor_config
+from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.pipeline import Pipeline
+from ctxprune.stack import GATE_LORA, merge_adapter, record_base_adapter
+from ctxprune.train.adapt import add_lora, load_gate_lora, save_half_precision_lora
+from ctxprune.train.calibration import calibrate_predictor, calibration_record
 from ctxprune.train.config import TrainConfig
 from ctxprune.train.objective import decoder_loss
-
-LANGUAGES = ["en", "de", "fr", "es", "it"]
 
 
 def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
@@ -38,25 +49,118 @@ def build_predictor(gw: GatedWhisper, config: TrainConfig) -> GatePredictor:
     frozen = [n for n in space.names if (config.where == "encoder" and n.startswith("dec."))]
     frozen += [n for n in space.names if (config.where == "decoder" and n.startswith("enc."))]
     predictor_config = whisper_predictor_config(
-        gw.config, space, LANGUAGES, context=list(config.context), hidden=config.hidden, force_keep=frozen
+        gw.config,
+        space,
+        list(LANGUAGES),
+        context=list(config.context),
+        hidden=config.hidden,
+        force_keep=frozen,
     )
     return GatePredictor(predictor_config)
 
 
-def _forced_gates(values: Tensor, predictor: GatePredictor) -> Tensor:
-    return apply_forced(values, predictor.force_keep, predictor.force_skip)
-
-
 class GateTask:
-    """One training step of a gate predictor: returns the loss and what to log."""
+    """Gate training: the predictor (and, with `train_lora`, a LoRA of its own) on the frozen reference
+    model (the base, or the base with a corpus adapter merged). Owns its parameter groups, the
+    calibration at the start of the deterministic tail, its artifact (`predictor/`) and its card fields."""
 
-    def __init__(self, gw: GatedWhisper, predictor: GatePredictor, config: TrainConfig):
-        self.gw = gw
-        self.predictor = predictor
+    artifact = "predictor"
+    calibrates = True  # at the start of the deterministic tail
+
+    def __init__(self, model: WhisperForConditionalGeneration, config: TrainConfig):
+        if config.adapter:  # the adapted model is the reference: merged, frozen
+            model = merge_adapter(model, config.adapter)
+        # a second, small LoRA on the gated stacks only, trained with the gates
+        self.peft = add_lora(model, config, stacks=gated_stacks(config.where)) if config.train_lora else None
+        self.gw = GatedWhisper(self.peft.base_model.model if self.peft else model)
+        self.predictor = build_predictor(self.gw, config).to(self.gw.device)
+        if config.start_from:
+            self._start_from(Path(config.start_from))
+        self.policy = policy_for(self.predictor)
         self.config = config
         self.targets = sparsity_targets(config)
         self.schedule = TemperatureSchedule(config.tau_start, config.tau_end, config.steps)
         self.encoder_grad = config.where != "decoder"
+
+    def _start_from(self, gate_set: Path) -> None:
+        """Continue from a trained gate set: its predictor and its LoRA (a re-tune after calibration)."""
+        trained = GatePredictor.from_pretrained(gate_set, space=self.predictor.space)
+        mine, theirs = self.predictor.config, trained.config
+        if (mine.context, mine.force_keep) != (theirs.context, theirs.force_keep):
+            raise CtxpruneError(
+                f"{gate_set}: trained with context {theirs.context} on other gates; "
+                "give the run the same --context and --where"
+            )
+        self.predictor.load_state_dict(trained.state_dict())
+        if self.peft is not None:
+            load_gate_lora(self.peft, gate_set / GATE_LORA)
+
+    def named_parameters(self) -> dict[str, Tensor]:
+        named = {f"predictor.{n}": p for n, p in self.predictor.named_parameters()}
+        if self.peft is not None:
+            named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
+        return named
+
+    def parameter_groups(self) -> list[dict]:
+        """The gate biases at `lr`, the predictor's context pathway at `lr * context_lr_scale`, and a
+        joint LoRA at its own `lora_lr`. The predictor groups freeze once the gates are calibrated."""
+        c, named = self.config, self.named_parameters()
+        predictor = [(n, p) for n, p in named.items() if n.startswith("predictor.")]
+        groups = [
+            {
+                "name": "gate_biases",
+                "params": [p for n, p in predictor if n.endswith("_bias")],
+                "base_lr": c.lr,
+            },
+            {
+                "name": "predictor_context",
+                "params": [p for n, p in predictor if not n.endswith("_bias")],
+                "base_lr": c.lr * c.context_lr_scale,
+            },
+        ]
+        for group in groups:
+            group["freezes_after_calibration"] = True
+        lora = [p for n, p in named.items() if n.startswith("lora.")]
+        if lora:
+            groups.append({"name": "lora", "params": lora, "base_lr": c.lora_lr})
+        return groups
+
+    def train(self) -> None:
+        if self.peft is not None:
+            self.peft.train()
+        self.predictor.train()
+
+    def pipeline(self, special: WhisperTokens) -> Pipeline:
+        """The gated model with the inference masks, for dev evaluations."""
+        self.gw.model.eval()
+        self.predictor.eval()
+        return Pipeline(self.gw, special, self.policy)
+
+    def calibrate(self, device: torch.device) -> dict:
+        """Shift the trained gates' logits so that dev sparsity lands on target (gating/logit_shifts.py)."""
+        self.gw.model.eval()
+        self.predictor.eval()
+        c = self.config
+        examples = read_manifest(Path(c.data), "dev")
+        result = calibrate_predictor(
+            self.policy, self.gw, Path(c.data), examples, c.target, c.where, c.sparsity_by
+        )
+        return calibration_record(result, self.predictor.space, len(examples), device)
+
+    def save(self, directory: Path) -> None:
+        self.predictor.save_pretrained(directory)
+        if self.config.adapter:
+            record_base_adapter(directory, self.config.adapter)
+        if self.peft is not None:
+            save_half_precision_lora(self.peft, directory / GATE_LORA)
+
+    def card_fields(self, dev: dict) -> dict:
+        c = self.config
+        return {
+            "kind": "context" if c.context else "static",
+            "target_sparsity": c.target,
+            "achieved_sparsity": rows_sparsity(dev, self.predictor.space, c.where, c.sparsity_by),
+        }
 
     def noise_at(self, step: int) -> float:
         """Full gate noise while the target rises, then linearly down to none for the last steps."""
@@ -71,37 +175,33 @@ class GateTask:
         return [SparsityTarget(t.prefix, t.target * ramp) for t in self.targets]
 
     def loss(self, batch: dict, step: int, generator: torch.Generator) -> tuple[Tensor, dict]:
+        """The task loss under straight-through gates plus `alpha * (s - target)^2`, and what to log."""
         p, names = self.predictor, list(self.predictor.space.names)
         tau, noise = self.schedule(step), self.noise_at(step)
         device = p.early_head.weight.device
         feats, frames = batch["features"].to(device), batch["frames"]
         ctx = GateContext(batch["tasks"], batch["languages"], audio=pooled_log_mel(feats, frames))
-        with torch.autocast(device.type, enabled=False):  # gates in fp32: bf16 sigmoids saturate to exact 0/1
-            early = straight_through_gates(p.early_logits(ctx), tau, generator, noise)
-        values = torch.ones(len(ctx.task), len(names), device=device).index_copy(1, p.early_index, early)
-        values = _forced_gates(values, p)
-        with torch.set_grad_enabled(self.encoder_grad):
-            encoder_out = self.gw.encode(
-                feats.to(next(self.gw.model.parameters()).dtype), SoftGates(values, names)
-            )
-        ctx.encoder = pooled_encoder(encoder_out.detach().float(), frames)
-        with torch.autocast(device.type, enabled=False):
-            logits = p(ctx)
-            late = straight_through_gates(logits[:, p.late_index], tau, generator, noise)
-        values = _forced_gates(values.index_copy(1, p.late_index, late), p)
-        labels = batch["labels"].to(device)
-        task = decoder_loss(
-            self.gw, encoder_out, batch["decoder_input_ids"].to(device), labels, SoftGates(values, names)
+        policy = self.policy.in_mode(StraightThrough(tau, noise, generator))
+        dtype = next(self.gw.model.parameters()).dtype
+
+        def encoder(early: Masks) -> Tensor:
+            with torch.set_grad_enabled(self.encoder_grad):
+                return self.gw.encode(feats.to(dtype), SoftGates(early.values, names))
+
+        masks, encoder_out = two_stage(
+            policy, ctx, encoder_then_late(encoder), lambda out: pooled_encoder(out.detach().float(), frames)
         )
+        labels = batch["labels"].to(device)
+        gates = SoftGates(masks.values, names)
+        task = decoder_loss(self.gw, encoder_out, batch["decoder_input_ids"].to(device), labels, gates)
         with torch.autocast(device.type, enabled=False):
             # the value is the sparsity that ran, the gradient that of the expected sparsity: the penalty
             # stops pulling only when the executed masks (at the end, the inference masks) are on target
-            keep_prob = _forced_gates(torch.sigmoid(logits), p)
-            keep = values.detach() + keep_prob - keep_prob.detach()
+            keep = masks.values.detach() + masks.keep_prob - masks.keep_prob.detach()
             targets = self.targets_at(step)
             by, alpha = self.config.sparsity_by, self.config.alpha
             sparse, executed = sparsity_loss(keep, p.space, targets, by, alpha)
-        _, expected = sparsity_loss(keep_prob.detach(), p.space, targets, by)
+        _, expected = sparsity_loss(masks.keep_prob.detach(), p.space, targets, by)
         logs = {"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau, "noise": noise}
         logs["target"] = targets[0].target
         logs.update({f"expected_s_{k}": v for k, v in expected.items()})

@@ -21,18 +21,13 @@ from ctxprune import assets
 from ctxprune.data.dataset import Collate, DurationBucketSampler, SpeechDataset
 from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
-from ctxprune.eval.calibration import calibrate_predictor, calibration_record
 from ctxprune.eval.quality import evaluate, limit_per_group
-from ctxprune.eval.suite import rows_sparsity
-from ctxprune.gating.predictor import GatePredictor
-from ctxprune.models.whisper import GatedWhisper
-from ctxprune.models.whisper_pruning import PrunedWhisper
-from ctxprune.models.whisper_stack import GATE_LORA, merge_adapter, record_base_adapter
 from ctxprune.paths import sha256_files, write_bytes_atomic, write_json_atomic
-from ctxprune.train.adapt import AdaptTask, add_lora, load_adapter, load_gate_lora, save_half_precision_lora
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.train.adapt import AdaptTask
 from ctxprune.train.checkpoint import load_checkpoint, save_checkpoint
 from ctxprune.train.config import TrainConfig
-from ctxprune.train.gates import GateTask, build_predictor, gated_stacks
+from ctxprune.train.gates import GateTask
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -64,6 +59,9 @@ def start_record(start_from: str | None, name: str) -> Path | None:
 
 
 class Run:
+    """One training run: the task (adaptation or gates) owns the model parts that train, their groups,
+    the artifact and the card fields; the run owns the loop, the schedule, checkpoints and logs."""
+
     def __init__(self, config: TrainConfig):
         self.config = config
         self.out = Path(config.out)
@@ -71,71 +69,29 @@ class Run:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.loaded = assets.load(config.model, device=str(self.device))
-        model = self.loaded.model
-        model.requires_grad_(False)
-        self.predictor = None
-        self.peft = None
-        if config.kind == "adapt":
-            self.peft = (
-                load_adapter(model, config.adapter, trainable=True)
-                if config.adapter
-                else add_lora(model, config)
-            )
-            self.gw = GatedWhisper(self.peft.base_model.model)
-            self.task = AdaptTask(self.gw)
-            named = {n: p for n, p in self.peft.named_parameters() if p.requires_grad}
-        else:
-            if config.adapter:  # the adapted model is the reference: merged, frozen
-                model = self.loaded.model = merge_adapter(model, config.adapter)
-            if config.train_lora:  # a second, small LoRA on the gated stacks only, trained with the gates
-                self.peft = add_lora(model, config, stacks=gated_stacks(config.where))
-            self.gw = GatedWhisper(self.peft.base_model.model if self.peft else model)
-            self.predictor = build_predictor(self.gw, config).to(self.device)
-            if config.start_from:
-                self._start_from(Path(config.start_from))
-            self.task = GateTask(self.gw, self.predictor, config)
-            named = {f"predictor.{n}": p for n, p in self.predictor.named_parameters()}
-            if self.peft is not None:
-                named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
-        self.params = named
+        self.loaded.model.requires_grad_(False)
+        self.task = (AdaptTask if config.kind == "adapt" else GateTask)(self.loaded.model, config)
+        self.params = self.task.named_parameters()
         self.calibration: dict | None = None  # set once the gates are calibrated; they are frozen from then
-        groups = [
-            {
-                "params": [p for n, p in named.items() if n.endswith("_bias")],
-                "base_lr": config.lr,
-                "predictor": True,
-            },
-            {
-                "params": [
-                    p for n, p in named.items() if n.startswith("predictor.") and not n.endswith("_bias")
-                ],
-                "base_lr": config.lr * config.context_lr_scale,
-                "predictor": True,
-            },
-        ]
-        if config.kind == "adapt":
-            groups = [{"params": list(named.values()), "base_lr": config.lr}]
-        joint = [p for n, p in named.items() if n.startswith("lora.")]
-        if joint:  # joint gate runs: the LoRA has its own learning rate
-            groups.append({"params": joint, "base_lr": config.lora_lr})
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.task.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay
+        )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
         self.train_set = SpeechDataset(config.data, "train")
         self.sampler = DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
         self.collate = Collate(self.gw.config.num_mel_bins, self.loaded.tokenizer, self.loaded.tokens)
 
-    def _start_from(self, gate_set: Path) -> None:
-        """Continue from a trained gate set: its predictor and its LoRA (a re-tune after calibration)."""
-        trained = GatePredictor.from_pretrained(gate_set, space=self.predictor.space)
-        mine, theirs = self.predictor.config, trained.config
-        if (mine.context, mine.force_keep) != (theirs.context, theirs.force_keep):
-            raise CtxpruneError(
-                f"{gate_set}: trained with context {theirs.context} on other gates; "
-                "give the run the same --context and --where"
-            )
-        self.predictor.load_state_dict(trained.state_dict())
-        if self.peft is not None:
-            load_gate_lora(self.peft, gate_set / GATE_LORA)
+    @property
+    def gw(self):
+        return self.task.gw
+
+    @property
+    def peft(self):
+        return self.task.peft
+
+    @property
+    def predictor(self):
+        return self.task.predictor
 
     # ------------------------------------------------------------------ bookkeeping
     def _log(self, row: dict) -> None:
@@ -156,39 +112,25 @@ class Run:
         return batches[:usable][self.rank :: self.world]
 
     def evaluate(self, limit: int | None) -> dict:
-        self.gw.model.eval()
-        if self.predictor is not None:
-            self.predictor.eval()
         examples = limit_per_group(read_manifest(Path(self.config.data), "dev"), limit)
-        pruned = PrunedWhisper(self.gw, self.loaded.tokens, self.predictor)
-        return evaluate(
-            pruned,
-            self.loaded.tokenizer,
-            Path(self.config.data),
-            examples,
-            device=self.device,
-            max_new_tokens=self.config.eval_max_tokens,
-        )
+        pipeline = self.task.pipeline(self.loaded.tokens)
+        options = DecodeOptions(max_new_tokens=self.config.eval_max_tokens)
+        return evaluate(pipeline, self.loaded.tokenizer, Path(self.config.data), examples, options=options)
 
     def _calibrate_if_due(self, step: int) -> None:
         """Calibrate once, at the start of the deterministic tail (or at the end, with no tail)."""
         config = self.config
         due = step >= round(config.steps * (1 - config.deterministic_tail))
-        if config.kind == "gates" and config.calibrate and self.calibration is None and due:
-            self.calibration = self.calibrate()
+        if self.task.calibrates and config.calibrate and self.calibration is None and due:
+            self.calibration = self.task.calibrate(self.device)
             self._log({"step": step, "calibration": self.calibration})
 
-    def calibrate(self) -> dict:
-        """Shift the trained gates' logits so that dev sparsity lands on the target (gating/calibrate.py)."""
-        self.gw.model.eval()
-        self.predictor.eval()
-        examples = read_manifest(Path(self.config.data), "dev")
-        pruned = PrunedWhisper(self.gw, self.loaded.tokens, self.predictor)
-        result = calibrate_predictor(
-            pruned, Path(self.config.data), examples, self.config.target, self.config.where,
-            self.config.sparsity_by, device=self.device,
-        )  # fmt: skip
-        return calibration_record(result, pruned.space, len(examples), self.device)
+    def _set_learning_rates(self, step: int) -> dict[str, float]:
+        """Each group's rate at `step` (0 for predictor groups once calibrated): applied, and logged."""
+        for group in self.optimizer.param_groups:
+            frozen = self.calibration is not None and group.get("freezes_after_calibration", False)
+            group["lr"] = 0.0 if frozen else learning_rate(self.config, step, group["base_lr"])
+        return {group["name"]: group["lr"] for group in self.optimizer.param_groups}
 
     # ------------------------------------------------------------------ the loop
     def train(
@@ -228,13 +170,8 @@ class Run:
             )
             for batch in loader:
                 self._calibrate_if_due(step)
-                if self.peft is not None and (config.kind == "adapt" or config.train_lora):
-                    self.peft.train()
-                if self.predictor is not None:
-                    self.predictor.train()
-                for group in self.optimizer.param_groups:
-                    frozen = self.calibration is not None and group.get("predictor", False)
-                    group["lr"] = 0.0 if frozen else learning_rate(config, step, group["base_lr"])
+                self.task.train()
+                rates = self._set_learning_rates(step)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss, logs = self.task.loss(batch, step, self.generator)
                 self.optimizer.zero_grad(set_to_none=False)
@@ -246,7 +183,7 @@ class Run:
                 grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.grad_clip)
                 self.optimizer.step()
                 step += 1
-                row = {"step": step, "loss": loss.item(), "lr": learning_rate(config, step - 1), **logs}
+                row = {"step": step, "loss": loss.item(), "lr": rates, **logs}
                 row["grad_norm"] = float(grad_norm)
                 if step % config.log_every == 0 or step == config.steps:
                     self._log(row)
@@ -275,25 +212,17 @@ class Run:
         self._calibrate_if_due(config.steps)
         dev = self.evaluate(config.eval_limit)
         self._log({"step": config.steps, "dev": dev})
-        artifact = self.out / ("adapter" if config.kind == "adapt" else "predictor")
-        if config.kind == "adapt":
-            self.peft.save_pretrained(str(artifact))
-        else:
-            self.predictor.save_pretrained(artifact)
-            if config.adapter:
-                record_base_adapter(artifact, config.adapter)
-            if self.peft is not None:
-                save_half_precision_lora(self.peft, artifact / GATE_LORA)
+        artifact = self.out / self.task.artifact
+        self.task.save(artifact)
         build = json.loads((Path(config.data) / "build.json").read_text())
+        fields = self.task.card_fields(dev)
         card = {
-            "kind": "adapter" if config.kind == "adapt" else ("static" if not config.context else "context"),
+            "kind": fields["kind"],
             "where": config.where,
             "sparsity_by": config.sparsity_by,
             "context": list(config.context),
-            "target_sparsity": None if config.kind == "adapt" else config.target,
-            "achieved_sparsity": None
-            if config.kind == "adapt"
-            else rows_sparsity(dev, self.predictor.space, config.where, config.sparsity_by),
+            "target_sparsity": fields["target_sparsity"],
+            "achieved_sparsity": fields["achieved_sparsity"],
             "config": json.loads(json.dumps(config.__dict__)),
             "data": {"dir": str(config.data), "build": build["config"], "catalogs": build.get("catalogs")},
             "steps": config.steps,

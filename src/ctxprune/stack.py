@@ -1,4 +1,5 @@
-"""What a pruned Whisper is made of: the base weights, the corpus LoRA adapter, and a gate set.
+"""What a pruned Whisper is made of (a `StackSpec`): the base weights, the corpus LoRA adapter, and a gate
+set; loaded, it is a `Stack` whose pipeline decodes under the gate set's mask policy.
 
 A gate set is a directory holding a gate predictor and, when it was trained jointly with the gates, a
 small LoRA of its own (in `lora/`). Both LoRAs are merged into the weights at load time, so the pruned
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,12 +20,14 @@ from transformers import WhisperForConditionalGeneration
 
 from ctxprune import assets
 from ctxprune.errors import CtxpruneError
+from ctxprune.gating.policy import DenseMasks, MaskPolicy, policy_for
 from ctxprune.gating.predictor import GatePredictor
+from ctxprune.gating.space import GateSpace
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
-from ctxprune.models.whisper_pruning import PrunedWhisper
 from ctxprune.paths import write_json_atomic
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.runtime.pipeline import GatedResult, Pipeline
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 GATE_LORA = "lora"  # inside a gate set: the LoRA trained jointly with its predictor
@@ -58,53 +61,81 @@ def _required_adapter(gate_set: Path) -> str | None:
     return json.loads(path.read_text())["adapter_sha256"] if path.is_file() else None
 
 
+@dataclass(frozen=True)
+class StackSpec:
+    """Everything that makes a loaded model: the base model, the corpus adapter merged into it, a gate
+    set, and where and how it runs."""
+
+    model: str | None = None  # a prepared model dir or hub id; None: the prepared Whisper base
+    adapter: Path | None = None  # a LoRA adapter merged into the base weights
+    gates: Path | None = None  # a gate set: its predictor and its own LoRA
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    int8: bool = False  # dynamic int8 quantization of every Linear layer (CPU only)
+
+    def with_gates(self, gates: Path | None) -> StackSpec:
+        return replace(self, gates=gates)
+
+
 @dataclass
-class WhisperStack:
+class Stack:
+    """A loaded model: the upstream model and tokenizer, the gated wrapper, its measured gate space, the
+    mask policy of its gate set (dense without one) and the runtime pipeline over them."""
+
     loaded: assets.LoadedWhisper
-    pruned: PrunedWhisper
+    gated: GatedWhisper
+    space: GateSpace  # measured before any quantization
+    pipeline: Pipeline
 
     @property
-    def gated(self) -> GatedWhisper:
-        return self.pruned.gated
+    def policy(self) -> MaskPolicy:
+        return self.pipeline.policy
+
+    def with_policy(self, policy: MaskPolicy) -> Stack:
+        """The same weights decoding under another policy (a random baseline, say)."""
+        return Stack(self.loaded, self.gated, self.space, Pipeline(self.gated, self.loaded.tokens, policy))
+
+    def run(
+        self,
+        features: torch.Tensor,
+        frames: torch.Tensor,
+        tasks: list[str],
+        languages: list[str | None],
+        vectors: dict[str, torch.Tensor] | None = None,
+        options: DecodeOptions = GREEDY,
+    ) -> GatedResult:
+        """Decode a batch of log-mel features (see `runtime.pipeline.Pipeline.run`)."""
+        return self.pipeline.run(features, frames, tasks, languages, vectors, options)
 
 
-def load_stack(
-    model: str | None = None,
-    adapter: str | Path | None = None,
-    gates: str | Path | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    int8: bool = False,
-    decoding: DecodeOptions = GREEDY,
-) -> WhisperStack:
+def load_stack(spec: StackSpec = StackSpec()) -> Stack:
     """Base model, then the adapter merged, then the gate set's own LoRA merged and its predictor.
-    `int8` quantizes every Linear layer dynamically (torch.ao, CPU only) after the merges. `decoding`
-    chooses greedy or beam search and whether CUDA decodes through captured graphs."""
-    if int8 and str(device) != "cpu":
+    With `int8`, every Linear layer is quantized dynamically (torch.ao, CPU only) after the merges; the
+    gate costs are measured before, since FlopCounterMode does not see quantized Linear layers."""
+    if spec.int8 and str(spec.device) != "cpu":
         raise CtxpruneError("int8 dynamic quantization runs on CPU only; drop --int8 or use --device cpu")
-    gate_set = Path(gates) if gates is not None else None
+    gate_set = Path(spec.gates) if spec.gates is not None else None
+    adapter = spec.adapter
     if gate_set is not None:
         required = _required_adapter(gate_set)
         if required and adapter is None:
             raise CtxpruneError(f"{gate_set} was trained on a LoRA adapter; pass it with --adapter DIR")
         if required and adapter_sha256(check_adapter(adapter)) != required:
             raise CtxpruneError(f"{gate_set} was trained on another adapter than {adapter} (sha256 differs)")
-    loaded = assets.load(model, device="cpu", dtype=torch.float32)  # merge in fp32, then move and cast
+    loaded = assets.load(spec.model, device="cpu", dtype=torch.float32)  # merge in fp32, then move and cast
     hf = loaded.model
     if adapter is not None:
         hf = merge_adapter(hf, adapter)
-    predictor = None
     if gate_set is not None and (gate_set / GATE_LORA).is_dir():
         hf = merge_adapter(hf, gate_set / GATE_LORA)
-    loaded.model = hf.to(device, dtype).eval()
-    if int8:
-        # gate costs are FLOPs of the architecture; measure them before quantization, which hides the
-        # quantized Linear layers from FlopCounterMode (the space is cached per model shape)
-        whisper_gate_space(GatedWhisper(loaded.model))
+    loaded.model = hf.to(spec.device, spec.dtype).eval()
+    space = whisper_gate_space(GatedWhisper(loaded.model))
+    if spec.int8:
         loaded.model = torch.ao.quantization.quantize_dynamic(
             loaded.model, {torch.nn.Linear}, dtype=torch.qint8
         )
     gated = GatedWhisper(loaded.model)
+    policy: MaskPolicy = DenseMasks(space)
     if gate_set is not None:
-        predictor = GatePredictor.from_pretrained(gate_set, whisper_gate_space(gated)).to(device)
-    return WhisperStack(loaded, PrunedWhisper(gated, loaded.tokens, predictor, decoding=decoding))
+        policy = policy_for(GatePredictor.from_pretrained(gate_set, space).to(spec.device))
+    return Stack(loaded, gated, space, Pipeline(gated, loaded.tokens, policy))

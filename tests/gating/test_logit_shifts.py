@@ -3,7 +3,7 @@ from itertools import combinations
 import pytest
 import torch
 
-from ctxprune.gating.calibrate import calibrate_shift
+from ctxprune.gating.logit_shifts import calibrate_shift
 
 # Two heavy gates and four light ones, like Whisper's decoder (cross-attention against feed-forward).
 LOGITS = torch.tensor([-1.0, 0.5, 1.0, 2.0, 3.5, 6.0])  # a gate is kept where logit + shift > 0

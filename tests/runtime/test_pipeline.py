@@ -1,20 +1,29 @@
-"""Whisper + predictor: context features, two-stage mask decisions, and decoding with the decided masks."""
+"""A request through the runtime: context features, two-stage mask decisions, and decoding with the
+decided masks, on every execution path."""
 
 import pytest
 import torch
 
 from ctxprune.errors import CtxpruneError
+from ctxprune.gating.policy import DenseMasks, policy_for
 from ctxprune.gating.predictor import GatePredictor
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_context import pooled_encoder, pooled_log_mel, whisper_predictor_config
 from ctxprune.models.whisper_costs import whisper_gate_space
-from ctxprune.models.whisper_pruning import (
-    PrunedWhisper,
-    pooled_encoder,
-    pooled_log_mel,
-    whisper_predictor_config,
-)
+from ctxprune.runtime.decoding import DecodeOptions
 from ctxprune.runtime.greedy import greedy_decode
+from ctxprune.runtime.pipeline import Pipeline
+
+
+def _pipeline(gw, special, predictor=None):
+    """The pipeline of a predictor's policy (dense without one)."""
+    policy = policy_for(predictor) if predictor is not None else DenseMasks(whisper_gate_space(gw))
+    return Pipeline(gw, special, policy)
+
+
+def tokens_at_most(n: int, path: str = "auto") -> DecodeOptions:
+    return DecodeOptions(max_new_tokens=n, path=path)
 
 
 def _predictor(gw, seed=0, **kw):
@@ -39,10 +48,10 @@ def test_pooled_context_ignores_padding():
 
 def test_run_uses_the_predicted_masks(tiny_whisper, tiny_tokens, random_features):
     gw = GatedWhisper(tiny_whisper)
-    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw))
+    pruned = _pipeline(gw, tiny_tokens, _predictor(gw))
     frames = torch.tensor([3000, 2000, 1000, 500])
     tasks, langs = ["transcribe", "translate", "transcribe", "translate"], ["en", "de", "de", "en"]
-    result = pruned.run(random_features, frames, tasks, langs, max_new_tokens=6)
+    result = pruned.run(random_features, frames, tasks, langs, options=tokens_at_most(6))
     assert result.mask.shape == (4, len(gw.gate_names))
     assert 0 < result.mask.float().mean() < 1  # some branches ran, some did not
     # decoding with the returned masks by hand gives the same tokens
@@ -59,29 +68,29 @@ def test_run_uses_the_predicted_masks(tiny_whisper, tiny_tokens, random_features
     ("where", "context"),
     [("decoder", None), ("both", None), ("decoder", ["language", "encoder"])],
 )
-def test_graph_path_equals_eager_path(
-    tiny_whisper, tiny_tokens, random_features, where, context, monkeypatch
-):
+def test_graph_path_equals_eager_path(tiny_whisper, tiny_tokens, random_features, where, context):
     """The fixed-shape path that CUDA captures (late gates inside the encoder's graph, rows grouped by
     signature, greedy choice inside the step), run eagerly here: the same masks and tokens."""
     gw = GatedWhisper(tiny_whisper)
     keep = [n for n in gw.gate_names if n.startswith("enc.")] if where == "decoder" else []
     kwargs = {"context": context} if context else {}
-    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, force_keep=keep, **kwargs))
+    pruned = _pipeline(gw, tiny_tokens, _predictor(gw, force_keep=keep, **kwargs))
     frames = torch.tensor([3000, 2000, 1000, 500])
     args = (random_features, frames, ["transcribe", "translate"] * 2, ["en", "de", "de", "en"])
-    eager = pruned.run(*args, max_new_tokens=6)
-    monkeypatch.setattr(pruned.decoder, "static", lambda device, static_steps: static_steps is not False)
-    graphed = pruned.run(*args, max_new_tokens=6)
+    eager = pruned.run(*args, options=tokens_at_most(6, "gather"))
+    graphed = pruned.run(*args, options=tokens_at_most(6, "eager"))
     assert torch.equal(eager.mask, graphed.mask) and eager.tokens == graphed.tokens
     assert len({tuple(m) for m in eager.mask.tolist()}) > 1  # several signatures in the batch
-    assert pruned.decoder.pool(False).keys_built > 1
+    assert pruned.decoding.pool(False).keys_built > 1
 
 
 def test_auto_language_is_detected_and_gates_see_unknown(tiny_whisper, tiny_tokens, random_features):
     gw = GatedWhisper(tiny_whisper)
-    pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, context=["language"]))
-    result = pruned.run(random_features[:2], torch.tensor([3000, 3000]), ["transcribe"] * 2, [None, None], 4)
+    pruned = _pipeline(gw, tiny_tokens, _predictor(gw, context=["language"]))
+    frames = torch.tensor([3000, 3000])
+    result = pruned.run(
+        random_features[:2], frames, ["transcribe"] * 2, [None, None], options=tokens_at_most(4)
+    )
     assert set(result.languages) <= set(tiny_tokens.languages)
     assert torch.equal(result.mask[0], result.mask[1])  # same (unknown) language context, same mask
 
@@ -89,8 +98,8 @@ def test_auto_language_is_detected_and_gates_see_unknown(tiny_whisper, tiny_toke
 def test_forced_lists_hold_at_inference(tiny_whisper, tiny_tokens, random_features):
     gw = GatedWhisper(tiny_whisper)
     p = _predictor(gw, force_keep=["dec.0.ffn"], force_skip=["enc.0.attn"])
-    result = PrunedWhisper(gw, tiny_tokens, p).run(
-        random_features, torch.full((4,), 3000), ["transcribe"] * 4, ["en"] * 4, 3
+    result = _pipeline(gw, tiny_tokens, p).run(
+        random_features, torch.full((4,), 3000), ["transcribe"] * 4, ["en"] * 4, options=tokens_at_most(3)
     )
     assert result.mask[:, gw.gate_names.index("dec.0.ffn")].all()
     assert not result.mask[:, gw.gate_names.index("enc.0.attn")].any()
@@ -130,9 +139,7 @@ def test_real_all_open_predictor_equals_hf_generate(real_whisper):
     all_open = GatePredictor(whisper_predictor_config(gw.config, space, ["en"])).eval()  # logits start at +3
     clips = [load_audio(p) for p in sorted(LIBRIVOX_DIR.glob("*.wav"))[2:4]]
     feats, frames = features_for(clips)
-    result = PrunedWhisper(gw, real_whisper.tokens, all_open).run(
-        feats, frames, ["transcribe"] * 2, ["en"] * 2
-    )
+    result = _pipeline(gw, real_whisper.tokens, all_open).run(feats, frames, ["transcribe"] * 2, ["en"] * 2)
     assert result.mask.all()
     with torch.inference_mode():
         ref = real_whisper.model.generate(
@@ -144,25 +151,35 @@ def test_real_all_open_predictor_equals_hf_generate(real_whisper):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graphs_equal_eager_with_a_predictor_on_gpu(tiny_whisper, tiny_tokens, random_features):
-    from dataclasses import replace
-
     gw = GatedWhisper(tiny_whisper.to("cuda"))
     try:
         keep = [n for n in gw.gate_names if n.startswith("enc.")]
-        pruned = PrunedWhisper(gw, tiny_tokens, _predictor(gw, force_keep=keep).to("cuda"))
+        pruned = _pipeline(gw, tiny_tokens, _predictor(gw, force_keep=keep).to("cuda"))
         args = (
             random_features.cuda(),
             torch.tensor([3000, 2000, 1000, 500]),
             ["transcribe"] * 4,
             ["en", "de"] * 2,
         )
-        graphed = [pruned.run(*args, max_new_tokens=6) for _ in range(2)]  # capture, then replay
-        pruned.decoder.options = replace(pruned.decoder.options, cuda_graphs=False)
-        eager = pruned.run(*args, max_new_tokens=6)
+        graphed = [pruned.run(*args, options=tokens_at_most(6)) for _ in range(2)]  # capture, then replay
+        eager = pruned.run(*args, options=tokens_at_most(6, "gather"))
         for g in graphed:
             assert torch.equal(g.mask, eager.mask) and g.tokens == eager.tokens
     finally:
         tiny_whisper.to("cpu")
+
+
+def _static_predictor(gw):
+    p = _predictor(gw, context=[])
+    with torch.no_grad():  # without context only the biases decide: make some of them skip
+        p.late_bias.copy_(torch.randn(p.late_bias.shape, generator=torch.Generator().manual_seed(0)))
+    return p
+
+
+def _count_calls(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
 
 
 def test_static_gate_set_mask_is_decided_once(tiny_whisper, tiny_tokens, random_features):
@@ -170,13 +187,43 @@ def test_static_gate_set_mask_is_decided_once(tiny_whisper, tiny_tokens, random_
     from ctxprune.gating.straight_through import inference_gates
 
     gw = GatedWhisper(tiny_whisper)
-    p = _predictor(gw, context=[])
-    with torch.no_grad():  # without context only the biases decide: make some of them skip
-        p.late_bias.copy_(torch.randn(p.late_bias.shape, generator=torch.Generator().manual_seed(0)))
-    pruned = PrunedWhisper(gw, tiny_tokens, p)
+    p = _static_predictor(gw)
+    pruned = _pipeline(gw, tiny_tokens, p)
+    calls = _count_calls(p)
     tasks, langs = ["transcribe", "translate"] * 2, ["en", "de", "de", "en"]
-    result = pruned.run(random_features, torch.full((4,), 3000), tasks, langs, max_new_tokens=3)
+    for _ in range(3):
+        result = pruned.run(random_features, torch.full((4,), 3000), tasks, langs, options=tokens_at_most(3))
+    assert calls[0] == 1  # three requests, one decision
     ctx = GateContext(task=tasks, language=langs, encoder=torch.zeros(4, gw.config.d_model))
     with torch.inference_mode():
         assert torch.equal(result.mask, inference_gates(p(ctx)))
     assert 0 < result.mask.float().mean() < 1
+
+
+def test_static_mask_follows_a_new_logit_shift(tiny_whisper, tiny_tokens, random_features):
+    """Regression: the decided-once mask was kept after calibration moved the logit shifts."""
+    gw = GatedWhisper(tiny_whisper)
+    p = _static_predictor(gw)
+    pruned = _pipeline(gw, tiny_tokens, p)
+    args = (random_features[:1], torch.full((1,), 3000), ["transcribe"], ["en"])
+    before = pruned.run(*args, options=tokens_at_most(2)).mask
+    p.config.logit_shift = [-100.0 if n.startswith("dec.") else 0.0 for n in gw.gate_names]
+    after = pruned.run(*args, options=tokens_at_most(2)).mask
+    dec = torch.tensor([n.startswith("dec.") for n in gw.gate_names])
+    assert before[0, dec].any() and not after[0, dec].any()
+
+
+def test_fixed_context_refuses_a_missing_audio_input(tiny_whisper, tiny_tokens, random_features):
+    """Regression: the graph path's fixed buffers kept the previous request's pooled audio when the new
+    context had none (a silently stale input); now, as for a missing caller vector, it is an error."""
+    from ctxprune.gating.predictor import GateContext
+    from ctxprune.runtime.pipeline import FixedContext
+
+    gw = GatedWhisper(tiny_whisper)
+    policy = policy_for(_predictor(gw))
+    fixed = FixedContext(policy, 2, torch.device("cpu"))
+    frames = torch.tensor([3000, 3000])
+    audio = pooled_log_mel(random_features[:2], frames)
+    fixed.load(GateContext(["transcribe"] * 2, ["en", "de"], audio=audio), frames)
+    with pytest.raises(CtxpruneError, match="'audio'"):
+        fixed.load(GateContext(["transcribe"] * 2, ["en", "de"]), frames)

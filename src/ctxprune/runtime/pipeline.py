@@ -1,0 +1,170 @@
+"""A request through the runtime, in the spirit of whisper's `DecodingTask`: context, gates and encoder
+(`gating.policy.two_stage`), language detection, prompts, then decoding grouped by decoder signature.
+
+The mask stays fixed for the whole utterance. On the graph path the encoder of a batch whose rows share
+their early mask is one CUDA graph that also holds the late gates (their context waits in fixed buffers,
+`FixedContext`), so the host copies the mask once, then picks the decoder's graphs.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from ctxprune.errors import CtxpruneError
+from ctxprune.gating.policy import LateStage, MaskPolicy, Masks, PredictedMasks, two_stage
+from ctxprune.gating.predictor import GateContext
+from ctxprune.gating.skip import MaskPlan
+from ctxprune.gating.space import GateSpace
+from ctxprune.models.whisper import DECODER_PREFIX, GatedWhisper
+from ctxprune.models.whisper_context import UNKNOWN_LANGUAGE, pooled_encoder, pooled_log_mel
+from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.decoding import GREEDY, BatchDecoding, DecodeOptions
+from ctxprune.runtime.greedy import detect_language
+
+
+@dataclass
+class GatedResult:
+    tokens: list[list[int]]
+    languages: list[str]
+    mask: Tensor  # [batch, n_gates] bool: True = the branch ran
+    flops_encoder: int | None = None  # measured, whole batch (with count_flops): gates and encoder
+    flops_decoder: int | None = None  # language detection and decoding
+
+    def flops(self, space: GateSpace, prompt_len: int) -> list[tuple[float, float]]:
+        """(executed, dense) FLOPs per utterance, from measured component costs and the decoded length."""
+        dense = [True] * len(space)
+        out = []
+        for row, keep in zip(self.tokens, self.mask.tolist(), strict=True):
+            n = len(row) + 1  # the generated tokens plus end-of-text
+            out.append(
+                (space.executed_flops(keep, prompt_len, n), space.executed_flops(dense, prompt_len, n))
+            )
+        return out
+
+
+class FixedContext:
+    """A predictor's context in fixed device buffers, so that the late gates can be captured in the
+    encoder's CUDA graph: each request copies its context in, and a replay reads it."""
+
+    def __init__(self, policy: PredictedMasks, batch: int, device: torch.device):
+        c = policy.predictor.config
+        self.policy = policy
+        self.frames = torch.zeros(batch, dtype=torch.long, device=device)
+        self.context = GateContext(
+            task=torch.zeros(batch, dtype=torch.long, device=device),
+            language=torch.zeros(batch, dtype=torch.long, device=device),
+            audio=torch.zeros(batch, c.audio_dim, device=device) if policy.reads("audio") else None,
+            vectors={
+                n: torch.zeros(batch, d, device=device) for n, d in c.vectors.items() if policy.reads(n)
+            },
+        )
+
+    def load(self, ctx: GateContext, frames: Tensor) -> GateContext:
+        """Copy a request's context in; every input the predictor reads must be given (a buffer left
+        from the previous request would be a silently stale input)."""
+        task, language = self.policy.predictor.tag_ids(ctx, self.frames.device)
+        self.context.task.copy_(task)
+        self.context.language.copy_(language)
+        given = {"audio": ctx.audio, **ctx.vectors}
+        for name, buffer in (("audio", self.context.audio), *self.context.vectors.items()):
+            if buffer is None:
+                continue
+            if given.get(name) is None:
+                raise CtxpruneError(f"the gate predictor needs context input {name!r}, which was not given")
+            buffer.copy_(given[name])
+        self.frames.copy_(frames)
+        return self.context
+
+    def summarize(self, encoder_out: Tensor) -> Tensor:
+        return pooled_encoder(encoder_out, self.frames)
+
+
+class Pipeline:
+    """Decode batches with per-utterance masks from a `MaskPolicy` (dense, random, static, predicted)."""
+
+    def __init__(self, gw: GatedWhisper, special: WhisperTokens, policy: MaskPolicy):
+        if policy.space.names != tuple(gw.gate_names):
+            raise ValueError("the mask policy's gate space does not match this model")
+        self.gw, self.special, self.policy = gw, special, policy
+        self.decoding = BatchDecoding(gw, special)
+        self.early_gate = torch.tensor([not n.startswith(DECODER_PREFIX) for n in gw.gate_names])
+        self._fixed: dict[tuple[int, torch.device], FixedContext] = {}  # by batch size and device
+
+    @property
+    def space(self) -> GateSpace:
+        return self.policy.space
+
+    def _prompts(self, languages: list[str], tasks: list[str], device: torch.device) -> Tensor:
+        return torch.tensor(
+            [self.special.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)], device=device
+        )
+
+    def _fixed_context(self, batch: int, device: torch.device) -> FixedContext:
+        if (batch, device) not in self._fixed:
+            self._fixed[(batch, device)] = FixedContext(self.policy, batch, device)
+        return self._fixed[(batch, device)]
+
+    def _encoder_stage(self, features: Tensor, path: str):
+        """The encoder (and the late gates) as one graph when every row shares its early mask."""
+
+        def encode(early: Masks, late: LateStage) -> tuple[Tensor, Masks | None]:
+            signatures = {tuple(row) for row in (early.values | ~self.early_gate).tolist()}
+            if path != "gather" and len(signatures) == 1:
+                pool = self.decoding.pool(path == "graphs")
+                return pool.encoder(signatures.pop(), features, self.policy)(features, late)
+            encoder_out = self.gw.encode(
+                features, MaskPlan(early.values, self.gw.gate_names, features.device)
+            )
+            return encoder_out, late(encoder_out)
+
+        return encode
+
+    @torch.inference_mode()
+    def run(
+        self,
+        features: Tensor,
+        frames: Tensor,
+        tasks: list[str],
+        languages: list[str | None],
+        vectors: dict[str, Tensor] | None = None,
+        options: DecodeOptions = GREEDY,
+    ) -> GatedResult:
+        """Decode a batch; a `None` language is detected (gates then see the `unknown` language).
+        With `options.count_flops`, FlopCounterMode measures what ran, as batch totals: the encoder
+        phase (both gate stages and the encoder) and the decoder phase (language detection, decoding)."""
+        device = features.device
+        path = options.path_on(device)
+        ctx = GateContext(
+            task=tasks,
+            language=[lang or UNKNOWN_LANGUAGE for lang in languages],
+            audio=pooled_log_mel(features.float(), frames) if self.policy.reads("audio") else None,
+            vectors=vectors or {},
+        )
+        # known languages: the prompts go to the device now, not between the encoder and the decoder
+        prompts = self._prompts(languages, tasks, device) if None not in languages else None
+        summarize = lambda out: pooled_encoder(out, frames)  # noqa: E731
+        if path != "gather" and isinstance(self.policy, PredictedMasks) and self.policy.reads_context:
+            fixed = self._fixed_context(len(tasks), device)
+            ctx, summarize = fixed.load(ctx, frames), fixed.summarize
+        encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
+        with encoder_counter if options.count_flops else nullcontext():
+            masks, encoder_out = two_stage(self.policy, ctx, self._encoder_stage(features, path), summarize)
+            mask = masks.values.cpu()
+        with decoder_counter if options.count_flops else nullcontext():
+            if None in languages:
+                plan = MaskPlan(mask, self.gw.gate_names, device)
+                detected = detect_language(self.gw, encoder_out, self.special, plan)
+                languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
+            if prompts is None:
+                prompts = self._prompts(languages, tasks, device)
+            tokens = self.decoding(encoder_out, prompts, mask, options)
+        result = GatedResult(tokens, list(languages), mask)
+        if options.count_flops:
+            result.flops_encoder = encoder_counter.get_total_flops()
+            result.flops_decoder = decoder_counter.get_total_flops()
+        return result
