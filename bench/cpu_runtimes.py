@@ -30,6 +30,7 @@ from ctxprune.data.audio import SAMPLE_RATE, load_audio
 from ctxprune.eval.librivox import librivox_references, word_error_rate
 from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic
 from ctxprune.progress import progress_bar
+from ctxprune.stack import StackSpec
 from ctxprune.transcriber import Transcriber
 
 
@@ -80,7 +81,7 @@ def main() -> None:
         return run
 
     def ours(**kwargs):
-        transcriber = Transcriber(**kwargs)
+        transcriber = Transcriber(StackSpec(**kwargs))
         return lambda path: transcriber.transcribe([path], language="en", batch_size=1)[0].text
 
     adapter = SHIPPED_ADAPTER

@@ -24,12 +24,14 @@ from ctxprune import assets
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.eval.librivox import LIBRIVOX_DIR
+from ctxprune.gating.policy import DenseMasks, policy_for
 from ctxprune.gating.predictor import GateContext, GatePredictor
 from ctxprune.models.whisper import GatedWhisper
-from ctxprune.models.whisper_costs import count_flops
-from ctxprune.models.whisper_pruning import PrunedWhisper, pooled_log_mel, whisper_predictor_config
+from ctxprune.models.whisper_context import pooled_log_mel, whisper_predictor_config
+from ctxprune.models.whisper_costs import count_flops, whisper_gate_space
 from ctxprune.paths import write_json_atomic
 from ctxprune.progress import progress_bar
+from ctxprune.runtime.pipeline import Pipeline
 
 
 def _predictor(gw: GatedWhisper, space) -> GatePredictor:
@@ -60,17 +62,14 @@ def main() -> None:
 
     loaded = assets.load()
     gw = GatedWhisper(loaded.model)
-    dense = PrunedWhisper(gw, loaded.tokens)
-    space = dense.space
-    variants = {
-        "dense": dense,
-        "all_open": PrunedWhisper(gw, loaded.tokens, _predictor(gw, space)),
-    }
+    space = whisper_gate_space(gw)
+    dense = Pipeline(gw, loaded.tokens, DenseMasks(space))
+    predictor = _predictor(gw, space)
+    variants = {"dense": dense, "all_open": Pipeline(gw, loaded.tokens, policy_for(predictor))}
     clip = sorted(LIBRIVOX_DIR.glob("*.wav"))[0]
     feats, frames = features_for([load_audio(clip)])
 
     # 1. FLOPs: predictor against one dense utterance, both measured.
-    predictor = variants["all_open"].predictor
     ctx = GateContext(
         ["transcribe"], ["en"], pooled_log_mel(feats, frames), torch.zeros(1, gw.config.d_model)
     )

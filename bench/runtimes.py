@@ -35,10 +35,10 @@ from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.latency import interleaved, mixed_rows
 from ctxprune.eval.module_times import branch_times
 from ctxprune.eval.suite import device_name
-from ctxprune.models.whisper_stack import WhisperStack, load_stack
 from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.stack import Stack, StackSpec, load_stack
 
 GATE_SETS = [f"decoder-flops-{s}-{kind}" for s in ("0.3", "0.5", "0.7") for kind in ("context", "static")]
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -56,11 +56,9 @@ class Bench:
         self.cuda = args.device.startswith("cuda")
         dtype = DTYPES[args.dtype]
         names = ["dense", *args.gate_sets]
-        self.stacks: dict[str, WhisperStack] = {
-            n: load_stack(
-                None, SHIPPED_ADAPTER, None if n == "dense" else ARTIFACTS / "gates" / n, args.device, dtype
-            )
-            for n in names
+        spec = StackSpec(adapter=SHIPPED_ADAPTER, device=args.device, dtype=dtype)
+        self.stacks: dict[str, Stack] = {
+            n: load_stack(spec.with_gates(None if n == "dense" else ARTIFACTS / "gates" / n)) for n in names
         }
         self.hf = self.stacks["dense"].loaded.model  # the same merged weights, through upstream `generate`
         test = read_manifest(args.corpus, "test")
@@ -74,13 +72,13 @@ class Bench:
 
     def ours(self, name: str, inputs, graphs: bool, fixed: int | None = None, beams: int = 1):
         """A call that decodes `inputs` (a list of batches) with stack `name`; returns its results."""
-        pruned = self.stacks[name].pruned
+        stack = self.stacks[name]
         n = fixed or self.args.max_new_tokens
-        options = DecodeOptions(beams=beams, max_new_tokens=n, min_new_tokens=fixed or 0, cuda_graphs=graphs)
+        path = "graphs" if graphs else "gather"
+        options = DecodeOptions(beams=beams, max_new_tokens=n, min_new_tokens=fixed or 0, path=path)
 
         def call():
-            pruned.decoder.options = options
-            return [pruned.run(f, fr, t, lang) for f, fr, t, lang in inputs]
+            return [stack.run(f, fr, t, lang, options=options) for f, fr, t, lang in inputs]
 
         return call
 
@@ -165,7 +163,7 @@ def main() -> None:
         },
         "settings": {k: v for k, v in vars(args).items() if k not in ("corpus", "out")},
     }
-    names = list(b.stacks[sets[0] if sets else "dense"].pruned.space.names)
+    names = list(b.stacks[sets[0] if sets else "dense"].space.names)
     with progress_bar() as bar:
         # 1. natural length, batch 1
         rows = len(b.rows1)

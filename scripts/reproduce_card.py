@@ -12,9 +12,10 @@ from pathlib import Path
 
 from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.quality import evaluate, limit_per_group
-from ctxprune.models.whisper_stack import load_stack
 from ctxprune.paths import SHIPPED_ADAPTER, write_json_atomic
 from ctxprune.progress import progress_bar
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.stack import StackSpec, load_stack
 
 
 def main() -> None:
@@ -25,15 +26,16 @@ def main() -> None:
     args = ap.parse_args()
     card = json.loads((args.artifact / "card.json").read_text())
     if card["kind"] == "adapter":
-        stack = load_stack(adapter=args.artifact)
+        stack = load_stack(StackSpec(adapter=args.artifact))
     else:
-        stack = load_stack(adapter=SHIPPED_ADAPTER, gates=args.artifact)
+        stack = load_stack(StackSpec(adapter=SHIPPED_ADAPTER, gates=args.artifact))
     examples = limit_per_group(read_manifest(args.corpus, "dev"), card["config"]["eval_limit"])
     with progress_bar() as bar:
         task = bar.add_task("dev", total=len(examples))
         results = evaluate(
-            stack.pruned, stack.loaded.tokenizer, args.corpus, examples,
-            max_new_tokens=card["config"]["eval_max_tokens"], on_progress=lambda n: bar.advance(task, n),
+            stack.pipeline, stack.loaded.tokenizer, args.corpus, examples,
+            options=DecodeOptions(max_new_tokens=card["config"]["eval_max_tokens"]),
+            on_progress=lambda n: bar.advance(task, n),
         )  # fmt: skip
     print(f"{'task/lang':<16}{'metric':<7}{'card':>8}{'now':>8}{'skip card':>11}{'skip now':>10}")
     for key, r in results.items():

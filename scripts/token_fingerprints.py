@@ -45,7 +45,9 @@ def fingerprints(corpus: Path, rows: int) -> dict:
         for audio, tasks, languages in batches:
             feats, frames = features_for(audio)
             result = stack.run(feats, frames, tasks, languages)
-            runs.append({"tokens": result.tokens, "languages": result.languages, "mask": result.mask.tolist()})
+            runs.append(
+                {"tokens": result.tokens, "languages": result.languages, "mask": result.mask.tolist()}
+            )
         out[name] = runs
         print(name, "done", file=sys.stderr)
     return {"torch": torch.__version__, "rows": rows, "sets": out}
@@ -63,7 +65,9 @@ def main() -> None:
     if args.compare:
         before = json.loads(args.compare.read_text())["sets"]
         differ = [n for n in before if before[n] != record["sets"].get(n)]
-        print(f"{len(before) - len(differ)}/{len(before)} identical" + (f"; differ: {differ}" if differ else ""))
+        print(
+            f"{len(before) - len(differ)}/{len(before)} identical" + (f"; differ: {differ}" if differ else "")
+        )
         sys.exit(1 if differ else 0)
 
 

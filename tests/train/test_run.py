@@ -203,3 +203,19 @@ def test_a_retune_refuses_a_gate_set_with_another_context(quick, tmp_path):
         Run(
             quick(steps=1, context=[], start_from=str(Path(first.out) / "predictor"), out=str(tmp_path / "b"))
         )
+
+
+def test_the_log_records_the_learning_rates_applied(quick):
+    """Regression: the log showed the base schedule, not the rates applied (after calibration the
+    predictor groups learn at 0; a joint LoRA has its own rate)."""
+    config = quick(steps=6, train_lora=True, lora_rank=4, lr=0.05, lora_lr=1e-3, deterministic_tail=0.5)
+    Run(config).train()
+    steps = [r for r in _rows(Path(config.out)) if "loss" in r]
+    calibrated = next(r["step"] for r in _rows(Path(config.out)) if "calibration" in r)
+    before, after = (
+        [r["lr"] for r in steps if r["step"] <= calibrated],
+        [r["lr"] for r in steps if r["step"] > calibrated],
+    )
+    assert before and after and set(after[0]) == {"gate_biases", "predictor_context", "lora"}
+    assert all(r["gate_biases"] > 0 and r["lora"] < r["gate_biases"] for r in before)
+    assert all(r["gate_biases"] == 0 and r["predictor_context"] == 0 and r["lora"] > 0 for r in after)

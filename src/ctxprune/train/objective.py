@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -20,7 +21,8 @@ def decoder_loss(
     gw: GatedWhisper, encoder_out: Tensor, decoder_input_ids: Tensor, labels: Tensor, gates: Gates = None
 ) -> Tensor:
     """The same loss from an encoder output that is already computed (gate training needs it first)."""
-    cache = gw.new_cache(encoder_out.shape[0], decoder_input_ids.shape[1], dtype=encoder_out.dtype)
+    n = decoder_input_ids.shape[1]
+    cache = gw.new_cache(encoder_out.shape[0], n, dtype=encoder_out.dtype)
     gw.prefill_cross(encoder_out, cache, gates)
-    logits = gw.decode(decoder_input_ids, cache, gates)
+    logits = gw.decode(decoder_input_ids, torch.arange(n, device=encoder_out.device), cache, gates, length=n)
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)

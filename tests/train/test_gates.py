@@ -1,0 +1,59 @@
+"""Gate training's step: schedules, parameter groups, and the loss through the two-stage policy."""
+
+import pytest
+import torch
+
+from ctxprune.data.dataset import Collate, SpeechDataset
+from ctxprune.train.gates import GateTask, sparsity_targets
+
+
+@pytest.fixture()
+def task(quick, tiny_whisper):
+    def make(**overrides):
+        return GateTask(tiny_whisper, quick(**overrides))
+
+    return make
+
+
+def test_targets_noise_and_temperature_follow_the_schedule(task):
+    t = task(steps=100, target=0.4, target_warmup=20, deterministic_tail=0.2)
+    assert [round(x.target, 2) for x in (t.targets_at(0)[0], t.targets_at(9)[0], t.targets_at(50)[0])] == [
+        0.02, 0.2, 0.4
+    ]  # fmt: skip
+    assert t.noise_at(10) == 1.0 and t.noise_at(50) == pytest.approx(0.5) and t.noise_at(80) == 0.0
+    assert t.schedule(0) == 1.0 and t.schedule(100) == pytest.approx(0.1)
+
+
+def test_separate_targets_hold_each_stack(quick):
+    both = quick(where="both", separate_targets=True, target=0.3)
+    assert [(x.prefix, x.target) for x in sparsity_targets(both)] == [("enc.", 0.3), ("dec.", 0.3)]
+    assert [(x.prefix, x.target) for x in sparsity_targets(quick(where="both"))] == [("", 0.5)]
+
+
+def test_parameter_groups_freeze_the_predictor_after_calibration(task):
+    t = task(lr=0.01, context_lr_scale=0.1)
+    groups = t.parameter_groups()
+    assert [(g["name"], g["base_lr"]) for g in groups] == [
+        ("gate_biases", 0.01),
+        ("predictor_context", 0.001),
+    ]
+    assert all(g["freezes_after_calibration"] for g in groups)
+    assert sum(len(g["params"]) for g in groups) == len(list(t.predictor.parameters()))
+
+
+def test_loss_reaches_the_gates_and_predicts_the_early_gates_once(task, tiny_corpus, tiny_model_dir):
+    from ctxprune import assets
+
+    t = task(where="both", target=0.5, alpha=10.0)
+    data = SpeechDataset(str(tiny_corpus), "train")
+    loaded = assets.load(str(tiny_model_dir))
+    collate = Collate(80, loaded.tokenizer, loaded.tokens)
+    batch = collate([data[i] for i in range(3)])
+    calls = [0]
+    t.predictor.early_head.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    loss, logs = t.loss(batch, step=0, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert calls[0] == 1  # regression: the early logits were computed twice per step
+    assert torch.isfinite(loss)
+    assert {"task_loss", "sparsity_loss", "expected_s_all", "sampled_s_all"} <= set(logs)
+    assert t.predictor.early_bias.grad.abs().sum() > 0 and t.predictor.late_bias.grad.abs().sum() > 0
