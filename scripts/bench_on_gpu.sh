@@ -6,6 +6,8 @@
 #   there: scripts/train_on_gpu.sh receive N       # N = 1..7, each call carrying .carry-model/N, back to back
 #   there: scripts/bench_on_gpu.sh setup           # convert the model, install the wheels (carry .carry)
 #   there: scripts/bench_on_gpu.sh run             # the CUDA tests and bench/runtimes.py (fp16); JSON, logs to $OUT
+#   there: scripts/bench_on_gpu.sh ab OLD_TREE     # bench/runtimes.py of this tree and of OLD_TREE (a copy of an
+#                                                  # earlier commit's src/ and bench/, carried) on the same machine
 #   there: scripts/bench_on_gpu.sh cli-bench       # ctxprune bench (fp32, batch 1 and 16) to $OUT/bench_gpu.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,9 +38,17 @@ PY
     ctxprune model prepare --source $P/ct2 ;;
   run)
     remote_env
-    { python3 -m pytest -q -p no:cacheprovider tests/runtime tests/models/test_whisper_pruning.py -k cuda 2>&1 || true; } | tail -3 | tee "$OUT/pytest_cuda.log"
+    { python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3 | tee "$OUT/pytest_cuda.log"
     python3 bench/runtimes.py $P/bench --out "$OUT/runtimes_gpu.json" 2>&1 | grep -v '^\[transformers\]' \
       | tee "$OUT/runtimes_gpu.log" | tail -40
+    ;;
+  ab)  # before/after a refactor: the same bench, inputs and machine, the new tree first, then the old
+    remote_env
+    { python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3 | tee "$OUT/pytest_cuda.log"
+    python3 bench/runtimes.py $P/bench --out "$OUT/runtimes_gpu.json" 2>&1 | grep -v '^\[transformers\]' \
+      | tee "$OUT/runtimes_gpu.log" | tail -12
+    PYTHONPATH="/tmp/site:$2/src" python3 "$2/bench/runtimes.py" $P/bench --out "$OUT/runtimes_gpu_before.json" 2>&1 \
+      | grep -v '^\[transformers\]' | tee "$OUT/runtimes_gpu_before.log" | tail -12
     ;;
   cli-bench)  # the CLI's own latency bench (fp32), dense against the decoder gate sets
     remote_env

@@ -15,7 +15,12 @@ SPACE = GateSpace(
 
 def _config(**kw):
     base = dict(
-        space=SPACE, tasks=["transcribe", "translate"], languages=["en", "de"], audio_dim=6, encoder_dim=8
+        space=SPACE,
+        tasks=["transcribe", "translate"],
+        languages=["en", "de"],
+        audio_dim=6,
+        encoder_dim=8,
+        late_prefix="dec.",
     )
     return PredictorConfig(**{**base, **kw})
 

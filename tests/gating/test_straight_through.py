@@ -2,7 +2,6 @@ import torch
 
 from ctxprune.gating.straight_through import (
     TemperatureSchedule,
-    apply_forced,
     inference_gates,
     straight_through_gates,
 )
@@ -25,11 +24,6 @@ def test_keep_rate_matches_sigmoid_of_logit():
 def test_inference_is_deterministic_threshold():
     logits = torch.tensor([[0.1, -0.1, 0.0]])
     assert inference_gates(logits).tolist() == [[True, False, False]]
-
-
-def test_forced_lists_override():
-    gates = torch.tensor([[1.0, 0.0, 1.0]])
-    assert apply_forced(gates, keep=[1], skip=[2]).tolist() == [[1.0, 1.0, 0.0]]
 
 
 def test_temperature_anneals_monotonically_to_end():

@@ -41,7 +41,7 @@ class PredictorConfig:
     encoder_dim: int
     context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
     vectors: dict[str, int] = field(default_factory=dict)
-    late_prefix: str = "dec."
+    late_prefix: str = ""  # names of the late gates (read the encoder output) start with it; "": none
     hidden: int = 64
     initial_keep_logit: float = 3.0
     context_range: float = 4.0
@@ -135,7 +135,9 @@ class GatePredictor(nn.Module):
         if key not in self._tag_id_cache:
             if len(self._tag_id_cache) > 1024:
                 self._tag_id_cache.clear()
-            self._tag_id_cache[key] = torch.tensor([index.get(t, len(index)) for t in tags], device=device)
+            with torch.inference_mode(False):  # a normal tensor: training may reuse what inference cached
+                ids = torch.tensor([index.get(t, len(index)) for t in tags], device=device)
+            self._tag_id_cache[key] = ids
         return self._tag_id_cache[key]
 
     def _hidden(self, ctx: GateContext, with_encoder: bool) -> Tensor:

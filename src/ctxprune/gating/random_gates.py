@@ -14,7 +14,7 @@ from ctxprune.gating.space import GateSpace
 
 
 class RandomGates:
-    def __init__(self, space: GateSpace, rate: float, prefix: str = "dec.", seed: int = 0):
+    def __init__(self, space: GateSpace, rate: float, prefix: str, seed: int = 0):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"random gate rate must be in [0, 1], got {rate}")
         self.space, self.rate, self.prefix, self.seed = space, rate, prefix, seed

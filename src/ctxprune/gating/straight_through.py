@@ -41,18 +41,6 @@ def inference_gates(logits: Tensor) -> Tensor:
     return logits > 0
 
 
-def apply_forced(gates: Tensor, keep: list[int], skip: list[int]) -> Tensor:
-    """Override gates for force-keep / force-skip lists (constraints and ablations)."""
-    if not keep and not skip:
-        return gates
-    gates = gates.clone()
-    if keep:
-        gates[:, keep] = 1
-    if skip:
-        gates[:, skip] = 0
-    return gates
-
-
 @dataclass(frozen=True)
 class TemperatureSchedule:
     """Exponential annealing from `start` to `end` over `steps`, then constant."""

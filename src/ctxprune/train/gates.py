@@ -46,8 +46,7 @@ def gated_stacks(where: str) -> list[str]:
 
 def build_predictor(gw: GatedWhisper, config: TrainConfig) -> GatePredictor:
     space = whisper_gate_space(gw)
-    frozen = [n for n in space.names if (config.where == "encoder" and n.startswith("dec."))]
-    frozen += [n for n in space.names if (config.where == "decoder" and n.startswith("enc."))]
+    frozen = [n for n in space.names if not n.startswith(STACK_PREFIX[config.where])]  # gates not trained
     predictor_config = whisper_predictor_config(
         gw.config,
         space,
