@@ -427,7 +427,7 @@ def eval_(
                 int8=int8,
                 beams=beams,
             )
-        write_json_atomic(json_out, record)
+        write_json_atomic(json_out, record.to_json())
         table = Table(title=f"{split}: {rows} rows per candidate")
         for column in ("candidate", "WER", "BLEU", "GFLOPs", "decoder GFLOPs", "sparsity"):
             table.add_column(column)
@@ -487,21 +487,14 @@ def bench(
                 on_step=lambda: bar.advance(task),
                 int8=int8,
             )
-        write_json_atomic(json_out, record)
-        table = Table(title=f"latency on {record['device_name']} ({record['threads']} threads)")
+        write_json_atomic(json_out, record.to_json())
+        table = Table(title=f"latency on {record.device_name} ({record.threads} threads)")
         for column in ("variant", "batch", "median ms", "p25-p75 ms", "tokens/s", "vs dense"):
             table.add_column(column)
-        for r in record["results"]:
-            spread = f"{r['p25_ms']:.0f}-{r['p75_ms']:.0f}"
-            change = f"{-r['reduction_vs_dense']:+.1%}"
-            table.add_row(
-                r["name"],
-                str(r["batch"]),
-                f"{r['median_ms']:.0f}",
-                spread,
-                f"{r['tokens_per_s']:.1f}",
-                change,
-            )
+        for r in record.results:
+            spread = f"{r.p25_ms:.0f}-{r.p75_ms:.0f}"
+            change = "-" if r.reduction_vs_dense is None else f"{-r.reduction_vs_dense:+.1%}"
+            table.add_row(r.name, str(r.batch), f"{r.median_ms:.0f}", spread, f"{r.tokens_per_s:.1f}", change)
         console.print(table)
         console.print(f"results written to {json_out}")
 

@@ -22,6 +22,7 @@ from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.errors import CtxpruneError
+from ctxprune.eval.records import BenchRecord, BenchResult
 from ctxprune.eval.suite import Candidate, device_name
 from ctxprune.models.whisper_stack import WhisperStack, load_stack
 
@@ -91,7 +92,8 @@ def bench_latency(
     max_new_tokens: int | None = None,
     on_step: Callable[[], None] | None = None,
     int8: bool = False,
-) -> dict:
+) -> BenchRecord:
+    """Time every candidate on the same inputs at each batch size; returns the record (`kind: bench`)."""
     if repeats < 1:
         raise CtxpruneError("--repeats must be at least 1")
     examples = read_manifest(data, split)
@@ -130,36 +132,35 @@ def bench_latency(
             median = statistics.median(t)
             per_call = median if batch > 1 else median * len(rows)
             results.append(
-                {
-                    "name": c.name,
-                    "kind": c.kind,
-                    "batch": batch,
-                    "rows": len(rows),
-                    "median_ms": median,
-                    "p25_ms": p25,
-                    "p75_ms": p75,
-                    "min_ms": min(t),
-                    "max_ms": max(t),
-                    "repeats": repeats,
-                    "tokens": tokens[c.name],
-                    "tokens_per_s": tokens[c.name] / (per_call / 1000),
-                    "reduction_vs_dense": 1 - median / dense_median,
-                }
+                BenchResult(
+                    name=c.name,
+                    kind=c.kind,
+                    batch=batch,
+                    rows=len(rows),
+                    median_ms=median,
+                    p25_ms=p25,
+                    p75_ms=p75,
+                    min_ms=min(t),
+                    max_ms=max(t),
+                    repeats=repeats,
+                    tokens=tokens[c.name],
+                    tokens_per_s=tokens[c.name] / (per_call / 1000),
+                    reduction_vs_dense=1 - median / dense_median,
+                )
             )
     cuda = device.startswith("cuda")
-    return {
-        "kind": "bench",
-        "device": "cuda" if cuda else "cpu",
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(),
-        "dtype": "int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
-        "split": split,
-        "reference": candidates[0].name,
-        "versions": {
+    return BenchRecord(
+        device="cuda" if cuda else "cpu",
+        device_name=device_name(device),
+        threads=torch.get_num_threads(),
+        dtype="int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
+        split=split,
+        reference=candidates[0].name,
+        versions={
             "python": platform.python_version(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "machine": platform.platform(),
         },
-        "results": results,
-    }
+        results=results,
+    )
