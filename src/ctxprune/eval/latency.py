@@ -77,6 +77,12 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
+def dense_reference(candidates: list[Candidate]) -> str | None:
+    """The candidate `reduction_vs_dense` is measured against: the first of kind dense, wherever it stands.
+    None without one; then no reduction is recorded rather than one against some gate set."""
+    return next((c.name for c in candidates if c.kind == "dense"), None)
+
+
 def bench_latency(
     candidates: list[Candidate],
     data: Path,
@@ -124,8 +130,8 @@ def bench_latency(
         if batch == 1:
             times = {name: [t / len(rows) for t in ts] for name, ts in times.items()}
         tokens = {name: sum(len(row) for o in outs for row in o.tokens) for name, outs in outputs.items()}
-        names = list(stacks)
-        dense_median = statistics.median(times[names[0]])
+        reference = dense_reference(candidates)
+        dense_median = statistics.median(times[reference]) if reference is not None else None
         for c in candidates:
             t = times[c.name]
             p25, p75 = _quartiles(t)
@@ -145,7 +151,7 @@ def bench_latency(
                     repeats=repeats,
                     tokens=tokens[c.name],
                     tokens_per_s=tokens[c.name] / (per_call / 1000),
-                    reduction_vs_dense=1 - median / dense_median,
+                    reduction_vs_dense=None if dense_median is None else 1 - median / dense_median,
                 )
             )
     cuda = device.startswith("cuda")
@@ -155,7 +161,7 @@ def bench_latency(
         threads=torch.get_num_threads(),
         dtype="int8 (dynamic)" if int8 else str(dtype).removeprefix("torch."),
         split=split,
-        reference=candidates[0].name,
+        reference=dense_reference(candidates),
         versions={
             "python": platform.python_version(),
             "torch": torch.__version__,
