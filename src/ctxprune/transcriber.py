@@ -75,6 +75,12 @@ class Transcriber:
     def special(self):
         return self.stack.loaded.tokens
 
+    def check_request(self, task: str, language: str) -> None:
+        """Refuse an unknown task or language (`auto`: detect it) with a one-line error."""
+        self.special.check_task(task)
+        if language != "auto":
+            self.special.check_language(language)
+
     def transcribe(
         self,
         paths: Sequence[str | Path],
@@ -84,9 +90,7 @@ class Transcriber:
         on_progress: Callable[[int], None] | None = None,
     ) -> list[Transcription]:
         """Transcribe (or translate to English) each file. `on_progress(n)` is called per decoded chunk."""
-        self.special.check_task(task)
-        if language != "auto":
-            self.special.check_language(language)
+        self.check_request(task, language)
         if batch_size < 1:
             raise CtxpruneError("--batch-size must be at least 1")
         results = [Transcription(path=str(p), task=task) for p in paths]

@@ -23,9 +23,10 @@ def test_random_baselines_measure_what_ran(tiny_model_dir, tiny_corpus):
     ]
     spec = StackSpec(str(tiny_model_dir))
     options = DecodeOptions(max_new_tokens=4)
-    record = evaluate_candidates(
+    result = evaluate_candidates(
         candidates, tiny_corpus, spec, "test", limit=2, batch_size=4, options=options
     )
+    record = result.to_json()  # the JSON `ctxprune eval` writes
     dense, none_off, all_off = record["models"]
     for key, d in dense["groups"].items():
         assert none_off["groups"][key]["gflops_decoder"] == pytest.approx(d["gflops_decoder"])
@@ -35,7 +36,7 @@ def test_random_baselines_measure_what_ran(tiny_model_dir, tiny_corpus):
         assert all_off["groups"][key]["gflops_encoder"] == pytest.approx(d["gflops_encoder"])
         assert all_off["groups"][key]["achieved_sparsity"] == 1.0 and d["achieved_sparsity"] == 0.0
         assert all(v == 0.0 for k, v in all_off["groups"][key]["keep_rate"].items() if k.startswith("dec."))
-    assert [r["name"] for r in summarize(record)] == [
+    assert [r["name"] for r in summarize(result)] == [
         "dense",
         "random-decoder-0-seed0",
         "random-decoder-1-seed0",
@@ -51,7 +52,9 @@ def test_a_directory_without_a_card_is_not_a_gate_set(tmp_path):
 def test_bench_interleaves_variants_and_reports_medians(tiny_model_dir, tiny_corpus):
     candidates = [Candidate("dense", "dense"), Candidate("dense-again", "dense")]
     spec = StackSpec(str(tiny_model_dir))
-    record = bench_latency(candidates, tiny_corpus, spec, "test", (1, 3), batch1_rows=2, repeats=3, warmup=1)
+    record = bench_latency(
+        candidates, tiny_corpus, spec, "test", (1, 3), batch1_rows=2, repeats=3, warmup=1
+    ).to_json()  # the JSON `ctxprune bench` writes
     assert record["kind"] == "bench" and record["threads"] >= 1 and "torch" in record["versions"]
     assert [(r["name"], r["batch"]) for r in record["results"]] == [
         ("dense", 1),
@@ -79,7 +82,7 @@ def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(re
         "test",
         limit=1,
         options=DecodeOptions(max_new_tokens=24),
-    )
+    ).to_json()
     dense, pruned = record["models"]
     for key, d in dense["groups"].items():
         p = pruned["groups"][key]
@@ -99,4 +102,4 @@ def test_bench_int8_loads_quantized_models(tiny_model_dir, tiny_corpus, monkeypa
         [Candidate("dense", "dense")], tiny_corpus, StackSpec(str(tiny_model_dir), int8=True), "test", (1,),
         batch1_rows=1, repeats=1, warmup=0, options=DecodeOptions(max_new_tokens=2),
     )  # fmt: skip
-    assert asked == [True] and record["dtype"] == "int8 (dynamic)"
+    assert asked == [True] and record.dtype == "int8 (dynamic)"

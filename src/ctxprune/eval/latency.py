@@ -22,6 +22,7 @@ from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.errors import CtxpruneError
+from ctxprune.eval.records import BenchRecord, BenchResult
 from ctxprune.eval.suite import Candidate, device_name
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 from ctxprune.stack import Stack, StackSpec, load_stack
@@ -77,6 +78,12 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
+def dense_reference(candidates: list[Candidate]) -> str | None:
+    """The candidate `reduction_vs_dense` is measured against: the first of kind dense, wherever it stands.
+    None without one; then no reduction is recorded rather than one against some gate set."""
+    return next((c.name for c in candidates if c.kind == "dense"), None)
+
+
 def bench_latency(
     candidates: list[Candidate],
     data: Path,
@@ -88,9 +95,9 @@ def bench_latency(
     warmup: int = 2,
     options: DecodeOptions = GREEDY,
     on_step: Callable[[], None] | None = None,
-) -> dict:
-    """Each candidate's decoding time on the same inputs (`spec` without its gates: each candidate
-    brings its own), interleaved; see the module docstring."""
+) -> BenchRecord:
+    """Time every candidate on the same inputs at each batch size (`spec` without its gates: each
+    candidate brings its own), interleaved; returns the record (`kind: bench`)."""
     if repeats < 1:
         raise CtxpruneError("--repeats must be at least 1")
     examples = read_manifest(data, split)
@@ -120,44 +127,43 @@ def bench_latency(
         if batch == 1:
             times = {name: [t / len(rows) for t in ts] for name, ts in times.items()}
         tokens = {name: sum(len(row) for o in outs for row in o.tokens) for name, outs in outputs.items()}
-        names = list(stacks)
-        dense_median = statistics.median(times[names[0]])
+        reference = dense_reference(candidates)
+        dense_median = statistics.median(times[reference]) if reference is not None else None
         for c in candidates:
             t = times[c.name]
             p25, p75 = _quartiles(t)
             median = statistics.median(t)
             per_call = median if batch > 1 else median * len(rows)
             results.append(
-                {
-                    "name": c.name,
-                    "kind": c.kind,
-                    "batch": batch,
-                    "rows": len(rows),
-                    "median_ms": median,
-                    "p25_ms": p25,
-                    "p75_ms": p75,
-                    "min_ms": min(t),
-                    "max_ms": max(t),
-                    "repeats": repeats,
-                    "tokens": tokens[c.name],
-                    "tokens_per_s": tokens[c.name] / (per_call / 1000),
-                    "reduction_vs_dense": 1 - median / dense_median,
-                }
+                BenchResult(
+                    name=c.name,
+                    kind=c.kind,
+                    batch=batch,
+                    rows=len(rows),
+                    median_ms=median,
+                    p25_ms=p25,
+                    p75_ms=p75,
+                    min_ms=min(t),
+                    max_ms=max(t),
+                    repeats=repeats,
+                    tokens=tokens[c.name],
+                    tokens_per_s=tokens[c.name] / (per_call / 1000),
+                    reduction_vs_dense=None if dense_median is None else 1 - median / dense_median,
+                )
             )
     cuda = device.startswith("cuda")
-    return {
-        "kind": "bench",
-        "device": "cuda" if cuda else "cpu",
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(),
-        "dtype": "int8 (dynamic)" if spec.int8 else str(dtype).removeprefix("torch."),
-        "split": split,
-        "reference": candidates[0].name,
-        "versions": {
+    return BenchRecord(
+        device="cuda" if cuda else "cpu",
+        device_name=device_name(device),
+        threads=torch.get_num_threads(),
+        dtype="int8 (dynamic)" if spec.int8 else str(dtype).removeprefix("torch."),
+        split=split,
+        reference=dense_reference(candidates),
+        versions={
             "python": platform.python_version(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "machine": platform.platform(),
         },
-        "results": results,
-    }
+        results=results,
+    )

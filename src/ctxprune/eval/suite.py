@@ -19,6 +19,7 @@ import torch
 from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.quality import evaluate, limit_per_group
+from ctxprune.eval.records import CandidateResult, EvalRecord, GroupResult
 from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.sparsity import gate_weights
@@ -58,6 +59,19 @@ class Candidate:
     def random(cls, rate: float, where: str, seed: int) -> Candidate:
         return cls(f"random-{where}-{rate:g}-seed{seed}", "random", None, where, "flops", rate, seed)
 
+    def result(self, groups: dict[str, GroupResult]) -> CandidateResult:
+        """This candidate's entry in an eval record, with its results per (task, language)."""
+        return CandidateResult(
+            name=self.name,
+            kind=self.kind,
+            gates=str(self.gates) if self.gates else None,
+            where=self.where,
+            sparsity_by=self.sparsity_by,
+            target_sparsity=self.target_sparsity,
+            seed=self.seed,
+            groups=groups,
+        )
+
 
 def device_name(device: str) -> str:
     """What the numbers were measured on: the GPU's name, else the CPU's."""
@@ -90,9 +104,9 @@ def evaluate_candidates(
     options: DecodeOptions = GREEDY,
     on_progress: Callable[[int], None] | None = None,
     on_candidate: Callable[[str], None] | None = None,
-) -> dict:
+) -> EvalRecord:
     """Evaluate each candidate on the same rows (`spec` without its gates: each candidate brings its
-    own); returns the `kind: eval` record the report reads. FLOPs are counted on what ran, except
+    own); returns the record (`kind: eval`) the report reads. FLOPs are counted on what ran, except
     with int8 (FlopCounterMode does not count quantized Linear layers)."""
     examples = limit_per_group(read_manifest(data, split), limit)
     if not examples:
@@ -118,44 +132,44 @@ def evaluate_candidates(
             r["achieved_sparsity"] = (
                 stack_sparsity(r["keep_rate"], stack.space, c.where, c.sparsity_by) if c.where else 0.0
             )
-        models.append({**c.__dict__, "gates": str(c.gates) if c.gates else None, "groups": groups})
-    return {
-        "kind": "eval",
-        "split": split,
-        "data": str(data),
-        "rows": len(examples),
-        "adapter": str(spec.adapter) if spec.adapter else None,
-        "device": device_name(spec.device),
-        "threads": torch.get_num_threads(),
-        "dtype": "int8 (dynamic)" if spec.int8 else str(spec.dtype).removeprefix("torch."),
-        "torch": torch.__version__,
-        "normalizer": "Whisper's English / basic text normalizer (eval/normalize.py), then jiwer",
-        "bleu_signature": next(
-            (r["bleu_signature"] for m in models for r in m["groups"].values() if "bleu_signature" in r), None
+        models.append(c.result({key: GroupResult.from_json(r) for key, r in groups.items()}))
+    return EvalRecord(
+        split=split,
+        data=str(data),
+        rows=len(examples),
+        adapter=str(spec.adapter) if spec.adapter else None,
+        device=device_name(spec.device),
+        threads=torch.get_num_threads(),
+        dtype="int8 (dynamic)" if spec.int8 else str(spec.dtype).removeprefix("torch."),
+        torch=torch.__version__,
+        normalizer="Whisper's English / basic text normalizer (eval/normalize.py), then jiwer",
+        bleu_signature=next(
+            (r.bleu_signature for m in models for r in m.groups.values() if r.bleu_signature is not None),
+            None,
         ),
-        "models": models,
-    }
+        models=models,
+    )
 
 
-def summarize(record: dict) -> list[dict]:
+def summarize(record: EvalRecord) -> list[dict]:
     """One row per candidate: mean WER (transcribe), BLEU (translate), GFLOPs and sparsity over groups."""
 
-    def mean(values: list[float]) -> float | None:
-        return sum(values) / len(values) if values else None
+    def mean(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / len(known) if known else None
 
     rows = []
-    for m in record["models"]:
-        groups = m["groups"].values()
+    for m in record.models:
+        groups = m.groups.values()
+        counted = [g for g in groups if g.gflops_encoder is not None and g.gflops_decoder is not None]
         rows.append(
             {
-                "name": m["name"],
-                "wer": mean([g["wer"] for g in groups if "wer" in g]),
-                "bleu": mean([g["bleu"] for g in groups if "bleu" in g]),
-                "gflops": mean(
-                    [g["gflops_encoder"] + g["gflops_decoder"] for g in groups if "gflops_encoder" in g]
-                ),
-                "gflops_decoder": mean([g["gflops_decoder"] for g in groups if "gflops_decoder" in g]),
-                "sparsity": mean([g["achieved_sparsity"] for g in groups]),
+                "name": m.name,
+                "wer": mean([g.wer for g in groups]),
+                "bleu": mean([g.bleu for g in groups]),
+                "gflops": mean([g.gflops_encoder + g.gflops_decoder for g in counted]),
+                "gflops_decoder": mean([g.gflops_decoder for g in groups]),
+                "sparsity": mean([g.achieved_sparsity for g in groups]),
             }
         )
     return rows

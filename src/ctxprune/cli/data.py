@@ -1,0 +1,96 @@
+"""`ctxprune data`: build, describe and check the synthesized corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ctxprune.cli.common import console, user_errors
+
+app = typer.Typer(help="The synthesized multilingual, multitask speech corpus.", no_args_is_help=True)
+
+
+@app.command("build")
+def data_build(
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    languages: Annotated[str, typer.Option(help="Comma-separated language codes.")] = "en,de,fr,es,it",
+    preset: Annotated[str, typer.Option(help="small (seconds, for tests) | full (20 h train).")] = "small",
+    hours: Annotated[
+        float | None, typer.Option(help="Train hours over all languages (default: preset's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    workers: Annotated[int, typer.Option(help="Parallel synthesis processes.")] = 2,
+    resume: Annotated[
+        bool, typer.Option(help="Reuse audio in a directory built with another config.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Delete the directory's contents and start over.")] = False,
+    plan_only: Annotated[
+        bool, typer.Option(help="Only write the plan (texts and settings), no audio.")
+    ] = False,
+) -> None:
+    """Build the corpus: plan texts, synthesize with espeak-ng, write split manifests. Resumable."""
+    with user_errors():
+        from ctxprune.data.corpus import BuildConfig, build
+        from ctxprune.progress import progress_bar
+
+        config = BuildConfig(tuple(x.strip() for x in languages.split(",") if x.strip()), preset, hours, seed)
+        with progress_bar() as bar:
+            task = bar.add_task("planning", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, description="synthesizing", completed=done, total=total)
+
+            record = build(out, config, workers, resume, force, plan_only, on_progress=progress)
+        if plan_only:
+            console.print(
+                f"plan written: {out / 'plan.jsonl'}; run the same command without --plan-only to synthesize"
+            )
+            return
+        synth = record["synthesis_runs"][-1]
+        speed = f", {synth['realtime_per_core']}x real time per core" if synth["realtime_per_core"] else ""
+        console.print(
+            f"synthesized {synth['utterances']} utterances ({synth['audio_seconds']} s of audio) "
+            f"in {synth['wall_seconds']} s with {synth['workers']} workers{speed}"
+        )
+        _print_stats(out)
+
+
+def _print_stats(corpus: Path) -> None:
+    from rich.table import Table
+
+    from ctxprune.data.manifest import stats
+
+    table = Table(title=f"corpus {corpus}")
+    for col in ("split", "language", "task", "utterances", "hours"):
+        table.add_column(col, justify="right" if col in ("utterances", "hours") else "left")
+    rows = stats(corpus)
+    for r in rows:
+        table.add_row(r["split"], r["language"], r["task"], str(r["utterances"]), f"{r['hours']:.3f}")
+    console.print(table)
+
+
+@app.command("stats")
+def data_stats(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]) -> None:
+    """Hours and counts per split, language and task."""
+    with user_errors():
+        _print_stats(corpus)
+
+
+@app.command("check")
+def data_check(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]) -> None:
+    """Verify that every file exists, decodes, and matches its manifest duration."""
+    with user_errors():
+        from ctxprune.data.manifest import check
+        from ctxprune.progress import progress_bar
+
+        with progress_bar() as bar:
+            task = bar.add_task("checking", total=None)
+            problems = check(corpus, on_progress=lambda: bar.advance(task))
+        for p in problems[:50]:
+            typer.echo(f"problem: {p}", err=True)
+        if problems:
+            typer.echo(f"{len(problems)} problems in {corpus}", err=True)
+            raise typer.Exit(1)
+        console.print(f"{corpus}: every file exists, decodes and matches its duration")

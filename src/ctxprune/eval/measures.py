@@ -1,0 +1,96 @@
+"""The numbers the report shows and judges, derived from eval and bench records.
+
+Means skip what was not measured (NaN) instead of failing, so a report over old or partial files still
+renders; a cell or verdict with nothing behind it reads "—" or "not measured".
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from ctxprune.eval.records import BenchResult, CandidateResult
+
+PRIMARY = {"transcribe": "wer", "translate": "bleu"}
+SECONDARY = {"transcribe": "cer", "translate": "chrf"}
+NA = "—"
+
+Config = tuple[str | None, str | None, str | None, float | None]  # kind, where, sparsity_by, target
+
+
+def num(x: Any) -> float:
+    """A number as float; NaN for anything else (None, strings, booleans)."""
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else math.nan
+
+
+def mean(values: list[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return NA if x is None or math.isnan(x) else format(x, spec)
+
+
+def task_means(model: CandidateResult, task: str) -> dict[str, float]:
+    """Mean over languages of quality, executed GFLOPs and achieved sparsity."""
+    groups = list(model.task_groups(task).values())
+
+    def mean_of(metric: str) -> float:
+        return mean([num(g.metric(metric)) for g in groups])
+
+    enc = [num(g.gflops_encoder) for g in groups]
+    dec = [num(g.gflops_decoder) for g in groups]
+    sparsity = [g.achieved_sparsity if g.achieved_sparsity is not None else g.sparsity_flops for g in groups]
+    return {
+        "wer": mean_of("wer"),
+        "cer": mean_of("cer"),
+        "bleu": mean_of("bleu"),
+        "chrf": mean_of("chrf"),
+        "gflops_decoder": mean(dec),
+        "gflops_total": mean([e + d for e, d in zip(enc, dec, strict=True)]),
+        "sparsity": mean([num(s) for s in sparsity]),
+    }
+
+
+def per_language_delta(
+    model: CandidateResult, base: CandidateResult, task: str
+) -> dict[str, tuple[float, float]]:
+    """{language: (base quality, model quality)} on the task's primary metric."""
+    metric = PRIMARY[task]
+    mg, bg = model.task_groups(task), base.task_groups(task)
+    pairs = {lang: (num(bg[lang].metric(metric)), num(mg[lang].metric(metric))) for lang in mg if lang in bg}
+    return {lang: p for lang, p in pairs.items() if not any(math.isnan(v) for v in p)}
+
+
+def paper_models(models: list[CandidateResult]) -> list[CandidateResult]:
+    """The configuration the paper reports: context-aware, decoder only, 50% of decoder FLOPs."""
+    return [
+        m
+        for m in models
+        if m.kind == "context"
+        and m.where == "decoder"
+        and m.sparsity_by == "flops"
+        and m.target_sparsity == 0.5
+    ]
+
+
+def by_config(models: list[CandidateResult]) -> dict[Config, list[CandidateResult]]:
+    """Models that differ only by seed, together: (kind, where, sparsity_by, target) -> models."""
+    out: dict[Config, list[CandidateResult]] = defaultdict(list)
+    for m in models:
+        out[(m.kind, m.where, m.sparsity_by, m.target_sparsity)].append(m)
+    return out
+
+
+def seed_mean(models: list[CandidateResult], task: str, key: str) -> float:
+    return mean([task_means(m, task)[key] for m in models])
+
+
+def reduction(rows: list[BenchResult], row: BenchResult) -> float:
+    """Latency reduction vs dense at the same batch, from the medians; the file's own field as fallback."""
+    dense = next((r for r in rows if r.name == "dense" and r.batch == row.batch), None)
+    if dense and num(dense.median_ms) > 0:
+        return 1 - num(row.median_ms) / num(dense.median_ms)
+    return num(row.reduction_vs_dense)

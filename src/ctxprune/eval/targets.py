@@ -1,0 +1,167 @@
+"""The issue's success criteria, judged on eval and bench records: MET, NOT MET, or not measured (None),
+each with the numbers behind the verdict."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ctxprune.eval.measures import (
+    PRIMARY,
+    TASKS,
+    by_config,
+    num,
+    paper_models,
+    per_language_delta,
+    reduction,
+    seed_mean,
+)
+from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord
+
+EPS = 1e-9  # so that 0.18 - 0.17 counts as a rise of exactly 0.01
+
+
+def judge_targets(
+    splits: dict[str, EvalRecord], main: str, benches: list[tuple[Path, BenchRecord]]
+) -> list[dict]:
+    """[{"name", "met", "detail"}, ...] for every target, judged on split `main` (and the unseen one)."""
+    models = splits[main].models
+    dense, chosen = splits[main].dense(), next(iter(paper_models(models)), None)
+    unseen = next((s for s in splits if "unseen" in s), None)
+    return [
+        _target_quality("wer_rise_at_50_decoder", "transcribe", main, dense, chosen),
+        _target_quality("bleu_drop_at_50_decoder", "translate", main, dense, chosen),
+        _target_latency(chosen, benches),
+        _target_baselines(main, models),
+        _target_unseen(splits, main, unseen, dense, chosen),
+    ]
+
+
+def _target(name: str, met: bool | None, detail: str) -> dict:
+    return {"name": name, "met": met, "detail": detail}
+
+
+def _missing(split: str) -> str:
+    return f"not measured: split {split!r} lacks a dense model or a context/decoder/flops/0.5 model"
+
+
+def _target_quality(
+    name: str, task: str, split: str, dense: CandidateResult | None, model: CandidateResult | None
+) -> dict:
+    """WER may rise by 0.01 (one WER point, WER being a fraction) and BLEU may drop by 1.0, per language."""
+    if dense is None or model is None:
+        return _target(name, None, _missing(split))
+    pairs = per_language_delta(model, dense, task)
+    if not pairs:
+        return _target(name, None, f"not measured: no {task} groups shared by dense and {model.name}")
+    if task == "transcribe":
+        losses = {lang: m - d for lang, (d, m) in pairs.items()}
+        limit, what = 0.01, "WER rise"
+        note = "limit +0.010 per language (WER is a fraction here: 1.0 absolute WER point = 0.01)"
+        show = ", ".join(f"{lang} {d:.3f}→{m:.3f} ({m - d:+.3f})" for lang, (d, m) in sorted(pairs.items()))
+    else:
+        losses = {lang: d - m for lang, (d, m) in pairs.items()}
+        limit, what = 1.0, "BLEU drop"
+        note = "limit 1.0 BLEU per language"
+        show = ", ".join(f"{lang} {d:.1f}→{m:.1f} ({m - d:+.1f})" for lang, (d, m) in sorted(pairs.items()))
+    worst, loss = max(losses.items(), key=lambda kv: kv[1])
+    detail = (
+        f"{model.name} vs dense on split {split!r}: worst language {worst}, {what} {loss:.3f}; {note}. "
+        f"Per language: {show}"
+    )
+    return _target(name, loss <= limit + EPS, detail)
+
+
+def _target_latency(model: CandidateResult | None, benches: list[tuple[Path, BenchRecord]]) -> dict:
+    """GPU decoding at batch 1 at least 35% faster than dense."""
+    name = "gpu_latency_batch1"
+    if model is None:
+        return _target(
+            name, None, "not measured: no context/decoder/flops/0.5 model to look up in bench files"
+        )
+    for path, bench in benches:
+        if bench.device != "cuda":
+            continue
+        rows = bench.results
+        row = next((r for r in rows if r.name == model.name and r.batch == 1), None)
+        dense = next((r for r in rows if r.name == "dense" and r.batch == 1), None)
+        if row and dense:
+            red = reduction(rows, row)
+            detail = (
+                f"{model.name} {num(row.median_ms):.1f} ms vs dense {num(dense.median_ms):.1f} ms "
+                f"median at batch 1 on {bench.device_name or 'cuda'} ({path.name}): "
+                f"{red:.1%} faster; need at least 35.0%"
+            )
+            return _target(name, red >= 0.35 - EPS, detail)
+    return _target(name, None, f"not measured: no cuda bench file with {model.name!r} and dense at batch 1")
+
+
+def _target_baselines(split: str, models: list[CandidateResult]) -> dict:
+    """Context-aware gating beats static and random gating of the same target on mean quality."""
+    name = "context_beats_static_random"
+    configs = by_config(models)
+    lines, wins = [], []
+    for (kind, where, by, target), ctx in configs.items():
+        if kind != "context":
+            continue
+        for other in ("static", "random"):
+            rivals = [
+                ms
+                for (k, w, b, t), ms in configs.items()
+                if k == other and w == where and t == target and b in (by, None)
+            ]
+            if not rivals:
+                continue
+            for task in TASKS:
+                metric = PRIMARY[task]
+                cq, oq = seed_mean(ctx, task, metric), seed_mean(rivals[0], task, metric)
+                if math.isnan(cq) or math.isnan(oq):
+                    continue
+                win = cq < oq if task == "transcribe" else cq > oq
+                wins.append(win)
+                spec = ".3f" if task == "transcribe" else ".1f"
+                cg, og = seed_mean(ctx, task, "gflops_total"), seed_mean(rivals[0], task, "gflops_total")
+                lines.append(
+                    f"{where}/{by}/{target} {task}: context {metric.upper()} {cq:{spec}} "
+                    f"({cg:.2f} GFLOPs) vs {other} {oq:{spec}} ({og:.2f} GFLOPs, {len(rivals[0])} seed(s)): "
+                    f"{'context wins' if win else 'context loses'}"
+                )
+    if not wins:
+        return _target(
+            name, None, f"not measured: split {split!r} has no context model with a static/random twin"
+        )
+    note = "executed compute is close but not exactly equal, so both models' mean GFLOPs are shown"
+    return _target(name, all(wins), f"split {split!r}; {note}. " + "; ".join(lines))
+
+
+def _target_unseen(
+    splits: dict[str, EvalRecord],
+    main: str,
+    unseen: str | None,
+    dense: CandidateResult | None,
+    model: CandidateResult | None,
+) -> dict:
+    """The WER cost of pruning on unseen voices is at most 0.005 above its cost on the test split."""
+    name = "unseen_wer_gap"
+    if unseen is None:
+        return _target(name, None, "not measured: no eval file for an unseen split")
+    if dense is None or model is None:
+        return _target(name, None, _missing(main))
+    udense = splits[unseen].dense()
+    umodel = splits[unseen].candidate(model.name) or next(iter(paper_models(splits[unseen].models)), None)
+    if udense is None or umodel is None:
+        return _target(name, None, _missing(unseen))
+    test = {lang: m - d for lang, (d, m) in per_language_delta(model, dense, "transcribe").items()}
+    new = {lang: m - d for lang, (d, m) in per_language_delta(umodel, udense, "transcribe").items()}
+    gaps = {lang: new[lang] - test[lang] for lang in new if lang in test}
+    if not gaps:
+        return _target(name, None, f"not measured: no transcribe language shared by {main!r} and {unseen!r}")
+    worst, gap = max(gaps.items(), key=lambda kv: kv[1])
+    show = ", ".join(
+        f"{lang} {new[lang]:+.3f} vs {test[lang]:+.3f} ({g:+.3f})" for lang, g in sorted(gaps.items())
+    )
+    detail = (
+        f"{umodel.name}: WER rise vs dense on {unseen!r} minus on {main!r}, worst language {worst} "
+        f"{gap:+.3f}; limit +0.005 (0.5 WER points). Per language: {show}"
+    )
+    return _target(name, gap <= 0.005 + EPS, detail)

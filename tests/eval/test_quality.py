@@ -1,0 +1,103 @@
+"""eval/quality.py: which rows are evaluated, how they are batched, and what `evaluate` reports per
+(task, language), on the tiny random Whisper and the tiny German corpus."""
+
+from collections import Counter
+
+import pytest
+from ctxprune.models.whisper_stack import load_stack
+
+from ctxprune.data.manifest import Example, read_manifest
+from ctxprune.eval.quality import evaluate, group_batches, limit_per_group
+from ctxprune.gating.random_gates import RandomGates
+
+
+def example(task: str, language: str, i: int) -> Example:
+    return Example(f"{task}-{language}-{i}", f"{i}.flac", 1.0, language, task, "t", "e", "m1", i)
+
+
+ROWS = [
+    example("transcribe", "de", 0),
+    example("translate", "fr", 0),
+    example("transcribe", "de", 1),
+    example("transcribe", "de", 2),
+    example("translate", "fr", 1),
+    example("transcribe", "en", 0),
+]
+
+
+def test_limit_per_group_keeps_the_first_rows_of_each_group_in_manifest_order():
+    assert [e.id for e in limit_per_group(ROWS, 1)] == [
+        "transcribe-de-0",
+        "translate-fr-0",
+        "transcribe-en-0",
+    ]
+    assert [e.id for e in limit_per_group(ROWS, 2)] == [e.id for e in ROWS if e.id != "transcribe-de-2"]
+    assert limit_per_group(ROWS, None) == ROWS
+    assert limit_per_group(ROWS, 0) == []
+
+
+def test_group_batches_hold_one_task_and_language_each():
+    batches = group_batches(ROWS, 2)
+    assert [[e.id for e in b] for b in batches] == [
+        ["transcribe-de-0", "transcribe-de-1"],
+        ["transcribe-de-2"],
+        ["transcribe-en-0"],
+        ["translate-fr-0", "translate-fr-1"],
+    ]
+    for batch in group_batches(ROWS, 16):
+        assert len({(e.task, e.language) for e in batch}) == 1
+    assert sorted(e.id for b in group_batches(ROWS, 3) for e in b) == sorted(e.id for e in ROWS)
+
+
+@pytest.fixture(scope="module")
+def tiny_stack(tiny_model_dir):
+    return load_stack(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_corpus):
+    return limit_per_group(read_manifest(tiny_corpus, "test"), 2)
+
+
+def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus, rows):
+    pruned = tiny_stack.pruned
+    pruned.random = RandomGates(pruned.space, 0.5, "dec.", seed=0)  # some decoder branches skipped
+    progress = []
+    try:
+        out = evaluate(
+            pruned,
+            tiny_stack.loaded.tokenizer,
+            tiny_corpus,
+            rows,
+            batch_size=4,
+            on_progress=progress.append,
+            max_new_tokens=3,
+            count_flops=True,
+        )
+    finally:
+        pruned.random = None
+    counts = Counter(f"{e.task}/{e.language}" for e in rows)
+    assert set(out) == {"transcribe/de", "translate/de"} == set(counts)
+    assert sum(progress) == len(rows)
+    for key, group in out.items():
+        assert group["n"] == counts[key]
+        if key.startswith("transcribe/"):
+            assert {"wer", "cer"} <= set(group) and "bleu" not in group
+        else:
+            assert {"bleu", "chrf", "bleu_signature"} <= set(group) and "wer" not in group
+        keep = group["keep_rate"]
+        assert list(keep) == list(pruned.space.names)
+        assert all(0.0 <= v <= 1.0 for v in keep.values())
+        assert all(v == 1.0 for name, v in keep.items() if name.startswith("enc."))
+        assert any(v < 1.0 for name, v in keep.items() if name.startswith("dec."))
+        # by count every gate weighs the same: the skipped share is one minus the mean keep rate
+        assert group["sparsity_count"] == pytest.approx(1 - sum(keep.values()) / len(keep))
+        assert 0.0 < group["sparsity_flops"] < 1.0
+        assert group["gflops_encoder"] > 0 and group["gflops_decoder"] > 0
+
+
+def test_evaluate_without_counting_flops_reports_no_gflops(tiny_stack, tiny_corpus, rows):
+    out = evaluate(tiny_stack.pruned, tiny_stack.loaded.tokenizer, tiny_corpus, rows[:2], max_new_tokens=2)
+    for group in out.values():
+        assert "gflops_encoder" not in group and "gflops_decoder" not in group
+        assert group["sparsity_count"] == 0.0 and set(group["keep_rate"].values()) == {1.0}
