@@ -104,3 +104,17 @@ def test_static_masks_are_one_mask_for_every_request():
     assert isinstance(policy, StaticMasks)
     masks, _ = _run(policy, _ctx(batch=3))
     assert (masks.values == masks.values[0]).all() and 0 < masks.values.float().mean() < 1
+
+
+def test_a_policy_trains_after_deciding_in_inference_mode():
+    """Regression: index tensors cached during an inference-mode pass (calibration) broke the next
+    training step ('Inference tensors cannot be saved for backward')."""
+    p = _predictor(late_prefix="dec.", force_keep=["enc.0.attn"], force_skip=["dec.0.ffn"])
+    p.config.logit_shift = [0.5] * len(SPACE)
+    policy = policy_for(p)
+    with torch.inference_mode():
+        _run(policy, _ctx())
+    training = policy.in_mode(StraightThrough(tau=1.0, generator=torch.Generator().manual_seed(0)))
+    masks, _ = _run(training, _ctx())
+    masks.keep_prob.sum().backward()
+    assert p.late_bias.grad.abs().sum() > 0

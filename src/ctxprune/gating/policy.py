@@ -92,10 +92,11 @@ class MaskPolicy:
         if not self.force_keep and not self.force_skip:
             return gates
         if gates.device not in self._forced_index:
-            self._forced_index[gates.device] = (
-                torch.tensor(self.force_keep, dtype=torch.long, device=gates.device),
-                torch.tensor(self.force_skip, dtype=torch.long, device=gates.device),
-            )
+            with torch.inference_mode(False):  # normal tensors: training may reuse what inference cached
+                self._forced_index[gates.device] = (
+                    torch.tensor(self.force_keep, dtype=torch.long, device=gates.device),
+                    torch.tensor(self.force_skip, dtype=torch.long, device=gates.device),
+                )
         keep, skip = self._forced_index[gates.device]
         return gates.index_fill(1, keep, 1).index_fill(1, skip, 0)
 

@@ -179,7 +179,8 @@ class GatePredictor(nn.Module):
         """`config.logit_shift` on the device, copied once per value (it changes only in calibration)."""
         key = (tuple(self.config.logit_shift), device)
         if self._shift_cache is None or self._shift_cache[0] != key:
-            self._shift_cache = (key, torch.tensor(self.config.logit_shift, device=device))
+            with torch.inference_mode(False):  # a normal tensor, as for the tag ids
+                self._shift_cache = (key, torch.tensor(self.config.logit_shift, device=device))
         return self._shift_cache[1]
 
     def forward(self, ctx: GateContext) -> Tensor:
