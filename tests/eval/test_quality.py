@@ -4,11 +4,13 @@
 from collections import Counter
 
 import pytest
-from ctxprune.models.whisper_stack import load_stack
 
 from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.eval.quality import evaluate, group_batches, limit_per_group
+from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.stack import StackSpec, load_stack
 
 
 def example(task: str, language: str, i: int) -> Example:
@@ -51,7 +53,7 @@ def test_group_batches_hold_one_task_and_language_each():
 
 @pytest.fixture(scope="module")
 def tiny_stack(tiny_model_dir):
-    return load_stack(str(tiny_model_dir))
+    return load_stack(StackSpec(str(tiny_model_dir)))
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +62,18 @@ def rows(tiny_corpus):
 
 
 def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus, rows):
-    pruned = tiny_stack.pruned
-    pruned.random = RandomGates(pruned.space, 0.5, "dec.", seed=0)  # some decoder branches skipped
+    random = RandomMasks(RandomGates(tiny_stack.space, 0.5, "dec.", seed=0))  # some decoder branches skipped
+    pipeline = tiny_stack.with_policy(random).pipeline
     progress = []
-    try:
-        out = evaluate(
-            pruned,
-            tiny_stack.loaded.tokenizer,
-            tiny_corpus,
-            rows,
-            batch_size=4,
-            on_progress=progress.append,
-            max_new_tokens=3,
-            count_flops=True,
-        )
-    finally:
-        pruned.random = None
+    out = evaluate(
+        pipeline,
+        tiny_stack.loaded.tokenizer,
+        tiny_corpus,
+        rows,
+        batch_size=4,
+        on_progress=progress.append,
+        options=DecodeOptions(max_new_tokens=3, count_flops=True),
+    )
     counts = Counter(f"{e.task}/{e.language}" for e in rows)
     assert set(out) == {"transcribe/de", "translate/de"} == set(counts)
     assert sum(progress) == len(rows)
@@ -86,7 +84,7 @@ def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus,
         else:
             assert {"bleu", "chrf", "bleu_signature"} <= set(group) and "wer" not in group
         keep = group["keep_rate"]
-        assert list(keep) == list(pruned.space.names)
+        assert list(keep) == list(pipeline.space.names)
         assert all(0.0 <= v <= 1.0 for v in keep.values())
         assert all(v == 1.0 for name, v in keep.items() if name.startswith("enc."))
         assert any(v < 1.0 for name, v in keep.items() if name.startswith("dec."))
@@ -97,7 +95,8 @@ def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus,
 
 
 def test_evaluate_without_counting_flops_reports_no_gflops(tiny_stack, tiny_corpus, rows):
-    out = evaluate(tiny_stack.pruned, tiny_stack.loaded.tokenizer, tiny_corpus, rows[:2], max_new_tokens=2)
+    options = DecodeOptions(max_new_tokens=2)
+    out = evaluate(tiny_stack.pipeline, tiny_stack.loaded.tokenizer, tiny_corpus, rows[:2], options=options)
     for group in out.values():
         assert "gflops_encoder" not in group and "gflops_decoder" not in group
         assert group["sparsity_count"] == 0.0 and set(group["keep_rate"].values()) == {1.0}

@@ -15,8 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ctxprune.eval.measures import PRIMARY, TASKS, by_config, fmt, mean, num, reduction, task_means  # noqa: E402
+from ctxprune.eval.measures import PRIMARY, by_config, fmt, mean, num, reduction, task_means  # noqa: E402
 from ctxprune.eval.records import BenchResult, CandidateResult  # noqa: E402
+from ctxprune.models.whisper_tokens import TASKS  # noqa: E402
 
 MARKERS = {"dense": "*", "context": "o", "static": "s", "random": "x"}
 COLOURS = {None: "black", "decoder": "tab:blue", "both": "tab:orange"}

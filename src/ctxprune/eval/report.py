@@ -18,7 +18,6 @@ from ctxprune.eval.measures import (
     NA,
     PRIMARY,
     SECONDARY,
-    TASKS,
     fmt,
     num,
     paper_models,
@@ -28,6 +27,7 @@ from ctxprune.eval.measures import (
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord, read_record
 from ctxprune.eval.render import Block, render_html, render_md
 from ctxprune.eval.targets import judge_targets
+from ctxprune.models.whisper_tokens import TASKS
 from ctxprune.paths import write_bytes_atomic, write_json_atomic
 
 # The paper's figures at 50% decoder sparsity.

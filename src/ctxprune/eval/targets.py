@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ctxprune.eval.measures import (
     PRIMARY,
-    TASKS,
     by_config,
     num,
     paper_models,
@@ -17,6 +16,7 @@ from ctxprune.eval.measures import (
     seed_mean,
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord
+from ctxprune.models.whisper_tokens import TASKS
 
 EPS = 1e-9  # so that 0.18 - 0.17 counts as a rise of exactly 0.01
 
