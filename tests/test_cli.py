@@ -80,11 +80,11 @@ def test_batch_with_one_bad_file_reports_it_and_transcribes_the_rest(clip, tmp_p
 
 def _random_real_predictor(path, seed=0):
     import torch
-    from ctxprune.models.whisper_pruning import whisper_predictor_config
 
     from ctxprune import assets
     from ctxprune.gating.predictor import GatePredictor
     from ctxprune.models.whisper import GatedWhisper
+    from ctxprune.models.whisper_context import whisper_predictor_config
     from ctxprune.models.whisper_costs import whisper_gate_space
 
     gw = GatedWhisper(assets.load().model)
@@ -108,10 +108,9 @@ def test_transcribe_with_gates_reports_mask_and_flops(clip, tmp_path):
 
 
 def test_gates_for_another_model_are_refused(clip, tmp_path):
-    from ctxprune.models.whisper_pruning import whisper_predictor_config
-
     from ctxprune.gating.predictor import GatePredictor
     from ctxprune.models.whisper import GatedWhisper
+    from ctxprune.models.whisper_context import whisper_predictor_config
     from ctxprune.models.whisper_costs import whisper_gate_space
     from tests.conftest import make_tiny_whisper
 

@@ -9,6 +9,8 @@ import ctxprune.eval.latency as latency
 from ctxprune.data.manifest import Example
 from ctxprune.eval.latency import bench_latency, interleaved, mixed_rows
 from ctxprune.eval.suite import Candidate
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.stack import StackSpec
 
 
 def example(task: str, language: str, i: int) -> Example:
@@ -81,8 +83,8 @@ def test_interleaved_without_warmup_keeps_every_round(monkeypatch):
 def test_reduction_is_measured_against_the_dense_candidate_wherever_it_stands(tiny_model_dir, tiny_corpus):
     candidates = [Candidate("static-first", "static"), Candidate("dense", "dense")]
     record = bench_latency(
-        candidates, tiny_corpus, "test", (1,), batch1_rows=1, repeats=3, warmup=0,
-        model=str(tiny_model_dir), max_new_tokens=2,
+        candidates, tiny_corpus, StackSpec(str(tiny_model_dir)), "test", (1,), batch1_rows=1, repeats=3,
+        warmup=0, options=DecodeOptions(max_new_tokens=2),
     )  # fmt: skip
     first, dense = record.results
     assert record.reference == "dense" and dense.name == "dense"
@@ -92,8 +94,8 @@ def test_reduction_is_measured_against_the_dense_candidate_wherever_it_stands(ti
 
 def test_without_a_dense_candidate_there_is_no_reduction(tiny_model_dir, tiny_corpus):
     record = bench_latency(
-        [Candidate("static", "static")], tiny_corpus, "test", (1,), batch1_rows=1, repeats=1, warmup=0,
-        model=str(tiny_model_dir), max_new_tokens=2,
+        [Candidate("static", "static")], tiny_corpus, StackSpec(str(tiny_model_dir)), "test", (1,),
+        batch1_rows=1, repeats=1, warmup=0, options=DecodeOptions(max_new_tokens=2),
     )  # fmt: skip
     assert record.reference is None
     assert [r.reduction_vs_dense for r in record.results] == [None]

@@ -47,7 +47,7 @@ def test_groups_by_decoder_signature(setup):
 
 @pytest.mark.parametrize("beams", [1, 3])
 @pytest.mark.parametrize("max_groups", [4, 2])
-def test_grouped_static_steps_equal_rows_alone(setup, beams, max_groups):
+def test_grouped_fixed_shape_steps_equal_rows_alone(setup, beams, max_groups):
     gw, tokens, enc, prompts = setup
     mask = _mask(gw)
     decoding = BatchDecoding(gw, tokens)
