@@ -5,23 +5,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMPS := .make
-APT_PACKAGES := espeak-ng pocketsphinx-testdata
+APT_PACKAGES := espeak-ng pocketsphinx-testdata fortunes-de fortunes-es fortunes-it debian-reference-fr
+# the corpus voices outside Debian's main component (scripts/install_voices.sh says how)
+VOICE_PACKAGES := libttspico-utils mbrola mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr4 mbrola-en1 mbrola-us1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup demo test lint format clean
 
-setup: $(STAMPS)/apt $(STAMPS)/venv
+setup: $(STAMPS)/apt $(STAMPS)/voices $(STAMPS)/venv
 	$(BIN)/ctxprune model prepare
 
-$(STAMPS)/apt:
+$(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  echo "installing Debian packages: $$missing"; \
-	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+	@touch $@
+
+$(STAMPS)/voices: $(STAMPS)/apt
+	scripts/install_voices.sh $(VOICE_PACKAGES)
 	@touch $@
 
 $(STAMPS)/venv: pyproject.toml

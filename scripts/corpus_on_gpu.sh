@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Build the corpus's audio on the GPU machine (16 cores) from a plan made here.
 #
-# The text sources (gettext catalogs, num2words, Babel, Faker) exist only here, and espeak-ng has no
-# package registry there, so:
+# The text sources (gettext catalogs, fortunes, num2words, Babel, Faker) exist only here, and the voices
+# have no package registry there, so:
 #   here:   scripts/corpus_on_gpu.sh prepare [PRESET] [SEED]
-#           -> .carry/corpus/{plan.jsonl,build.json}, .carry/espeak (espeak-ng with its library closure),
-#              .carry/wheels (soundfile, soxr: not installed there)
+#           -> .carry/corpus/{plan.jsonl,build.json}, .carry/espeak (espeak-ng with its library closure, and
+#              Pico and MBROLA: pico2wave, libttspico, its language files, mbrola and its voices),
+#              .carry/wheels (soundfile, soxr). MBROLA's German voices are 55 MB each: the bundle is about
+#              120 MB as tar.xz, so it travels in 20 MB chunks, one per call, as the model does.
+#           pico2wave and espeak-ng look for their data at paths compiled into them (/usr/share/pico/lang,
+#           /usr/share/mbrola): there, those two paths are links into the bundle (data only).
 #   there:  scripts/corpus_on_gpu.sh synthesize [OUT] [WORKERS]     (carry .carry)
 #           -> synthesizes the plan into OUT (default /root/persist/corpus), manifests included.
 # `ctxprune data build` reuses a saved plan when the config matches, so no text source is needed there.
@@ -13,11 +17,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.carry
 
+voice_data_links() {  # pico2wave and espeak-ng read voice data from compiled-in paths: link them to the bundle
+  [ -e /usr/share/pico/lang ] || { mkdir -p /usr/share/pico && ln -s "$1/usr/share/pico/lang" /usr/share/pico/lang; }
+  [ -e /usr/share/mbrola ] || ln -s "$1/usr/share/mbrola" /usr/share/mbrola
+}
+
 prepare() {
   local preset=${1:-full} seed=${2:-0}
   rm -rf "$CARRY" && mkdir -p "$CARRY/corpus" "$CARRY/espeak/debs" "$CARRY/wheels"
   "${CTXPRUNE:-.venv/bin/ctxprune}" data build --out "$CARRY/corpus" --preset "$preset" --seed "$seed" --plan-only
   (cd "$CARRY/espeak/debs" && apt-get download espeak-ng libespeak-ng1 espeak-ng-data libpcaudio0 libsonic0)
+  for f in "$CARRY"/espeak/debs/*.deb; do dpkg -x "$f" "$CARRY/espeak/root"; done
+  scripts/install_voices.sh --lists >/dev/null
+  local apt=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$PWD/.make/apt-voices/sources.list.d"
+             -o "Dir::State::Lists=$PWD/.make/apt-voices/lists")  # contrib and non-free (scripts/install_voices.sh)
+  (cd "$CARRY/espeak/debs" && apt-get "${apt[@]}" download libttspico-utils libttspico0 libttspico-data libpopt0 \
+    mbrola mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr4 mbrola-en1 mbrola-us1)
   for f in "$CARRY"/espeak/debs/*.deb; do dpkg -x "$f" "$CARRY/espeak/root"; done
   rm -rf "$CARRY/espeak/debs"
   mkdir -p "$CARRY/espeak/root/libs"
@@ -36,8 +51,9 @@ synthesize() {
   python3 -m pip install -q --no-index --no-deps --target /tmp/site "$CARRY"/wheels/*.whl
   export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="$root/usr/bin:$PATH"
-  export LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:$root/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu:$root/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export ESPEAK_DATA_PATH="$root/usr/lib/x86_64-linux-gnu/espeak-ng-data"
+  voice_data_links "$root"
   mkdir -p "$out" && cp -n "$CARRY"/corpus/plan.jsonl "$CARRY"/corpus/build.json "$out"/
   local preset seed
   preset=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['preset'])" "$out/build.json")

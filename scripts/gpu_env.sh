@@ -7,7 +7,14 @@ export CTXPRUNE_CACHE=$P/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ESPEAK_RO
 remote_env() {
   export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="$ESPEAK_ROOT/usr/bin:$PATH" ESPEAK_DATA_PATH="$ESPEAK_ROOT/usr/lib/x86_64-linux-gnu/espeak-ng-data"
-  export LD_LIBRARY_PATH="$ESPEAK_ROOT/usr/lib/x86_64-linux-gnu:$ESPEAK_ROOT/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH="$ESPEAK_ROOT/usr/lib/x86_64-linux-gnu:$ESPEAK_ROOT/lib/x86_64-linux-gnu:$ESPEAK_ROOT/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # pico2wave and espeak-ng read voice data from compiled-in paths: link them to the bundle's, if carried
+  if [ -d "$ESPEAK_ROOT/usr/share/pico/lang" ] && [ ! -e /usr/share/pico/lang ]; then
+    mkdir -p /usr/share/pico && ln -s "$ESPEAK_ROOT/usr/share/pico/lang" /usr/share/pico/lang
+  fi
+  if [ -d "$ESPEAK_ROOT/usr/share/mbrola" ] && [ ! -e /usr/share/mbrola ]; then
+    ln -s "$ESPEAK_ROOT/usr/share/mbrola" /usr/share/mbrola
+  fi
 }
 
 ctxprune() { python3 -m ctxprune.cli "$@"; }

@@ -3,16 +3,17 @@ costs on a small held-out test set, with the report written to disk."""
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 
+import soundfile as sf
 from rich.console import Console
 from rich.table import Table
 
 from ctxprune import assets
 from ctxprune.data.corpus import BuildConfig, build
 from ctxprune.data.manifest import read_manifest
+from ctxprune.data.voices import PICO_VOICES, check_voice, speak
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.latency import bench_latency
 from ctxprune.eval.librivox import librivox_references, word_error_rate
@@ -29,12 +30,11 @@ from ctxprune.transcriber import Transcriber
 GERMAN_SENTENCE = "Der Bericht wurde am Montag an alle Mitarbeiter der Firma geschickt."
 
 
-def synthesize(text: str, voice: str, out: Path) -> Path:
-    """Speak `text` with espeak-ng into a wav file."""
-    try:
-        subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True)
-    except FileNotFoundError:
-        raise CtxpruneError("espeak-ng is not installed; run `apt-get install espeak-ng`") from None
+def synthesize(text: str, language: str, out: Path) -> Path:
+    """Speak `text` with the language's Pico voice (the natural one) into a 16 kHz wav file."""
+    check_voice("pico", language, PICO_VOICES[language])
+    audio, rate = speak("pico", language, PICO_VOICES[language], 100, 100, text)
+    sf.write(str(out), audio, rate)
     return out
 
 
@@ -62,7 +62,7 @@ def run_demo(console: Console, model: str | None = None) -> float:
         wav = synthesize(GERMAN_SENTENCE, "de", Path(tmp) / "de.wav")
         de = transcriber.transcribe([wav], task="transcribe", language="de")[0]
         en = transcriber.transcribe([wav], task="translate", language="de")[0]
-    console.print(f"German (espeak-ng) source:  {GERMAN_SENTENCE}")
+    console.print(f"German (SVOX Pico) source:  {GERMAN_SENTENCE}")
     console.print(f"  transcribe: {de.text}")
     console.print(f"  translate:  {en.text}")
     return wer

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ctxprune.data import corpus as corpus_module
-from ctxprune.data.corpus import SPLITS, UNSEEN_VOICES, BuildConfig, build
+from ctxprune.data.corpus import PICO_UNSEEN_PROSODY, SPLITS, UNSEEN_VOICES, BuildConfig, build, plan
 from ctxprune.data.manifest import FIELDS, check, read_manifest, stats
+from ctxprune.data.voices import MBROLA_VOICES
 from ctxprune.errors import CtxpruneError
 
 
@@ -46,7 +46,10 @@ def test_manifests_have_every_field_and_both_tasks(small):
 
 
 def test_splits_are_disjoint(small):
-    english = {split: {e.english.casefold() for e in read_manifest(small, split)} for split in SPLITS}
+    english = {
+        split: {e.english.casefold() for e in read_manifest(small, split) if e.english is not None}
+        for split in SPLITS
+    }
     audio = {split: {e.audio for e in read_manifest(small, split)} for split in SPLITS}
     for i, a in enumerate(SPLITS):
         for b in SPLITS[i + 1 :]:
@@ -55,10 +58,47 @@ def test_splits_are_disjoint(small):
 
 
 def test_unseen_voices_are_unseen_and_train_has_male_and_female(small):
-    voices = {split: {e.voice for e in read_manifest(small, split)} for split in SPLITS}
-    assert voices["test_unseen_voice"] <= set(UNSEEN_VOICES)
-    assert not (voices["train"] | voices["dev"] | voices["test"]) & set(UNSEEN_VOICES)
-    assert any(v.startswith("m") for v in voices["train"]) and any(v.startswith("f") for v in voices["train"])
+    voices = {split: {(e.family, e.voice) for e in read_manifest(small, split)} for split in SPLITS}
+    held_out = {("espeak", v) for v in UNSEEN_VOICES} | {("mbrola", v[1]) for v in MBROLA_VOICES.values()}
+    pico = {("pico", v) for v in ("en-US", "de-DE", "fr-FR", "es-ES", "it-IT")}
+    assert voices["test_unseen_voice"] <= held_out | pico
+    assert not (voices["train"] | voices["dev"] | voices["test"]) & held_out
+    espeak = {v for f, v in voices["train"] if f == "espeak"}
+    assert any(v.startswith("m") for v in espeak) and any(v.startswith("f") for v in espeak)
+    prosody = {split: set() for split in SPLITS}  # Pico keeps one voice per language: prosody is held out
+    for line in (small / "plan.jsonl").read_text().splitlines():
+        u = json.loads(line)
+        if u.get("family") == "pico":
+            prosody[u["split"]].add((u["speed"], u["pitch"]))
+    assert prosody["test_unseen_voice"] and prosody["test_unseen_voice"] <= set(PICO_UNSEEN_PROSODY)
+    assert not (prosody["train"] | prosody["dev"] | prosody["test"]) & set(PICO_UNSEEN_PROSODY)
+
+
+def test_every_family_speaks_and_monolingual_rows_train_only(small):
+    families = {split: {e.family for e in read_manifest(small, split)} for split in SPLITS}
+    assert families["train"] == {"pico", "mbrola", "espeak"}
+    rows = read_manifest(small, "train", with_reference=False)
+    mono = [e for e in rows if e.english is None]
+    assert {e.language for e in mono} <= {"de", "es", "it", "fr"} and mono
+    assert all(not e.has_reference for e in mono if e.task == "translate")
+    assert all(e.has_reference and e.target == e.text for e in mono if e.task == "transcribe")
+    with_reference = read_manifest(small, "train")
+    assert len(with_reference) == len(rows) - sum(e.task == "translate" for e in mono)
+    for split in ("dev", "test", "test_unseen_voice"):
+        assert all(e.english is not None for e in read_manifest(small, split, with_reference=False))
+
+
+def test_the_espeak_preset_plans_the_corpus_of_issues_1_to_12():
+    """The same utterance ids as the espeak-only `full` preset before corpus v2 (digest from that code)."""
+    import hashlib
+
+    utterances = plan(BuildConfig(languages=("de",), preset="espeak"))
+    digest = hashlib.sha256("\n".join(u.id for u in utterances).encode()).hexdigest()
+    assert (len(utterances), digest) == (
+        15479,
+        "e1d09170beb2dc493747d84beebcf22f207133dc5ffa39f630f44b00a562502f",
+    )
+    assert {u.family for u in utterances} == {"espeak"}
 
 
 def test_audio_is_16k_flac_that_checks_out(small):
@@ -112,12 +152,16 @@ def test_bad_input_errors(tmp_path, monkeypatch):
         and "supported: en, de, fr, es, it" in proc.stderr
         and "Traceback" not in proc.stderr
     )
+    from ctxprune.data import voices
+
+    real_which = voices.shutil.which
     monkeypatch.setattr(
-        corpus_module,
-        "espeak_binary",
-        lambda: (_ for _ in ()).throw(
-            CtxpruneError("espeak-ng is not installed; run `apt-get install espeak-ng`")
-        ),
+        voices.shutil, "which", lambda name: None if name == "espeak-ng" else real_which(name)
     )
     with pytest.raises(CtxpruneError, match="apt-get install espeak-ng"):
         build(tmp_path / "y", BuildConfig(preset="small"))
+    monkeypatch.setattr(
+        voices.shutil, "which", lambda name: None if name == "pico2wave" else real_which(name)
+    )
+    with pytest.raises(CtxpruneError, match="libttspico-utils.*`--preset espeak` still builds"):
+        build(tmp_path / "z", BuildConfig(preset="small"))

@@ -60,7 +60,7 @@ def data_build(
 def _print_stats(corpus: Path) -> None:
     from rich.table import Table
 
-    from ctxprune.data.manifest import stats
+    from ctxprune.data.manifest import family_stats, stats
 
     table = Table(title=f"corpus {corpus}")
     for col in ("split", "language", "task", "utterances", "hours"):
@@ -69,11 +69,17 @@ def _print_stats(corpus: Path) -> None:
     for r in rows:
         table.add_row(r["split"], r["language"], r["task"], str(r["utterances"]), f"{r['hours']:.3f}")
     console.print(table)
+    table = Table(title="voices (audio files per split, family and language)")
+    for col in ("split", "family", "language", "utterances", "hours"):
+        table.add_column(col, justify="right" if col in ("utterances", "hours") else "left")
+    for r in family_stats(corpus):
+        table.add_row(r["split"], r["family"], r["language"], str(r["utterances"]), f"{r['hours']:.3f}")
+    console.print(table)
 
 
 @app.command("stats")
 def data_stats(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]) -> None:
-    """Hours and counts per split, language and task."""
+    """Hours and counts per split, language and task, and per voice family."""
     with user_errors():
         _print_stats(corpus)
 

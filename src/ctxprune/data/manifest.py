@@ -12,7 +12,8 @@ import soundfile as sf
 
 from ctxprune.errors import CtxpruneError
 
-FIELDS = ("id", "audio", "duration", "language", "task", "text", "english", "voice", "seed")
+FIELDS = ("id", "audio", "duration", "language", "task", "text", "english", "voice", "seed", "family")
+OPTIONAL = {"family": "espeak"}  # manifests of issues 1-12 lack it: their voices were all espeak-ng's
 
 
 @dataclass(frozen=True)
@@ -23,17 +24,24 @@ class Example:
     language: str
     task: str
     text: str
-    english: str
+    english: str | None  # None: a monolingual sentence, no English reference
     voice: str
     seed: int
+    family: str = "espeak"  # the voice family (data/voices.py)
 
     @property
-    def target(self) -> str:
-        """What the model should output: the transcript, or the English translation."""
+    def target(self) -> str | None:
+        """What the model should output: the transcript, or the English translation (None where a
+        monolingual sentence has none: such rows serve only objectives that need no reference)."""
         return self.english if self.task == "translate" else self.text
 
+    @property
+    def has_reference(self) -> bool:
+        return self.target is not None
 
-def read_manifest(corpus: Path, split: str) -> list[Example]:
+
+def read_manifest(corpus: Path, split: str, with_reference: bool = True) -> list[Example]:
+    """A split's rows; by default only those with a reference (what scoring and label losses need)."""
     path = corpus / f"{split}.jsonl"
     if not path.exists():
         raise CtxpruneError(f"{path} not found; is {corpus} a corpus built by `ctxprune data build`?")
@@ -41,10 +49,10 @@ def read_manifest(corpus: Path, split: str) -> list[Example]:
     for n, line in enumerate(path.read_text().splitlines(), 1):
         try:
             row = json.loads(line)
-            examples.append(Example(**{k: row[k] for k in FIELDS}))
+            examples.append(Example(**{k: row[k] if k in row else OPTIONAL[k] for k in FIELDS}))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CtxpruneError(f"{path}:{n}: not a valid manifest row ({e})") from None
-    return examples
+    return [e for e in examples if e.has_reference or not with_reference]
 
 
 def splits(corpus: Path) -> list[str]:
@@ -58,11 +66,24 @@ def stats(corpus: Path) -> list[dict]:
     """Rows of (split, language, task, utterances, hours), in a stable order."""
     table: dict[tuple, list[float]] = defaultdict(list)
     for split in splits(corpus):
-        for ex in read_manifest(corpus, split):
+        for ex in read_manifest(corpus, split, with_reference=False):
             table[(split, ex.language, ex.task)].append(ex.duration)
     return [
         {"split": s, "language": lang, "task": t, "utterances": len(d), "hours": sum(d) / 3600}
         for (s, lang, t), d in sorted(table.items())
+    ]
+
+
+def family_stats(corpus: Path) -> list[dict]:
+    """Rows of (split, family, language, utterances, hours): the voices of each split, one row per audio
+    file (both tasks of an utterance share it)."""
+    table: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for split in splits(corpus):
+        for ex in read_manifest(corpus, split, with_reference=False):
+            table[(split, ex.family, ex.language)][ex.audio] = ex.duration
+    return [
+        {"split": s, "family": f, "language": lang, "utterances": len(d), "hours": sum(d.values()) / 3600}
+        for (s, f, lang), d in sorted(table.items())
     ]
 
 
@@ -71,7 +92,7 @@ def check(corpus: Path, on_progress: Callable[[], None] | None = None, tolerance
     problems = []
     seen: dict[str, float] = {}
     for split in splits(corpus):
-        for ex in read_manifest(corpus, split):
+        for ex in read_manifest(corpus, split, with_reference=False):
             if ex.audio in seen:  # both tasks share one file
                 if abs(seen[ex.audio] - ex.duration) > tolerance:
                     problems.append(
