@@ -57,31 +57,47 @@ def data_build(
         _print_stats(out)
 
 
-def _print_stats(corpus: Path) -> None:
+def _print_stats(corpus: Path, json_out: Path | None = None) -> None:
+    import json
+
     from rich.table import Table
 
     from ctxprune.data.manifest import family_stats, stats
+    from ctxprune.paths import write_json_atomic
 
-    table = Table(title=f"corpus {corpus}")
-    for col in ("split", "language", "task", "utterances", "hours"):
-        table.add_column(col, justify="right" if col in ("utterances", "hours") else "left")
-    rows = stats(corpus)
-    for r in rows:
-        table.add_row(r["split"], r["language"], r["task"], str(r["utterances"]), f"{r['hours']:.3f}")
-    console.print(table)
-    table = Table(title="voices (audio files per split, family and language)")
-    for col in ("split", "family", "language", "utterances", "hours"):
-        table.add_column(col, justify="right" if col in ("utterances", "hours") else "left")
-    for r in family_stats(corpus):
-        table.add_row(r["split"], r["family"], r["language"], str(r["utterances"]), f"{r['hours']:.3f}")
-    console.print(table)
+    tables = {
+        "rows": (f"corpus {corpus}", ("split", "language", "task"), stats(corpus)),
+        "voices": ("voices (audio files per split, family and language)", ("split", "family", "language"),
+                   family_stats(corpus)),
+    }  # fmt: skip
+    for title, keys, rows in tables.values():
+        table = Table(title=title)
+        for col in (*keys, "utterances", "hours"):
+            table.add_column(col, justify="right" if col in ("utterances", "hours") else "left")
+        for r in rows:
+            table.add_row(*(r[k] for k in keys), str(r["utterances"]), f"{r['hours']:.3f}")
+        console.print(table)
+    if json_out is not None:
+        build = json.loads((corpus / "build.json").read_text()) if (corpus / "build.json").is_file() else {}
+        record = {
+            "corpus": str(corpus),
+            "build": build,
+            **{name: rows for name, (_, _, rows) in tables.items()},
+        }
+        write_json_atomic(json_out, record)
+        console.print(f"statistics written to {json_out}")
 
 
 @app.command("stats")
-def data_stats(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]) -> None:
+def data_stats(
+    corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write them, with build.json, here.")
+    ] = None,
+) -> None:
     """Hours and counts per split, language and task, and per voice family."""
     with user_errors():
-        _print_stats(corpus)
+        _print_stats(corpus, json_out)
 
 
 @app.command("check")
