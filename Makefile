@@ -18,7 +18,7 @@ setup: $(STAMPS)/apt $(STAMPS)/voices $(STAMPS)/venv
 
 $(STAMPS)/apt: Makefile
 	@mkdir -p $(STAMPS)
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  echo "installing Debian packages: $$missing"; \

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --lists ]; then missing=""; else
-  missing=$(for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  # installed means "install ok installed" (`dpkg -s` also succeeds for a removed package's leftover config)
+  missing=$(for p in "$@"; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
   [ -z "$missing" ] && exit 0
 fi
 dir=.make/apt-voices
@@ -26,7 +27,7 @@ sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
 apt=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$PWD/$dir/sources.list.d"
      -o "Dir::State::Lists=$PWD/$dir/lists")
 if [ -z "$missing" ]; then $sudo apt-get "${apt[@]}" update -q; exit; fi
-echo "installing the corpus voices from Debian contrib/non-free (Pico, MBROLA): $missing"
+echo "installing the corpus voices from Debian contrib/non-free (Pico, MBROLA):" $missing
 if ! { $sudo apt-get "${apt[@]}" update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get "${apt[@]}" install -y -q $missing; }; then
   echo "error: could not install $missing from Debian's contrib and non-free components;" \
     "\`ctxprune data build --preset espeak\` still works without them" >&2
