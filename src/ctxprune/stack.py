@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def merge_adapter(
     model: WhisperForConditionalGeneration, adapter: str | Path
 ) -> WhisperForConditionalGeneration:
     """Fold a peft LoRA into the weights and return the plain upstream model."""
-    return PeftModel.from_pretrained(model, str(check_adapter(adapter))).merge_and_unload()
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing a user can change
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(model, str(check_adapter(adapter))).merge_and_unload()
 
 
 def record_base_adapter(gate_set: str | Path, adapter: str | Path) -> None:
