@@ -16,11 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.carry
-
-voice_data_links() {  # pico2wave and espeak-ng read voice data from compiled-in paths: link them to the bundle
-  [ -e /usr/share/pico/lang ] || { mkdir -p /usr/share/pico && ln -s "$1/usr/share/pico/lang" /usr/share/pico/lang; }
-  [ -e /usr/share/mbrola ] || ln -s "$1/usr/share/mbrola" /usr/share/mbrola
-}
+. scripts/voice_links.sh
 
 prepare() {
   local preset=${1:-full} seed=${2:-0}

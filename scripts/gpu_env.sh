@@ -1,6 +1,7 @@
 # Sourced by the GPU recipes (scripts/*_on_gpu.sh). Everything on the GPU machine lives under /root/persist,
 # which survives between calls while the machine stays warm. espeak-ng comes from .carry/espeak.tar.xz
 # (scripts/train_on_gpu.sh setup unpacks it there).
+. scripts/voice_links.sh
 P=/root/persist
 export CTXPRUNE_CACHE=$P/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ESPEAK_ROOT=$P/espeak/root
 
@@ -8,13 +9,7 @@ remote_env() {
   export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="$ESPEAK_ROOT/usr/bin:$PATH" ESPEAK_DATA_PATH="$ESPEAK_ROOT/usr/lib/x86_64-linux-gnu/espeak-ng-data"
   export LD_LIBRARY_PATH="$ESPEAK_ROOT/usr/lib/x86_64-linux-gnu:$ESPEAK_ROOT/lib/x86_64-linux-gnu:$ESPEAK_ROOT/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  # pico2wave and espeak-ng read voice data from compiled-in paths: link them to the bundle's, if carried
-  if [ -d "$ESPEAK_ROOT/usr/share/pico/lang" ] && [ ! -e /usr/share/pico/lang ]; then
-    mkdir -p /usr/share/pico && ln -s "$ESPEAK_ROOT/usr/share/pico/lang" /usr/share/pico/lang
-  fi
-  if [ -d "$ESPEAK_ROOT/usr/share/mbrola" ] && [ ! -e /usr/share/mbrola ]; then
-    ln -s "$ESPEAK_ROOT/usr/share/mbrola" /usr/share/mbrola
-  fi
+  voice_data_links "$ESPEAK_ROOT"  # scripts/voice_links.sh: Pico's and MBROLA's data, if carried
 }
 
 ctxprune() { python3 -m ctxprune.cli "$@"; }

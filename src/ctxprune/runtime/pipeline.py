@@ -20,7 +20,7 @@ from ctxprune.gating.policy import LateStage, MaskPolicy, Masks, PredictedMasks,
 from ctxprune.gating.predictor import GateContext
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.gating.space import GateSpace
-from ctxprune.models.whisper import DECODER_PREFIX, GatedWhisper
+from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_context import UNKNOWN_LANGUAGE, pooled_encoder, pooled_log_mel
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.decoding import GREEDY, BatchDecoding, DecodeOptions
@@ -92,7 +92,7 @@ class Pipeline:
             raise ValueError("the mask policy's gate space does not match this model")
         self.gw, self.special, self.policy = gw, special, policy
         self.decoding = BatchDecoding(gw, special)
-        self.early_gate = torch.tensor([not n.startswith(DECODER_PREFIX) for n in gw.gate_names])
+        self.decoder_gate = torch.tensor(self.decoding.decoder_gate)
         self._fixed: dict[tuple[int, torch.device], FixedContext] = {}  # by batch size and device
 
     @property
@@ -113,7 +113,8 @@ class Pipeline:
         """The encoder (and the late gates) as one graph when every row shares its early mask."""
 
         def encode(early: Masks, late: LateStage) -> tuple[Tensor, Masks | None]:
-            signatures = {tuple(row) for row in (early.values | ~self.early_gate).tolist()}
+            # the encoder signature: the mask with every decoder gate set (they do not change the encoder)
+            signatures = {tuple(row) for row in (early.values | self.decoder_gate).tolist()}
             if path != "gather" and len(signatures) == 1:
                 pool = self.decoding.pool(path == "graphs")
                 return pool.encoder(signatures.pop(), features, self.policy)(features, late)
@@ -148,7 +149,7 @@ class Pipeline:
         # known languages: the prompts go to the device now, not between the encoder and the decoder
         prompts = self._prompts(languages, tasks, device) if None not in languages else None
         summarize = lambda out: pooled_encoder(out, frames)  # noqa: E731
-        if path != "gather" and isinstance(self.policy, PredictedMasks) and self.policy.reads_context:
+        if path != "gather" and self.policy.reads_context:  # only a predictor reads the request's context
             fixed = self._fixed_context(len(tasks), device)
             ctx, summarize = fixed.load(ctx, frames), fixed.summarize
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
