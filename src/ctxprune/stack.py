@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,9 +51,16 @@ def merge_adapter(
     model: WhisperForConditionalGeneration, adapter: str | Path
 ) -> WhisperForConditionalGeneration:
     """Fold a peft LoRA into the weights and return the plain upstream model."""
-    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing a user can change
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with quiet_peft():
         return PeftModel.from_pretrained(model, str(check_adapter(adapter))).merge_and_unload()
+
+
+@contextmanager
+def quiet_peft():
+    """peft asks transformers a deprecated question; nothing a user can change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def record_base_adapter(gate_set: str | Path, adapter: str | Path) -> None:
@@ -140,5 +148,8 @@ def load_stack(spec: StackSpec = StackSpec()) -> Stack:
     gated = GatedWhisper(loaded.model)
     policy: MaskPolicy = DenseMasks(space)
     if gate_set is not None:
-        policy = policy_for(GatePredictor.from_pretrained(gate_set, space).to(spec.device))
+        predictor = GatePredictor.from_pretrained(gate_set, space).to(spec.device)
+        if predictor.space.times is not None:  # trained by latency: its measured times weigh sparsity
+            space = space.with_times(predictor.space.times, predictor.space.times_device)
+        policy = policy_for(predictor)
     return Stack(loaded, gated, space, Pipeline(gated, loaded.tokens, policy))

@@ -37,3 +37,15 @@ def test_json_round_trip_and_fingerprint():
 def test_names_must_be_unique():
     with pytest.raises(ValueError):
         GateSpace(names=("a", "a"), costs=(GateCost(), GateCost()), model="m")
+
+
+def test_latency_weights_need_measured_times():
+    from ctxprune.gating.space import GateCost, GateSpace
+
+    space = GateSpace(("a", "b"), (GateCost(per_utterance=4.0), GateCost(per_token=1.0)), "m")
+    with pytest.raises(ValueError, match="no measured branch times"):
+        space.weights("latency")
+    timed = space.with_times((GateCost(per_token=0.5), GateCost(per_token=0.5)), "cpu")
+    assert timed.weights("latency") == [16.0, 16.0] and timed.weights("flops") == space.weights()
+    assert GateSpace.from_json(timed.to_json()) == timed
+    assert timed.fingerprint == space.fingerprint

@@ -1,8 +1,18 @@
 import pytest
 
 
+@pytest.fixture(scope="session")
+def tiny_labels(tiny_model_dir, tiny_corpus):
+    """The tiny teacher's pseudo-labels of the tiny corpus (what distillation reads)."""
+    from ctxprune.data.pseudo_labels import generate_pseudo_labels, teacher_name
+    from ctxprune.stack import StackSpec, load_stack
+
+    stack = load_stack(StackSpec(model=str(tiny_model_dir)))
+    return generate_pseudo_labels(stack, tiny_corpus, teacher_name(str(tiny_model_dir)), max_new_tokens=6)
+
+
 @pytest.fixture()
-def quick(tiny_model_dir, tiny_corpus, tmp_path):
+def quick(tiny_model_dir, tiny_corpus, tiny_labels, tmp_path):
     """Settings for fast CPU runs: a few steps, tiny batches, a short final evaluation."""
 
     def make(**overrides):

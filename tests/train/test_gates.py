@@ -8,9 +8,9 @@ from ctxprune.train.gates import GateTask, sparsity_targets
 
 
 @pytest.fixture()
-def task(quick, tiny_whisper):
+def task(quick, tiny_whisper, tiny_tokens):
     def make(**overrides):
-        return GateTask(tiny_whisper, quick(**overrides))
+        return GateTask(tiny_whisper, quick(**overrides), tiny_tokens)
 
     return make
 
@@ -24,9 +24,9 @@ def test_targets_noise_and_temperature_follow_the_schedule(task):
     assert t.schedule(0) == 1.0 and t.schedule(100) == pytest.approx(0.1)
 
 
-def test_separate_targets_hold_each_stack(quick):
-    both = quick(where="both", separate_targets=True, target=0.3)
-    assert [(x.prefix, x.target) for x in sparsity_targets(both)] == [("enc.", 0.3), ("dec.", 0.3)]
+def test_an_encoder_target_holds_each_stack_to_its_own(quick):
+    both = quick(where="both", encoder_target=0.2, target=0.6)
+    assert [(x.prefix, x.target) for x in sparsity_targets(both)] == [("enc.", 0.2), ("dec.", 0.6)]
     assert [(x.prefix, x.target) for x in sparsity_targets(quick(where="both"))] == [("", 0.5)]
 
 
@@ -44,7 +44,7 @@ def test_parameter_groups_freeze_the_predictor_after_calibration(task):
 def test_loss_reaches_the_gates_and_predicts_the_early_gates_once(task, tiny_corpus, tiny_model_dir):
     from ctxprune import assets
 
-    t = task(where="both", target=0.5, alpha=10.0)
+    t = task(where="both", target=0.5, alpha=10.0, kl_weight=0.0, label_weight=1.0)  # references only
     data = SpeechDataset(str(tiny_corpus), "train")
     loaded = assets.load(str(tiny_model_dir))
     collate = Collate(80, loaded.tokenizer, loaded.tokens)
@@ -57,3 +57,17 @@ def test_loss_reaches_the_gates_and_predicts_the_early_gates_once(task, tiny_cor
     assert torch.isfinite(loss)
     assert {"task_loss", "sparsity_loss", "expected_s_all", "sampled_s_all"} <= set(logs)
     assert t.predictor.early_bias.grad.abs().sum() > 0 and t.predictor.late_bias.grad.abs().sum() > 0
+
+
+def test_latency_weighting_measures_each_gate_and_keeps_the_times(task, tmp_path):
+    from ctxprune.gating.predictor import GatePredictor
+    from ctxprune.gating.sparsity import gate_weights
+
+    t = task(sparsity_by="latency", where="decoder")
+    space = t.predictor.space
+    assert space.times is not None and space.times_device
+    weights = gate_weights(space, "latency")
+    assert (weights > 0).all() and not torch.equal(weights, gate_weights(space, "flops"))
+    t.save(tmp_path / "p")
+    loaded = GatePredictor.from_pretrained(tmp_path / "p", space=space)
+    assert loaded.space.times == space.times  # stored with the predictor: the card's weights travel

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ctxprune.data.pseudo_labels import generate_pseudo_labels, teacher_name
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.predictor import GatePredictor
 from ctxprune.stack import StackSpec, load_stack
@@ -50,6 +51,14 @@ def test_gate_training_moves_sparsity_to_target_ends_without_noise_and_writes_a_
 def test_static_baseline_has_no_context(quick):
     card = Run(quick(steps=2, context=[])).train()
     assert card["kind"] == "static" and card["context"] == []
+
+
+def test_a_latency_weighted_set_records_its_branch_times_and_loads_with_them(quick):
+    config = quick(steps=2, sparsity_by="latency", where="decoder")
+    card = Run(config).train()
+    assert card["sparsity_by"] == "latency" and set(card["branch_ms"]["gates"]) >= {"dec.0.ffn", "enc.0.attn"}
+    stack = load_stack(StackSpec(model=config.model, gates=Path(config.out) / "predictor"))
+    assert stack.space.times is not None  # evaluation weighs the same times
 
 
 def test_adaptation_trains_only_lora_and_saves_an_adapter(quick):
@@ -124,6 +133,10 @@ def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(qu
     Run(adapt).train()
     adapter = Path(adapt.out) / "adapter"
     config = quick(steps=2, adapter=str(adapter), train_lora=True, lora_lr=1e-5, lr=0.05, lora_rank=4)
+    with pytest.raises(CtxpruneError, match="pseudo-label"):  # the adapted teacher's labels, not base's
+        Run(config)
+    teacher = load_stack(StackSpec(config.model, adapter))
+    generate_pseudo_labels(teacher, Path(config.data), teacher_name(config.model, adapter), max_new_tokens=4)
     run = Run(config)
     lora_before = {n: p.detach().clone() for n, p in run.params.items() if n.startswith("lora.")}
     assert lora_before and [g["base_lr"] for g in run.optimizer.param_groups] == pytest.approx(
@@ -156,7 +169,7 @@ def test_a_gate_set_refuses_a_missing_or_different_adapter(quick, tmp_path):
         adapt = quick(kind="adapt", steps=1, seed=seed, out=str(tmp_path / f"adapt{seed}"))
         Run(adapt).train()
         adapters.append(Path(adapt.out) / "adapter")
-    config = quick(steps=1, adapter=str(adapters[0]))
+    config = quick(steps=1, adapter=str(adapters[0]), kl_weight=0.0, label_weight=1.0)  # references only
     Run(config).train()
     gate_set = Path(config.out) / "predictor"
     with pytest.raises(CtxpruneError, match="pass it with --adapter"):

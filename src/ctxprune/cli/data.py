@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ctxprune.cli.common import console, user_errors
+from ctxprune.cli.common import DeviceOpt, console, user_errors
+from ctxprune.errors import CtxpruneError
 
 app = typer.Typer(help="The synthesized multilingual, multitask speech corpus.", no_args_is_help=True)
 
@@ -116,3 +117,53 @@ def data_check(corpus: Annotated[Path, typer.Argument(help="Corpus directory.")]
             typer.echo(f"{len(problems)} problems in {corpus}", err=True)
             raise typer.Exit(1)
         console.print(f"{corpus}: every file exists, decodes and matches its duration")
+
+
+@app.command("pseudo-label")
+def data_pseudo_label(
+    corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+    model: Annotated[
+        str | None, typer.Option(help="The teacher's model (default: the prepared Whisper base).")
+    ] = None,
+    adapter: Annotated[Path | None, typer.Option(help="The teacher merges this LoRA adapter.")] = None,
+    split: Annotated[str, typer.Option(help="Which split to label.")] = "train",
+    batch_size: Annotated[int, typer.Option(help="Utterances per decoding batch.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(help="Decode length cap per utterance.")] = 128,
+    workers: Annotated[int, typer.Option(help="Processes reading audio ahead of the decoder.")] = 4,
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (default: fp16 on cuda).")] = "auto",
+) -> None:
+    """Decode every row with the dense teacher, greedily, once: the pseudo-labels that gate training
+    distills on. Cached in the corpus; an interrupted run resumes."""
+    with user_errors():
+        import torch
+
+        from ctxprune.cli.common import parse_device, parse_dtype
+        from ctxprune.data.pseudo_labels import generate_pseudo_labels, teacher_name
+        from ctxprune.progress import progress_bar
+        from ctxprune.stack import StackSpec, load_stack
+
+        if batch_size < 1 or max_new_tokens < 1:
+            raise CtxpruneError("--batch-size and --max-new-tokens must be at least 1")
+        device = parse_device(device)
+        if dtype == "auto":
+            dtype = "fp16" if device.startswith("cuda") else "fp32"
+        teacher = teacher_name(model, adapter)
+        stack = load_stack(StackSpec(model=model, adapter=adapter, device=device, dtype=parse_dtype(dtype)))
+        torch.manual_seed(0)
+        with progress_bar() as bar:
+            task = bar.add_task(f"pseudo-labels ({teacher})", total=None)
+            record = generate_pseudo_labels(
+                stack,
+                corpus,
+                teacher,
+                split,
+                batch_size,
+                max_new_tokens,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                workers=workers,
+            )
+        console.print(
+            f"{record['rows']} rows of {corpus}/{split} labelled by {teacher}: "
+            f"{record['mean_tokens']} tokens on average, {record['ended_on_eot']} ended on end-of-text"
+        )

@@ -73,7 +73,13 @@ def train_adapt(
 def train_gates(
     target: Annotated[float | None, typer.Option(help="Target sparsity in [0, 1].")] = None,
     where: Annotated[str | None, typer.Option(help="encoder | decoder | both.")] = None,
-    sparsity_by: Annotated[str | None, typer.Option(help="flops | count.")] = None,
+    sparsity_by: Annotated[
+        str | None,
+        typer.Option(help="flops | count | latency (each gate's measured time at batch 1 on this device)."),
+    ] = None,
+    encoder_target: Annotated[
+        float | None, typer.Option(help="With --where both: the encoder's own target (--target: decoder's).")
+    ] = None,
     context: Annotated[
         str | None, typer.Option(help="Comma list of task,language,audio,encoder,<vectors>; 'none' = static.")
     ] = None,
@@ -90,13 +96,15 @@ def train_gates(
     set_: SetOpt = None,
     resume: ResumeOpt = False,
 ) -> None:
-    """Train a gate predictor on the frozen (adapted) model toward a target sparsity."""
+    """Train a gate predictor toward a target sparsity, distilling from the dense model (Whisper base, or
+    base with --adapter); label the corpus first with `ctxprune data pseudo-label`."""
     with user_errors():
         ctx = None if context is None else [c for c in context.split(",") if c.strip() and c != "none"]
         values = {
             "target": target,
             "where": where,
             "sparsity_by": sparsity_by,
+            "encoder_target": encoder_target,
             "context": ctx,
             "adapter": adapter,
             "start_from": start_from,

@@ -9,17 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from ctxprune.data.audio import load_audio
-from ctxprune.data.features import features_for
+from ctxprune.data.features import features_for, frames_of, log_mel, pad_or_trim
 from ctxprune.data.manifest import Example, read_manifest
+from ctxprune.errors import CtxpruneError
 
 
 class SpeechDataset(Dataset):
-    def __init__(self, corpus: str | Path, split: str, tasks: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        corpus: str | Path,
+        split: str,
+        tasks: tuple[str, ...] | None = None,
+        with_reference: bool = True,
+    ):
         self.corpus = Path(corpus)
-        self.examples = [e for e in read_manifest(self.corpus, split) if tasks is None or e.task in tasks]
+        rows = read_manifest(self.corpus, split, with_reference)
+        self.examples = [e for e in rows if tasks is None or e.task in tasks]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -74,42 +83,78 @@ class DurationBucketSampler(Sampler[list[int]]):
 
 
 class Collate:
-    """Batch -> dict(features, frames, tasks, languages, targets, examples[, labels]).
+    """Batch -> dict(features, frames, tasks, languages, targets, examples[, token sequences]).
 
-    With a tokenizer and `WhisperTokens`, `labels` holds prompt + target tokens + end-of-text per row,
-    padded with -100 (ignored by the loss); `decoder_input_ids` is the same sequence shifted right."""
+    With a tokenizer and `WhisperTokens`, `decoder_input_ids`/`labels` hold prompt + reference tokens +
+    end-of-text per row (labels padded with -100, ignored by the losses; a row without a reference has
+    no label). With `pseudo_labels` (token ids by utterance id), `teacher_input_ids`/`teacher_labels`
+    hold the same for the teacher's own output. With `waveforms`, `audio` holds the padded 30 s
+    waveforms instead of `features`, for a log-mel on the training device (data/features.py)."""
 
-    def __init__(self, n_mels: int = 80, tokenizer=None, tokens=None, max_target_tokens: int = 200):
+    def __init__(
+        self,
+        n_mels: int = 80,
+        tokenizer=None,
+        tokens=None,
+        max_target_tokens: int = 200,
+        pseudo_labels: dict[str, list[int]] | None = None,
+        waveforms: bool = False,
+    ):
         self.n_mels = n_mels
         self.tokenizer = tokenizer
         self.tokens = tokens
         self.max_target_tokens = max_target_tokens
+        self.pseudo_labels = pseudo_labels
+        self.waveforms = waveforms
 
     def __call__(self, batch: list[tuple[Example, np.ndarray]]) -> dict:
         examples = [ex for ex, _ in batch]
-        features, frames = features_for([audio for _, audio in batch], self.n_mels)
+        chunks = [audio for _, audio in batch]
         out = {
-            "features": features,
-            "frames": frames,
+            "frames": frames_of(chunks),
             "tasks": [e.task for e in examples],
             "languages": [e.language for e in examples],
             "targets": [e.target for e in examples],
             "examples": examples,
         }
+        if self.waveforms:
+            out["audio"] = torch.from_numpy(np.stack([pad_or_trim(c) for c in chunks]))
+        else:
+            out["features"], _ = features_for(chunks, self.n_mels)
         if self.tokenizer is not None:
-            rows = []
-            for e in examples:
-                text = self.tokenizer.encode(" " + e.target.strip(), add_special_tokens=False)[
-                    : self.max_target_tokens
-                ]
-                rows.append(self.tokens.prompt(e.language, e.task) + text + [self.tokens.eot])
-            width = max(map(len, rows))
-            seq = torch.full((len(rows), width), self.tokens.eot, dtype=torch.long)
-            labels = torch.full((len(rows), width - 1), -100, dtype=torch.long)
-            prompt_len = len(self.tokens.prompt("en", "transcribe"))
-            for i, r in enumerate(rows):
-                seq[i, : len(r)] = torch.tensor(r)
-                labels[i, prompt_len - 1 : len(r) - 1] = torch.tensor(r[prompt_len:])
-            out["decoder_input_ids"] = seq[:, :-1]
-            out["labels"] = labels
+            references = [
+                None
+                if e.target is None
+                else self.tokenizer.encode(" " + e.target.strip(), add_special_tokens=False)
+                for e in examples
+            ]
+            out["decoder_input_ids"], out["labels"] = self._sequences(examples, references)
+        if self.pseudo_labels is not None:
+            missing = [e.id for e in examples if e.id not in self.pseudo_labels]
+            if missing:
+                raise CtxpruneError(f"no pseudo-label for {missing[0]}; label the corpus again")
+            taught = [self.pseudo_labels[e.id] for e in examples]
+            out["teacher_input_ids"], out["teacher_labels"] = self._sequences(examples, taught)
         return out
+
+    def _sequences(self, examples: list[Example], texts: list[list[int] | None]) -> tuple[Tensor, Tensor]:
+        """Prompt + text + end-of-text per row, shifted into (inputs, labels); no text: no labels."""
+        rows = []
+        for e, text in zip(examples, texts, strict=True):
+            body = [] if text is None else [*text[: self.max_target_tokens], self.tokens.eot]
+            rows.append((self.tokens.prompt(e.language, e.task), body))
+        width = max(len(p) + len(b) for p, b in rows)
+        seq = torch.full((len(rows), width), self.tokens.eot, dtype=torch.long)
+        labels = torch.full((len(rows), width - 1), -100, dtype=torch.long)
+        for i, (prompt, body) in enumerate(rows):
+            seq[i, : len(prompt) + len(body)] = torch.tensor(prompt + body)
+            if body:
+                labels[i, len(prompt) - 1 : len(prompt) + len(body) - 1] = torch.tensor(body)
+        return seq[:, :-1], labels
+
+
+def batch_features(batch: dict, device: torch.device, n_mels: int) -> Tensor:
+    """The batch's log-mel on `device`, computed there when the collate sent waveforms."""
+    if "audio" in batch:
+        return log_mel(batch["audio"].to(device), n_mels)
+    return batch["features"].to(device)

@@ -52,8 +52,15 @@ def log_mel(audio: Tensor, n_mels: int = 80) -> Tensor:
     return (torch.maximum(log_spec, floor) + 4.0) / 4.0
 
 
-def features_for(chunks: list[np.ndarray], n_mels: int = 80) -> tuple[Tensor, Tensor]:
-    """Log-mel for a list of <= 30 s chunks, and how many frames of each are real audio (not padding)."""
+def features_for(
+    chunks: list[np.ndarray], n_mels: int = 80, device: str | torch.device = "cpu"
+) -> tuple[Tensor, Tensor]:
+    """Log-mel for a list of <= 30 s chunks (computed on `device`), and how many frames of each are real
+    audio (not padding)."""
     batch = torch.from_numpy(np.stack([pad_or_trim(c) for c in chunks]))
-    frames = torch.tensor([min(N_FRAMES, -(-len(c) // HOP_LENGTH)) for c in chunks])
-    return log_mel(batch, n_mels), frames
+    return log_mel(batch.to(device), n_mels), frames_of(chunks)
+
+
+def frames_of(chunks: list[np.ndarray]) -> Tensor:
+    """How many log-mel frames of each <= 30 s chunk are real audio."""
+    return torch.tensor([min(N_FRAMES, -(-len(c) // HOP_LENGTH)) for c in chunks])

@@ -9,6 +9,7 @@ every op, so CPU times are reported with the profiled run's wall time and used a
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ctxprune.gating.space import GateCost
 from ctxprune.models.whisper import GatedWhisper
 
 LABEL = "gate:"
@@ -56,3 +58,51 @@ def branch_times(gw: GatedWhisper, run: Callable[[], object]) -> BranchTimes:
             name = event.name[len(LABEL) :]
             ms[name] = ms.get(name, 0.0) + us / 1000
     return BranchTimes(ms, wall, "cuda" if cuda else "cpu")
+
+
+def gate_time_costs(
+    gw: GatedWhisper, prompt: list[int], lengths: tuple[int, ...] = (8, 32, 96), repeats: int = 3
+) -> tuple[GateCost, ...]:
+    """Each gate's time at batch 1 on `gw`'s device, in ms, split as the FLOP costs are: per utterance
+    (an encoder branch, a cross-attention's K/V), per token and per token and cached position.
+
+    Dense eager decodes of each length in `lengths` (the prompt at once, then one token at a time) are
+    profiled `repeats` times; the medians are fitted by least squares to those three parts (clamped at
+    0), against the same decode-length formula as the FLOP costs (`GateCost.decode`)."""
+    c = gw.config
+    p = next(gw.model.parameters())
+    features = torch.zeros(1, c.num_mel_bins, 2 * c.max_source_positions, device=p.device, dtype=p.dtype)
+    with torch.inference_mode():
+        encoder_out = gw.encode(features)
+        ids = torch.tensor([prompt], device=p.device)
+
+        def decode(new_tokens: int) -> None:
+            n = len(prompt)
+            cache = gw.new_cache(1, n + new_tokens)
+            gw.prefill_cross(encoder_out, cache)
+            logits = gw.decode(ids, torch.arange(n, device=p.device), cache, length=n)
+            for t in range(new_tokens - 1):
+                token = logits[:, -1:].argmax(-1)
+                position = torch.tensor([n + t], device=p.device)
+                logits = gw.decode(token, position, cache, length=n + t + 1)
+
+        def median_ms(run: Callable[[], object]) -> dict[str, float]:
+            runs = [branch_times(gw, run) for _ in range(repeats + 1)][1:]  # the first warms up
+            return {g: statistics.median(r.ms.get(g, 0.0) for r in runs) for g in gw.gate_names}
+
+        encoder = median_ms(lambda: gw.encode(features))
+        decoder = {n: median_ms(lambda n=n: decode(n)) for n in lengths}
+    basis = [[GateCost(*unit).decode(len(prompt), n) for unit in _UNITS] for n in lengths]
+    a = torch.tensor(basis, dtype=torch.float64)
+    out = []
+    for g in gw.gate_names:
+        if g.startswith("enc."):
+            out.append(GateCost(per_utterance=encoder[g]))
+            continue
+        b = torch.tensor([[decoder[n][g]] for n in lengths], dtype=torch.float64)
+        fit = torch.linalg.lstsq(a, b).solution.flatten().clamp_min(0).tolist()
+        out.append(GateCost(*fit))
+    return tuple(out)
+
+
+_UNITS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))  # per utterance, per token, per position

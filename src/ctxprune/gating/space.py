@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class GateSpace:
     model: str  # a description of the model family and shape the space belongs to
     ungated: GateCost = GateCost()  # what always runs (front-end, embeddings, output projection)
     reference_tokens: int = 32  # the decode length used to weigh per-token against per-utterance costs
+    times: tuple[GateCost, ...] | None = None  # measured branch times in ms, for sparsity by latency
+    times_device: str | None = None  # where the times were measured
 
     def __post_init__(self):
         if len(self.names) != len(self.costs) or len(set(self.names)) != len(self.names):
@@ -54,9 +56,19 @@ class GateSpace:
     def indices(self, prefix: str) -> list[int]:
         return [i for i, n in enumerate(self.names) if n.startswith(prefix)]
 
-    def weights(self) -> list[float]:
-        """Per-gate FLOPs at the reference length; sparsity weighted by these means 'share of compute'."""
-        return [c.total(self.reference_tokens) for c in self.costs]
+    def weights(self, by: str = "flops") -> list[float]:
+        """Per-gate FLOPs (or, by latency, measured milliseconds) at the reference length: sparsity
+        weighted by these means 'share of compute' (or 'share of time')."""
+        if by == "latency" and self.times is None:
+            raise ValueError(
+                "this gate space has no measured branch times (train with --sparsity-by latency)"
+            )
+        return [c.total(self.reference_tokens) for c in (self.times if by == "latency" else self.costs)]
+
+    def with_times(self, times: tuple[GateCost, ...], device: str) -> GateSpace:
+        if len(times) != len(self.names):
+            raise ValueError("one measured time per gate is needed")
+        return replace(self, times=tuple(times), times_device=device)
 
     def executed_flops(self, keep: list[bool], prompt_len: int, new_tokens: int) -> float:
         """FLOPs of one utterance with this mask, from the measured component costs."""
@@ -69,12 +81,15 @@ class GateSpace:
         return hashlib.sha256(json.dumps([self.model, list(self.names)]).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "model": self.model,
             "reference_tokens": self.reference_tokens,
             "ungated": asdict(self.ungated),
             "gates": [{"name": n, **asdict(c)} for n, c in zip(self.names, self.costs, strict=True)],
         }
+        if self.times is not None:
+            d["times_ms"] = {"device": self.times_device, "gates": [asdict(t) for t in self.times]}
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> GateSpace:
@@ -85,4 +100,6 @@ class GateSpace:
             model=d["model"],
             ungated=GateCost(**d["ungated"]),
             reference_tokens=d["reference_tokens"],
+            times=tuple(GateCost(**t) for t in d["times_ms"]["gates"]) if "times_ms" in d else None,
+            times_device=d["times_ms"]["device"] if "times_ms" in d else None,
         )

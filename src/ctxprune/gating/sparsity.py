@@ -2,7 +2,8 @@
 
 s is computed from keep probabilities (sigmoid of the logits), per group of gates (e.g. encoder and
 decoder with their own targets, or all gates sharing one), either counting modules (the paper's way)
-or weighting each gate by its FLOPs so that 0.5 means half the gated compute.
+weighting each gate by its FLOPs so that 0.5 means half the gated compute, or by its measured time on
+the target device so that 0.5 means half the gated time.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ class SparsityTarget:
 def gate_weights(space: GateSpace, by: str) -> Tensor:
     if by == "count":
         return torch.ones(len(space))
-    if by == "flops":
-        return torch.tensor(space.weights(), dtype=torch.float64).float()
-    raise ValueError(f"sparsity-by must be 'count' or 'flops', got {by!r}")
+    if by in ("flops", "latency"):
+        return torch.tensor(space.weights(by), dtype=torch.float64).float()
+    raise ValueError(f"sparsity-by must be 'count', 'flops' or 'latency', got {by!r}")
 
 
 def skipped_fraction(keep: Tensor, weights: Tensor, index: list[int]) -> Tensor:

@@ -144,8 +144,10 @@ class GatedWhisper(nn.Module):
         cache: KVCache,
         gates: Gates = None,
         length: int | None = None,
+        hidden: list[Tensor] | None = None,
     ) -> Tensor:
-        """Logits for `tokens` [batch, T] at `positions` [T] (a tensor on the device).
+        """Logits for `tokens` [batch, T] at `positions` [T] (a tensor on the device); each layer's
+        output is appended to `hidden` when a list is given (distillation compares them).
 
         Self-attention reads the first `length` cached positions when the caller knows that bound on
         the host (eager decoding, training), or else the whole cache under a mask (fixed shapes: a CUDA
@@ -166,6 +168,8 @@ class GatedWhisper(nn.Module):
             x = self._branch(x, self_attn, gates, f"dec.{i}.self_attn")
             x = self._branch(x, cross_attn, gates, f"dec.{i}.cross_attn")
             x = self._branch(x, lambda h, _rows, lay=layer: self.ffn(lay, h), gates, f"dec.{i}.ffn")
+            if hidden is not None:
+                hidden.append(x)
         return self.model.proj_out(dec.layer_norm(x))
 
     def self_attention(

@@ -13,13 +13,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import WhisperForConditionalGeneration
 
+from ctxprune.data.dataset import batch_features
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.policy import DenseMasks
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.pipeline import Pipeline
-from ctxprune.stack import ADAPTER_WEIGHTS, check_adapter
+from ctxprune.stack import ADAPTER_WEIGHTS, check_adapter, quiet_peft
 from ctxprune.train.config import TrainConfig
 from ctxprune.train.objective import teacher_forced_loss
 
@@ -38,13 +39,15 @@ def add_lora(
         target_modules=targets,
         bias="none",
     )
-    return get_peft_model(model, lora)
+    with quiet_peft():
+        return get_peft_model(model, lora)
 
 
 def load_adapter(
     model: WhisperForConditionalGeneration, adapter: str | Path, trainable: bool = False
 ) -> PeftModel:
-    return PeftModel.from_pretrained(model, str(check_adapter(adapter)), is_trainable=trainable)
+    with quiet_peft():
+        return PeftModel.from_pretrained(model, str(check_adapter(adapter)), is_trainable=trainable)
 
 
 class AdaptTask:
@@ -53,6 +56,7 @@ class AdaptTask:
 
     artifact = "adapter"
     calibrates = False
+    distills = False
 
     def __init__(self, model: WhisperForConditionalGeneration, config: TrainConfig):
         self.config = config
@@ -81,7 +85,7 @@ class AdaptTask:
         p = next(self.gw.model.parameters())
         loss = teacher_forced_loss(
             self.gw,
-            batch["features"].to(p.device, p.dtype),
+            batch_features(batch, p.device, self.gw.config.num_mel_bins).to(p.dtype),
             batch["decoder_input_ids"].to(p.device),
             batch["labels"].to(p.device),
         )

@@ -13,6 +13,7 @@ from ctxprune.errors import CtxpruneError
 
 KINDS = ("adapt", "gates")
 WHERE = ("encoder", "decoder", "both")
+SPARSITY_BY = ("flops", "count", "latency")
 
 
 @dataclass
@@ -34,8 +35,8 @@ class TrainConfig:
     # gates
     target: float = 0.5
     where: str = "decoder"
-    sparsity_by: str = "flops"  # flops | count
-    separate_targets: bool = False  # where=both: encoder and decoder each held to `target`
+    sparsity_by: str = "flops"  # flops | count | latency (measured branch times on this device)
+    encoder_target: float | None = None  # where=both: the encoder's own target (`target` is the decoder's)
     context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
     alpha: float = 4.0
     target_warmup: int = 0  # steps over which the target rises linearly from 0 (lets the LoRA follow)
@@ -46,6 +47,11 @@ class TrainConfig:
     tau_start: float = 1.0
     tau_end: float = 0.1
     hidden: int = 64
+    # distillation from the dense teacher (the same weights, all gates open, no LoRA, no gradient)
+    kl_weight: float = 1.0  # KL(teacher || student) on the teacher's pseudo-labels (and references)
+    label_weight: float = 0.0  # cross-entropy on the references, where a row has one
+    hidden_weight: float = 0.0  # normalized MSE of the decoder layers' outputs (and the encoder output)
+    temperature: float = 2.0  # of the KL term (scaled by T^2)
     # optimisation
     steps: int = 2000
     batch_size: int = 32
@@ -68,10 +74,20 @@ class TrainConfig:
             raise CtxpruneError(f"unknown run kind {self.kind!r}; use one of: {', '.join(KINDS)}")
         if self.where not in WHERE:
             raise CtxpruneError(f"--where must be one of {', '.join(WHERE)}, got {self.where!r}")
-        if self.sparsity_by not in ("flops", "count"):
-            raise CtxpruneError(f"--sparsity-by must be flops or count, got {self.sparsity_by!r}")
-        if not 0.0 <= self.target <= 1.0:
-            raise CtxpruneError(f"--target must be in [0, 1], got {self.target}")
+        if self.sparsity_by not in SPARSITY_BY:
+            raise CtxpruneError(
+                f"--sparsity-by must be one of {', '.join(SPARSITY_BY)}, got {self.sparsity_by!r}"
+            )
+        for name in ("target", "encoder_target"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise CtxpruneError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+        if self.encoder_target is not None and self.where != "both":
+            raise CtxpruneError("--encoder-target needs --where both (the decoder keeps --target)")
+        if min(self.kl_weight, self.label_weight, self.hidden_weight) < 0 or self.temperature <= 0:
+            raise CtxpruneError("loss weights must be >= 0 and the temperature > 0")
+        if self.kind == "gates" and self.kl_weight + self.label_weight + self.hidden_weight == 0:
+            raise CtxpruneError("all loss weights are 0: set kl_weight, label_weight or hidden_weight")
         if self.steps < 1 or self.batch_size < 1:
             raise CtxpruneError("--steps and --batch-size must be at least 1")
 

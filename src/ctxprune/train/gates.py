@@ -1,5 +1,7 @@
-"""Gate-predictor training: straight-through Gumbel gates on the frozen adapted model, task loss plus
-`alpha * (s - target)^2`, the temperature annealed and the target ramped up from 0 over the run.
+"""Gate-predictor training: straight-through Gumbel gates on the frozen reference model (Whisper base, or
+base with a corpus adapter merged), a task loss plus `alpha * (s - target)^2`, the temperature annealed
+and the target ramped up from 0 over the run. The task loss is distillation from the dense model
+(train/distill.py) or, with kl_weight = hidden_weight = 0, cross-entropy on the references.
 
 With `train_lora`, a small LoRA on the gated layer stacks trains with the gates, so that the modules
 that stay can take over the work of the ones that go. With only decoder gates and no encoder LoRA, the
@@ -7,16 +9,20 @@ encoder runs without autograd: that is most of the compute saved."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from transformers import WhisperForConditionalGeneration
 
+from ctxprune.data.dataset import batch_features
 from ctxprune.data.manifest import read_manifest
 from ctxprune.data.synth import LANGUAGES
 from ctxprune.errors import CtxpruneError
-from ctxprune.eval.suite import rows_sparsity
+from ctxprune.eval.module_times import gate_time_costs
+from ctxprune.eval.suite import device_name, rows_sparsity
 from ctxprune.gating.policy import Masks, StraightThrough, encoder_then_late, policy_for, two_stage
 from ctxprune.gating.predictor import GateContext, GatePredictor
 from ctxprune.gating.skip import SoftGates
@@ -31,21 +37,36 @@ from ctxprune.stack import GATE_LORA, merge_adapter, record_base_adapter
 from ctxprune.train.adapt import add_lora, load_gate_lora, save_half_precision_lora
 from ctxprune.train.calibration import calibrate_predictor, calibration_record
 from ctxprune.train.config import TrainConfig
+from ctxprune.train.distill import DistillWeights, distillation_loss
 from ctxprune.train.objective import decoder_loss
 
 
 def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
-    if config.where == "both" and config.separate_targets:
-        return [SparsityTarget(STACK_PREFIX[s], config.target) for s in ("encoder", "decoder")]
+    """One target over the gated stacks, or with `encoder_target` the encoder's and the decoder's."""
+    if config.encoder_target is not None:
+        return [
+            SparsityTarget(STACK_PREFIX["encoder"], config.encoder_target),
+            SparsityTarget(STACK_PREFIX["decoder"], config.target),
+        ]
     return [SparsityTarget(STACK_PREFIX[config.where], config.target)]
+
+
+def measured_times(gw: GatedWhisper, special: WhisperTokens) -> tuple:
+    """Branch times on this device; under torchrun every process takes rank 0's, so that all weigh alike."""
+    times = [gate_time_costs(gw, special.prompt("en", "transcribe"))]
+    if dist.is_initialized():
+        dist.broadcast_object_list(times, src=0)
+    return times[0]
 
 
 def gated_stacks(where: str) -> list[str]:
     return ["encoder", "decoder"] if where == "both" else [where]
 
 
-def build_predictor(gw: GatedWhisper, config: TrainConfig) -> GatePredictor:
+def build_predictor(gw: GatedWhisper, config: TrainConfig, special: WhisperTokens) -> GatePredictor:
     space = whisper_gate_space(gw)
+    if config.sparsity_by == "latency":  # each gate weighs its time at batch 1 on this device
+        space = space.with_times(measured_times(gw, special), device_name(str(gw.device)))
     frozen = [n for n in space.names if not n.startswith(STACK_PREFIX[config.where])]  # gates not trained
     predictor_config = whisper_predictor_config(
         gw.config,
@@ -64,15 +85,14 @@ class GateTask:
     calibration at the start of the deterministic tail, its artifact (`predictor/`) and its card fields."""
 
     artifact = "predictor"
-    calibrates = True  # at the start of the deterministic tail
 
-    def __init__(self, model: WhisperForConditionalGeneration, config: TrainConfig):
+    def __init__(self, model: WhisperForConditionalGeneration, config: TrainConfig, special: WhisperTokens):
         if config.adapter:  # the adapted model is the reference: merged, frozen
             model = merge_adapter(model, config.adapter)
         # a second, small LoRA on the gated stacks only, trained with the gates
         self.peft = add_lora(model, config, stacks=gated_stacks(config.where)) if config.train_lora else None
         self.gw = GatedWhisper(self.peft.base_model.model if self.peft else model)
-        self.predictor = build_predictor(self.gw, config).to(self.gw.device)
+        self.predictor = build_predictor(self.gw, config, special).to(self.gw.device)
         if config.start_from:
             self._start_from(Path(config.start_from))
         self.policy = policy_for(self.predictor)
@@ -80,6 +100,13 @@ class GateTask:
         self.targets = sparsity_targets(config)
         self.schedule = TemperatureSchedule(config.tau_start, config.tau_end, config.steps)
         self.encoder_grad = config.where != "decoder"
+        # calibrated at the start of the deterministic tail; the shift search holds one target, so a run
+        # with the encoder's own target is not calibrated (its penalty alone brings it there)
+        self.calibrates = config.encoder_target is None
+        self.distills = config.kl_weight > 0 or config.hidden_weight > 0
+        self.weights = DistillWeights(
+            config.kl_weight, config.label_weight, config.hidden_weight, config.temperature
+        )
 
     def _start_from(self, gate_set: Path) -> None:
         """Continue from a trained gate set: its predictor and its LoRA (a re-tune after calibration)."""
@@ -155,11 +182,30 @@ class GateTask:
 
     def card_fields(self, dev: dict) -> dict:
         c = self.config
-        return {
+        space = self.predictor.space
+        fields = {
             "kind": "context" if c.context else "static",
             "target_sparsity": c.target,
-            "achieved_sparsity": rows_sparsity(dev, self.predictor.space, c.where, c.sparsity_by),
+            "achieved_sparsity": rows_sparsity(dev, space, c.where, c.sparsity_by),
         }
+        if space.times is not None:  # what "latency" weighed: ms per gate at the reference length
+            weights = space.weights("latency")
+            fields["branch_ms"] = {
+                "device": space.times_device,
+                "reference_tokens": space.reference_tokens,
+                "gates": {n: round(w, 4) for n, w in zip(space.names, weights, strict=True)},
+            }
+        return fields
+
+    def _teacher_mode(self):
+        """The model as the teacher: the gate LoRA off (with no gates given, every module runs)."""
+        return self.peft.disable_adapter() if self.peft is not None else nullcontext()
+
+    def _teacher_encoder(self, feats: Tensor, student: Tensor):
+        """The dense encoder output: the student's own when neither gates nor the LoRA touch the encoder."""
+        if self.encoder_grad:
+            return lambda: self.gw.encode(feats)
+        return lambda: student.detach()
 
     def noise_at(self, step: int) -> float:
         """Full gate noise while the target rises, then linearly down to none for the last steps."""
@@ -178,7 +224,7 @@ class GateTask:
         p, names = self.predictor, list(self.predictor.space.names)
         tau, noise = self.schedule(step), self.noise_at(step)
         device = p.early_head.weight.device
-        feats, frames = batch["features"].to(device), batch["frames"]
+        feats, frames = batch_features(batch, device, self.gw.config.num_mel_bins), batch["frames"]
         ctx = GateContext(batch["tasks"], batch["languages"], audio=pooled_log_mel(feats, frames))
         policy = self.policy.in_mode(StraightThrough(tau, noise, generator))
         dtype = next(self.gw.model.parameters()).dtype
@@ -190,9 +236,21 @@ class GateTask:
         masks, encoder_out = two_stage(
             policy, ctx, encoder_then_late(encoder), lambda out: pooled_encoder(out.detach().float(), frames)
         )
-        labels = batch["labels"].to(device)
-        gates = SoftGates(masks.values, names)
-        task = decoder_loss(self.gw, encoder_out, batch["decoder_input_ids"].to(device), labels, gates)
+        if self.distills:
+            task, logs = distillation_loss(
+                self.gw,
+                batch,
+                encoder_out,
+                self._teacher_encoder(feats.to(dtype), encoder_out),
+                masks.values,
+                self.weights,
+                self._teacher_mode,
+            )
+        else:
+            labels = batch["labels"].to(device)
+            gates = SoftGates(masks.values, names)
+            task = decoder_loss(self.gw, encoder_out, batch["decoder_input_ids"].to(device), labels, gates)
+            logs = {}
         with torch.autocast(device.type, enabled=False):
             # the value is the sparsity that ran, the gradient that of the expected sparsity: the penalty
             # stops pulling only when the executed masks (at the end, the inference masks) are on target
@@ -201,7 +259,7 @@ class GateTask:
             by, alpha = self.config.sparsity_by, self.config.alpha
             sparse, executed = sparsity_loss(keep, p.space, targets, by, alpha)
         _, expected = sparsity_loss(masks.keep_prob.detach(), p.space, targets, by)
-        logs = {"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau, "noise": noise}
+        logs.update({"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau, "noise": noise})
         logs["target"] = targets[0].target
         logs.update({f"expected_s_{k}": v for k, v in expected.items()})
         logs.update({f"sampled_s_{k}": v for k, v in executed.items()})

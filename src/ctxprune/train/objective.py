@@ -1,4 +1,4 @@
-"""The task loss: teacher-forced cross-entropy of the gated model on prompt + target tokens."""
+"""The label loss: teacher-forced cross-entropy of the gated model on prompt + target tokens."""
 
 from __future__ import annotations
 
@@ -21,8 +21,20 @@ def decoder_loss(
     gw: GatedWhisper, encoder_out: Tensor, decoder_input_ids: Tensor, labels: Tensor, gates: Gates = None
 ) -> Tensor:
     """The same loss from an encoder output that is already computed (gate training needs it first)."""
+    logits = teacher_forced_logits(gw, encoder_out, decoder_input_ids, gates)
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def teacher_forced_logits(
+    gw: GatedWhisper,
+    encoder_out: Tensor,
+    decoder_input_ids: Tensor,
+    gates: Gates = None,
+    hidden: list[Tensor] | None = None,
+) -> Tensor:
+    """Logits at every position of `decoder_input_ids`, all fed at once (each layer's output to `hidden`)."""
     n = decoder_input_ids.shape[1]
     cache = gw.new_cache(encoder_out.shape[0], n, dtype=encoder_out.dtype)
     gw.prefill_cross(encoder_out, cache, gates)
-    logits = gw.decode(decoder_input_ids, torch.arange(n, device=encoder_out.device), cache, gates, length=n)
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+    positions = torch.arange(n, device=encoder_out.device)
+    return gw.decode(decoder_input_ids, positions, cache, gates, length=n, hidden=hidden)

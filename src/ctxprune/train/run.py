@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from ctxprune import assets
 from ctxprune.data.dataset import Collate, DurationBucketSampler, SpeechDataset
 from ctxprune.data.manifest import read_manifest
+from ctxprune.data.pseudo_labels import load_pseudo_labels, teacher_name
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.quality import evaluate, limit_per_group
 from ctxprune.paths import sha256_files, write_bytes_atomic, write_json_atomic
@@ -70,16 +71,29 @@ class Run:
         random.seed(config.seed)
         self.loaded = assets.load(config.model, device=str(self.device))
         self.loaded.model.requires_grad_(False)
-        self.task = (AdaptTask if config.kind == "adapt" else GateTask)(self.loaded.model, config)
+        if config.kind == "adapt":
+            self.task = AdaptTask(self.loaded.model, config)
+        else:
+            self.task = GateTask(self.loaded.model, config, self.loaded.tokens)
         self.params = self.task.named_parameters()
         self.calibration: dict | None = None  # set once the gates are calibrated; they are frozen from then
         self.optimizer = torch.optim.AdamW(
             self.task.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
-        self.train_set = SpeechDataset(config.data, "train")
+        # distillation also trains on rows without a reference, on the teacher's pseudo-labels
+        distills = self.task.distills
+        self.train_set = SpeechDataset(config.data, "train", with_reference=not distills)
         self.sampler = DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
-        self.collate = Collate(self.gw.config.num_mel_bins, self.loaded.tokenizer, self.loaded.tokens)
+        self.collate = Collate(
+            self.gw.config.num_mel_bins,
+            self.loaded.tokenizer,
+            self.loaded.tokens,
+            pseudo_labels=load_pseudo_labels(Path(config.data), teacher_name(config.model, config.adapter))
+            if distills
+            else None,
+            waveforms=self.device.type == "cuda",  # the log-mel is then computed on the GPU
+        )
 
     @property
     def gw(self):
@@ -185,6 +199,7 @@ class Run:
                 step += 1
                 row = {"step": step, "loss": loss.item(), "lr": rates, **logs}
                 row["grad_norm"] = float(grad_norm)
+                row["elapsed"] = round(time.perf_counter() - start, 3)  # seconds, across resumes
                 if step % config.log_every == 0 or step == config.steps:
                     self._log(row)
                 if self.rank == 0 and (step % config.save_every == 0 or step == config.steps):
@@ -234,6 +249,7 @@ class Run:
                 "processes": self.world,
                 "torch": torch.__version__,
             },
+            **({"branch_ms": fields["branch_ms"]} if "branch_ms" in fields else {}),
             **({"calibration": self.calibration} if self.calibration else {}),
             **(
                 {"start_from_card": json.loads(start.read_text())}

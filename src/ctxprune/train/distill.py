@@ -1,0 +1,113 @@
+"""Self-distillation: the gated student learns to do what the dense teacher does.
+
+The teacher is the same weights with every gate open and no gate LoRA, run without gradient. The
+student sees two kinds of token sequences per batch: the teacher's own greedy output for every row
+(pseudo-labels, `data/pseudo_labels.py`) and the reference where a row has one. On both it matches the
+teacher's token distributions (KL at temperature T, scaled by T^2 so that its gradient does not shrink
+with T); on references it may also learn the labels (cross-entropy); optionally its decoder layers'
+outputs, and its encoder output when encoder gates train, follow the teacher's (MSE normalized by the
+teacher's variance, so every layer weighs alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ctxprune.gating.skip import SoftGates
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.train.objective import teacher_forced_logits
+
+
+@dataclass(frozen=True)
+class DistillWeights:
+    kl: float = 1.0
+    label: float = 0.0
+    hidden: float = 0.0
+    temperature: float = 2.0
+
+
+def kl_loss(student: Tensor, teacher: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """T^2 * KL(teacher || student), averaged over the target positions (labels != -100)."""
+    keep = labels != -100
+    s = (student[keep].float() / temperature).log_softmax(-1)
+    t = (teacher[keep].float() / temperature).log_softmax(-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def hidden_loss(student: list[Tensor], teacher: list[Tensor], keep: Tensor | None = None) -> Tensor:
+    """Mean over layers of MSE(student, teacher) / var(teacher), at the `keep` positions if given."""
+    terms = []
+    for s, t in zip(student, teacher, strict=True):
+        s, t = (s[keep], t[keep]) if keep is not None else (s, t)
+        t = t.float()
+        terms.append(F.mse_loss(s.float(), t) / t.var().clamp_min(1e-6))
+    return torch.stack(terms).mean()
+
+
+def join_sequences(batch: dict, with_references: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pseudo-label rows for every utterance, then reference rows for those that have one, padded to
+    one width: (input ids, labels, the utterance of each row, which rows are references)."""
+    parts = [(batch["teacher_input_ids"], batch["teacher_labels"])]
+    n = parts[0][0].shape[0]
+    rows = [torch.arange(n)]
+    if with_references:
+        has_ref = (batch["labels"] != -100).any(1)
+        rows.append(has_ref.nonzero().flatten())
+        parts.append((batch["decoder_input_ids"][has_ref], batch["labels"][has_ref]))
+    width = max(ids.shape[1] for ids, _ in parts)
+    # padding positions come after every target and carry no label: causal attention never sees them
+    pad_ids = [F.pad(ids, (0, width - ids.shape[1])) for ids, _ in parts]
+    pad_labels = [F.pad(lab, (0, width - lab.shape[1]), value=-100) for _, lab in parts]
+    utterance = torch.cat(rows)
+    is_reference = torch.arange(len(utterance)) >= n
+    return torch.cat(pad_ids), torch.cat(pad_labels), utterance, is_reference
+
+
+def distillation_loss(
+    gw: GatedWhisper,
+    batch: dict,
+    student_encoder: Tensor,
+    teacher_encoder: Callable[[], Tensor],
+    keep: Tensor,
+    weights: DistillWeights,
+    teacher_mode: Callable,
+) -> tuple[Tensor, dict[str, float]]:
+    """The weighted sum of the KL, label and hidden terms, and each term for the log.
+
+    `keep` is the student's [batch, gates] straight-through mask; `teacher_encoder()` gives the dense
+    encoder output (the student's own, when the encoder is neither gated nor adapted); `teacher_mode()`
+    is a context in which the model runs as the teacher (the gate LoRA disabled)."""
+    device = student_encoder.device
+    with_refs = bool((batch["labels"] != -100).any())
+    ids, labels, utterance, is_ref = (t.to(device) for t in join_sequences(batch, with_refs))
+    gates = SoftGates(keep.index_select(0, utterance), gw.gate_names)
+    student_hidden: list[Tensor] | None = [] if weights.hidden else None
+    student = teacher_forced_logits(
+        gw, student_encoder.index_select(0, utterance), ids, gates, student_hidden
+    )
+    with torch.no_grad(), teacher_mode():
+        dense_encoder = teacher_encoder()
+        teacher_hidden: list[Tensor] | None = [] if weights.hidden else None
+        teacher = teacher_forced_logits(
+            gw, dense_encoder.index_select(0, utterance), ids, None, teacher_hidden
+        )
+    terms = {"kl": kl_loss(student, teacher, labels, weights.temperature)}
+    if weights.label and with_refs:
+        ref = labels.masked_fill(~is_ref[:, None], -100)
+        terms["label_ce"] = F.cross_entropy(student.float().flatten(0, 1), ref.flatten(), ignore_index=-100)
+    if weights.hidden:
+        layers = hidden_loss(student_hidden, teacher_hidden, labels != -100)
+        if student_encoder.requires_grad:  # the encoder is gated or adapted: it learns the teacher's too
+            layers = (layers + hidden_loss([student_encoder], [dense_encoder])) / 2
+        terms["hidden"] = layers
+    total = (
+        weights.kl * terms["kl"]
+        + weights.label * terms.get("label_ce", 0.0)
+        + weights.hidden * terms.get("hidden", 0.0)
+    )
+    return total, {k: float(v.detach()) for k, v in terms.items()}

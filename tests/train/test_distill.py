@@ -1,0 +1,87 @@
+"""Distillation: the KL and hidden terms, the joined pseudo-label and reference rows, a gate step on it."""
+
+import pytest
+import torch
+
+from ctxprune import assets
+from ctxprune.data.dataset import Collate, SpeechDataset
+from ctxprune.data.pseudo_labels import load_pseudo_labels, teacher_name
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.train.distill import DistillWeights, distillation_loss, hidden_loss, join_sequences, kl_loss
+from ctxprune.train.gates import GateTask
+
+
+def test_kl_is_zero_for_equal_distributions_and_reads_only_target_positions():
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 5, 11, generator=g)
+    labels = torch.tensor([[-100, 3, 4, -100, -100], [-100, -100, 1, 2, 3]])
+    assert kl_loss(teacher, teacher, labels, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = teacher + torch.randn(2, 5, 11, generator=g)
+    moved = student.clone()
+    moved[0, 0] += 100.0  # a position without a label
+    assert kl_loss(student, teacher, labels, 2.0) > 0.01
+    assert kl_loss(moved, teacher, labels, 2.0).item() == pytest.approx(
+        kl_loss(student, teacher, labels, 2.0).item()
+    )
+
+
+def test_hidden_loss_is_scale_free_and_zero_when_equal():
+    t = [torch.randn(2, 4, 8) * 10, torch.randn(2, 4, 8) * 0.1]
+    assert hidden_loss(t, t).item() == 0.0
+    # each layer normalized by its own variance: a constant relative error weighs the same in both
+    assert hidden_loss([x * 1.1 for x in t], t).item() == pytest.approx(0.01 * 1.0, rel=0.2)
+
+
+def test_join_puts_every_utterance_once_then_the_reference_rows():
+    batch = {
+        "teacher_input_ids": torch.tensor([[1, 2, 3], [1, 2, 0]]),
+        "teacher_labels": torch.tensor([[-100, 3, 9], [-100, 9, -100]]),
+        "decoder_input_ids": torch.tensor([[1, 2, 5, 6], [1, 2, 0, 0]]),
+        "labels": torch.tensor([[-100, 5, 6, 9], [-100, -100, -100, -100]]),  # row 1: no reference
+    }
+    ids, labels, utterance, is_ref = join_sequences(batch, with_references=True)
+    assert utterance.tolist() == [0, 1, 0] and is_ref.tolist() == [False, False, True]
+    assert ids.shape == labels.shape == (3, 4)
+    assert labels[0].tolist() == [-100, 3, 9, -100]  # padded with no label
+    assert labels[2].tolist() == [-100, 5, 6, 9]
+
+
+@pytest.fixture()
+def distill_batch(tiny_corpus, tiny_model_dir, tiny_labels):
+    loaded = assets.load(str(tiny_model_dir))
+    labels = load_pseudo_labels(tiny_corpus, teacher_name(str(tiny_model_dir)))
+    data = SpeechDataset(str(tiny_corpus), "train", with_reference=False)
+    collate = Collate(80, loaded.tokenizer, loaded.tokens, pseudo_labels=labels, waveforms=True)
+    return loaded, collate([data[i] for i in range(4)])
+
+
+def test_the_student_with_every_gate_open_is_the_teacher(distill_batch):
+    loaded, batch = distill_batch
+    gw = GatedWhisper(loaded.model.eval())
+    from ctxprune.data.dataset import batch_features
+
+    encoder = gw.encode(batch_features(batch, gw.device, 80))
+    n = len(gw.gate_names)
+    weights = DistillWeights(kl=1.0, label=0.5, hidden=1.0)
+    args = (gw, batch, encoder, lambda: encoder)
+    same, logs = distillation_loss(*args, torch.ones(4, n), weights, torch.no_grad)
+    assert logs["kl"] == pytest.approx(0.0, abs=1e-5) and logs["hidden"] == pytest.approx(0.0, abs=1e-6)
+    keep = torch.ones(4, n)
+    keep[:, gw.gate_names.index("dec.0.cross_attn")] = 0.0
+    keep.requires_grad_(True)
+    pruned, logs = distillation_loss(*args, keep, weights, torch.no_grad)
+    assert logs["kl"] > 1e-4 and logs["hidden"] > 1e-4 and pruned > same
+    pruned.backward()
+    assert keep.grad.abs().sum() > 0  # the teacher's signal reaches the gates
+
+
+def test_a_gate_step_distills_on_rows_without_a_reference(quick, tiny_whisper, tiny_tokens, distill_batch):
+    _, batch = distill_batch
+    batch = {**batch, "labels": torch.full_like(batch["labels"], -100)}  # as if no row had a reference
+    task = GateTask(tiny_whisper, quick(where="decoder", train_lora=True, hidden_weight=0.5), tiny_tokens)
+    loss, logs = task.loss(batch, step=0, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and {"kl", "hidden"} <= set(logs) and "label_ce" not in logs
+    assert task.predictor.late_bias.grad.abs().sum() > 0
+    lora = [p for n, p in task.peft.named_parameters() if "lora_B" in n]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
