@@ -50,9 +50,11 @@ case "${1:-}" in
     ctxprune data build --out $P/corpus --preset full --seed 0 --workers "$(nproc)" | tail -4 ;;
   label)
     remote_env; mkdir -p $R
-    ctxprune data pseudo-label $P/corpus --batch-size 128 --workers 12 | tail -2
-    [ -f $R/module_damage.json ] || python3 bench/module_damage.py $P/corpus --split test --limit 20 \
-      --out $R/module_damage.json 2>&1 | grep -v USDT | tail -32 ;;
+    gpus=$(nvidia-smi -L | wc -l)
+    [ -f $R/module_damage.json ] || CUDA_VISIBLE_DEVICES=$((gpus - 1)) python3 bench/module_damage.py $P/corpus \
+      --split test --limit 20 --out $R/module_damage.json > $R/module_damage.log 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 ctxprune data pseudo-label $P/corpus --batch-size 128 --workers 12 | tail -2
+    wait; grep -v USDT $R/module_damage.log | tail -33 ;;
   ddp)
     # The same decoder run for STEPS steps of BATCH utterances per process: on one GPU, then on two under
     # torchrun (twice the utterances per step); nothing else runs meanwhile.
