@@ -43,10 +43,12 @@ case "${1:-}" in
     ls -l $P/bundle.tar.xz ;;
   setup)
     [ "$(sha256sum $P/bundle.tar.xz | cut -d' ' -f1)" = "$(cat $P/bundle.sha256)" ] || { echo "bundle sha256 differs"; exit 1; }
-    mkdir -p $P/espeak && tar xJf $P/bundle.tar.xz -C $P && rm -rf $P/espeak/root && mv $P/root $P/espeak/root
+    if [ ! -d $P/espeak/root ]; then
+      mkdir -p $P/espeak && tar xJf $P/bundle.tar.xz -C $P && mv $P/root $P/espeak/root
+    fi
     remote_env
     python3 -m pip install -q --no-index --no-deps --target /tmp/site $P/wheels/*.whl
-    ctxprune model prepare --source $P/ct2
+    [ -f $P/cache/models/whisper-base/config.json ] || ctxprune model prepare --source $P/ct2
     ctxprune data build --out $P/corpus --preset full --seed 0 --workers "$(nproc)" | tail -4 ;;
   label)
     remote_env; mkdir -p $R

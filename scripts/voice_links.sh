@@ -5,7 +5,9 @@ voice_data_links() {  # $1: the bundle's root
   if [ -d "$1/usr/share/pico/lang" ] && [ ! -e /usr/share/pico/lang ]; then
     mkdir -p /usr/share/pico && ln -s "$1/usr/share/pico/lang" /usr/share/pico/lang
   fi
-  if [ -d "$1/usr/share/mbrola" ] && [ ! -e /usr/share/mbrola ]; then
-    ln -s "$1/usr/share/mbrola" /usr/share/mbrola
+  local mbrola="$1/usr/share/mbrola"  # Debian's mbrola-* packages put the voices in espeak-ng's data
+  [ -d "$mbrola" ] || mbrola="$1/usr/lib/x86_64-linux-gnu/espeak-ng-data/mbrola"
+  if [ -d "$mbrola" ] && [ ! -e /usr/share/mbrola ]; then
+    ln -s "$mbrola" /usr/share/mbrola
   fi
 }
