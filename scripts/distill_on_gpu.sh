@@ -63,7 +63,7 @@ case "${1:-}" in
     remote_env; mkdir -p $R
     args=(gates --data $P/corpus --target 0.5 --where decoder --sparsity-by flops --steps "${2:-150}"
           --batch-size "${BATCH:-64}" --set train_lora=true --set lora_rank=16 --set lora_alpha=32 --set workers=6
-          --set eval_every=0 --set calibrate=false --set save_every=100000 --set log_every=10 --set deterministic_tail=0)
+          --set eval_every=0 --set eval_limit=2 --set calibrate=false --set save_every=100000 --set log_every=10 --set deterministic_tail=0)
     rm -rf $P/ddp && mkdir -p $P/ddp
     python3 -m ctxprune.cli train "${args[@]}" --out $P/ddp/gpu1 > $P/ddp/gpu1.log 2>&1
     torchrun --standalone --nproc_per_node 2 -m ctxprune.cli train "${args[@]}" --out $P/ddp/gpu2 > $P/ddp/gpu2.log 2>&1
