@@ -69,7 +69,7 @@ case "${1:-}" in
     torchrun --standalone --nproc_per_node 2 -m ctxprune.cli train "${args[@]}" --out $P/ddp/gpu2 > $P/ddp/gpu2.log 2>&1
     python3 scripts/ddp_speedup.py $P/ddp/gpu1 $P/ddp/gpu2 --out $R/ddp_speedup.json ;;
   train)
-    remote_env; shift
+    remote_env; shift; mkdir -p $P/runs
     gpus=$(nvidia-smi -L | wc -l) n=0
     for spec in "$@"; do
       IFS=: read -r target where by kind seed enc <<< "$spec"
