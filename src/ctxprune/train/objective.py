@@ -34,7 +34,10 @@ def teacher_forced_logits(
 ) -> Tensor:
     """Logits at every position of `decoder_input_ids`, all fed at once (each layer's output to `hidden`)."""
     n = decoder_input_ids.shape[1]
-    cache = gw.new_cache(encoder_out.shape[0], n, dtype=encoder_out.dtype)
+    device = encoder_out.device.type
+    # under autocast the projections write K/V in the autocast dtype, whatever the encoder output's
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else encoder_out.dtype
+    cache = gw.new_cache(encoder_out.shape[0], n, dtype=dtype)
     gw.prefill_cross(encoder_out, cache, gates)
     positions = torch.arange(n, device=encoder_out.device)
     return gw.decode(decoder_input_ids, positions, cache, gates, length=n, hidden=hidden)
