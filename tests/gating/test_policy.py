@@ -46,6 +46,10 @@ def test_forced_lists_override():
     policy = MaskPolicy(SPACE, force_keep=[1], force_skip=[2])
     assert policy.forced(torch.tensor([[1.0, 0.0, 1.0, 1.0, 0.0]])).tolist() == [[1.0, 1.0, 0.0, 1.0, 0.0]]
     assert policy.forced(torch.tensor([[True] * 5])).tolist() == [[True, True, False, True, True]]
+    # regression: the base policy's masks ignored its forced lists (the single-module damage table read
+    # "no damage" for every module)
+    masks, _ = _run(policy, _ctx())
+    assert not masks.values[:, 2].any() and masks.values[:, [0, 1, 3, 4]].all()
 
 
 def test_dense_keeps_every_gate_and_has_no_late_stage():

@@ -77,7 +77,7 @@ class MaskPolicy:
         return other
 
     def early(self, ctx: GateContext) -> Masks:
-        return Masks(torch.ones(len(ctx.task), len(self.space), dtype=torch.bool))
+        return Masks(self.forced(torch.ones(len(ctx.task), len(self.space), dtype=torch.bool)))
 
     def late(self, ctx: GateContext, summary: Tensor | None) -> Masks | None:
         """The late gates' values [batch, n_late]; None where the early mask already holds every gate."""

@@ -128,7 +128,9 @@ class Run:
     def evaluate(self, limit: int | None) -> dict:
         examples = limit_per_group(read_manifest(Path(self.config.data), "dev"), limit)
         pipeline = self.task.pipeline(self.loaded.tokens)
-        options = DecodeOptions(max_new_tokens=self.config.eval_max_tokens)
+        # eager: on the H200 the multi-lane graphed decode hit an illegal memory access inside a training
+        # process (peft-wrapped model, several signature lanes); `ctxprune eval` keeps the graphs
+        options = DecodeOptions(max_new_tokens=self.config.eval_max_tokens, path="eager")
         return evaluate(pipeline, self.loaded.tokenizer, Path(self.config.data), examples, options=options)
 
     def _calibrate_if_due(self, step: int) -> None:
