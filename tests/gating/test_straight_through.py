@@ -31,3 +31,12 @@ def test_temperature_anneals_monotonically_to_end():
     taus = [s(i) for i in range(0, 150, 10)]
     assert taus[0] == 2.0 and abs(s(100) - 0.2) < 1e-9 and s(1000) == 0.2
     assert all(a > b for a, b in zip(taus[:10], taus[1:11], strict=True))
+
+
+def test_without_noise_the_training_mask_is_the_inference_mask_even_at_the_boundary():
+    # regression: a calibrated logit of 1e-9 is kept at inference, but its sigmoid rounds to exactly
+    # 0.5 and the sigmoid threshold closed it in training (the GPU run's tail trained other masks)
+    logits = torch.tensor([[1e-9, -1e-9, 0.0, 3.0, -3.0]])
+    assert (
+        straight_through_gates(logits, tau=0.1, noise=0.0).bool().tolist() == inference_gates(logits).tolist()
+    )

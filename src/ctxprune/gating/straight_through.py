@@ -15,25 +15,28 @@ from torch import Tensor
 
 
 class _HardForwardSoftBackward(torch.autograd.Function):
-    """Exactly 0/1 in the forward pass (no `hard + soft - soft` rounding); identity gradient to `soft`."""
+    """Exactly the 0/1 `hard` in the forward pass; the identity gradient to `soft` in the backward."""
 
     @staticmethod
-    def forward(ctx, soft: Tensor) -> Tensor:
-        return (soft > 0.5).to(soft.dtype)
+    def forward(ctx, soft: Tensor, hard: Tensor) -> Tensor:
+        return hard.to(soft.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
 
 
 def straight_through_gates(
     logits: Tensor, tau: float, generator: torch.Generator | None = None, noise: float = 1.0
 ) -> Tensor:
     """`noise` scales the logistic noise: 1 samples keep ~ Bernoulli(sigmoid(logit)); 0 is the
-    deterministic inference mask (annealed to 0 so that training ends on the masks inference uses)."""
+    deterministic inference mask (annealed to 0 so that training ends on the masks inference uses).
+    The hard value compares the noisy logit with 0, as `inference_gates` does: thresholding the
+    sigmoid instead rounds a logit within ~1e-8 of 0 to 0.5 and closes a gate inference keeps
+    (calibration leaves logits just past 0)."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-6, 1 - 1e-6)
-    soft = torch.sigmoid((logits + noise * (torch.log(u) - torch.log1p(-u))) / tau)
-    return _HardForwardSoftBackward.apply(soft)
+    noisy = logits + noise * (torch.log(u) - torch.log1p(-u))
+    return _HardForwardSoftBackward.apply(torch.sigmoid(noisy / tau), noisy > 0)
 
 
 def inference_gates(logits: Tensor) -> Tensor:
