@@ -30,7 +30,7 @@ from ctxprune.data.audio import SAMPLE_RATE, load_audio
 from ctxprune.eval.librivox import librivox_references, word_error_rate
 from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic
 from ctxprune.progress import progress_bar
-from ctxprune.stack import StackSpec
+from ctxprune.stack import BASE_ADAPTER, StackSpec
 from ctxprune.transcriber import Transcriber
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--gates", type=Path, default=ARTIFACTS / "gates" / "decoder-flops-0.5-context")
+    ap.add_argument("--gates", type=Path, default=ARTIFACTS / "gates" / "decoder-flops-0.5-static")
     ap.add_argument("--out", type=Path, default=Path("results/cpu_runtimes.json"))
     args = ap.parse_args()
     from faster_whisper import WhisperModel
@@ -84,7 +84,7 @@ def main() -> None:
         transcriber = Transcriber(StackSpec(**kwargs))
         return lambda path: transcriber.transcribe([path], language="en", batch_size=1)[0].text
 
-    adapter = SHIPPED_ADAPTER
+    adapter = SHIPPED_ADAPTER if (args.gates / BASE_ADAPTER).is_file() else None  # what it was trained on
     variants = {
         "faster-whisper int8": faster("int8"),
         "faster-whisper fp32": faster("float32"),

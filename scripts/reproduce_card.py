@@ -2,7 +2,7 @@
 settings its card was made with, and print the card's figures beside today's.
 
 Usage: python scripts/reproduce_card.py ARTIFACT_DIR CORPUS_DIR [--out results.json]
-(gate sets load on top of artifacts/lora-adapter, the adapter they were trained on)"""
+(a gate set loads on top of artifacts/lora-adapter where it records that it was trained on it)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ctxprune.eval.quality import evaluate, limit_per_group
 from ctxprune.paths import SHIPPED_ADAPTER, write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.runtime.decoding import DecodeOptions
-from ctxprune.stack import StackSpec, load_stack
+from ctxprune.stack import BASE_ADAPTER, StackSpec, load_stack
 
 
 def main() -> None:
@@ -28,7 +28,8 @@ def main() -> None:
     if card["kind"] == "adapter":
         stack = load_stack(StackSpec(adapter=args.artifact))
     else:
-        stack = load_stack(StackSpec(adapter=SHIPPED_ADAPTER, gates=args.artifact))
+        adapter = SHIPPED_ADAPTER if (args.artifact / BASE_ADAPTER).is_file() else None  # trained on it
+        stack = load_stack(StackSpec(adapter=adapter, gates=args.artifact))
     examples = limit_per_group(read_manifest(args.corpus, "dev"), card["config"]["eval_limit"])
     with progress_bar() as bar:
         task = bar.add_task("dev", total=len(examples))

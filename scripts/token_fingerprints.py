@@ -20,7 +20,7 @@ from ctxprune.data.features import features_for
 from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.librivox import LIBRIVOX_DIR
 from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, write_json_atomic
-from ctxprune.stack import StackSpec, load_stack
+from ctxprune.stack import BASE_ADAPTER, StackSpec, load_stack
 
 
 def _inputs(corpus: Path, rows: int) -> list[tuple]:
@@ -36,7 +36,8 @@ def _inputs(corpus: Path, rows: int) -> list[tuple]:
 def fingerprints(corpus: Path, rows: int) -> dict:
     sets = sorted(p for p in (ARTIFACTS / "gates").iterdir() if (p / "card.json").is_file())
     specs = {"dense-base": StackSpec(), "dense-adapter": StackSpec(adapter=SHIPPED_ADAPTER)}
-    specs.update({p.name: StackSpec(adapter=SHIPPED_ADAPTER, gates=p) for p in sets})
+    trained_on = {p: SHIPPED_ADAPTER if (p / BASE_ADAPTER).is_file() else None for p in sets}
+    specs.update({p.name: StackSpec(adapter=trained_on[p], gates=p) for p in sets})
     batches = _inputs(corpus, rows)
     out = {}
     for name, spec in specs.items():

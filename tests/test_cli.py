@@ -122,15 +122,16 @@ def test_gates_for_another_model_are_refused(clip, tmp_path):
     _assert_clean_failure(run("transcribe", clip, "--gates", tmp_path / "nope"), "not a gate predictor")
 
 
-def test_every_candidate_defaults_to_the_shipped_adapter():
-    # regression: a dense-only or random-only evaluation once ran on the base model, not the adapted one
+def test_every_candidate_runs_on_whisper_base_unless_an_adapter_is_given():
+    # the shipped gate sets prune Whisper base itself (issue 15); an adapter is the user's choice
     from ctxprune.cli.evaluate import pick_candidates
 
     for gates, random in (
         ([], None),
         ([], [0.5]),
-        ([ARTIFACTS / "gates" / "decoder-flops-0.5-context"], None),
+        ([ARTIFACTS / "gates" / "decoder-flops-0.5-static"], None),
     ):
-        assert pick_candidates(gates, None, random, seeds=1)[1] == SHIPPED_ADAPTER
+        assert pick_candidates(gates, None, random, seeds=1)[1] is None
+        assert pick_candidates(gates, SHIPPED_ADAPTER, random, seeds=1)[1] == SHIPPED_ADAPTER
     with pytest.raises(CtxpruneError, match="nothing to evaluate"):
         pick_candidates([], None, dense=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"  # the shipped adapter and gate sets (checkout)
-SHIPPED_ADAPTER = ARTIFACTS / "lora-adapter"  # the corpus LoRA every shipped gate set was trained on
+SHIPPED_ADAPTER = ARTIFACTS / "lora-adapter"  # the corpus LoRA, for users who adapt to the corpus
 
 
 def cache_dir() -> Path:

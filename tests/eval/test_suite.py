@@ -10,7 +10,7 @@ from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.latency import bench_latency, mixed_rows
 from ctxprune.eval.suite import Candidate, evaluate_candidates, summarize
-from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER
+from ctxprune.paths import ARTIFACTS
 from ctxprune.runtime.decoding import DecodeOptions
 from ctxprune.stack import StackSpec
 
@@ -74,11 +74,11 @@ def test_mixed_rows_take_every_group_in_turn(tiny_corpus):
 
 
 def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(real_whisper, tiny_corpus):
-    gate_set = ARTIFACTS / "gates" / "decoder-flops-0.5-context"
+    gate_set = ARTIFACTS / "gates" / "decoder-flops-0.5-static"
     record = evaluate_candidates(
         [Candidate("dense", "dense"), Candidate.gate_set(gate_set)],
         tiny_corpus,
-        StackSpec(adapter=SHIPPED_ADAPTER),
+        StackSpec(),
         "test",
         limit=1,
         options=DecodeOptions(max_new_tokens=24),

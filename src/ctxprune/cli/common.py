@@ -33,7 +33,7 @@ ModelOpt = Annotated[
 ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
 AdapterOpt = Annotated[
     Path | None,
-    typer.Option(help="LoRA adapter dir, merged into the model (eval, bench: default the shipped one)."),
+    typer.Option(help="LoRA adapter dir, merged into the model (default: none, Whisper base)."),
 ]
 Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantization of Linear layers (CPU).")]
 BeamsOpt = Annotated[

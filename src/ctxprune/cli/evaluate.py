@@ -41,7 +41,8 @@ def pick_candidates(
     seeds: int = 0,
     dense: bool = True,
 ) -> tuple[list[Candidate], Path]:
-    """Dense, then the gate sets, then the random baselines, all on the shipped adapter unless told."""
+    """Dense, then the gate sets, then the random baselines, all on Whisper base (or the given adapter:
+    a gate set trained on one refuses to load without it)."""
     from ctxprune.eval.suite import Candidate
     from ctxprune.models.whisper import STACK_PREFIX
 
@@ -55,9 +56,7 @@ def pick_candidates(
         raise CtxpruneError("two candidates share a name; give each gate set once")
     if not out:
         raise CtxpruneError("nothing to evaluate: give --gates or --random, or leave out --no-dense")
-    from ctxprune.paths import SHIPPED_ADAPTER
-
-    return out, adapter if adapter is not None else SHIPPED_ADAPTER
+    return out, adapter
 
 
 def eval_(
