@@ -1,6 +1,6 @@
 """`ctxprune eval`: the dense model, gate sets and random baselines on one split, side by side.
 
-Every candidate decodes the same rows. The dense reference is the base model with the corpus adapter;
+Every candidate decodes the same rows. The dense reference is Whisper base (with an adapter if given);
 a gate set adds its predictor (and its own LoRA); a random baseline drops each gate of a stack with
 probability S on the dense model, over several seeds. Per (task, language) each candidate gets its
 quality, the GFLOPs that actually ran (FlopCounterMode), its sparsity and each gate's keep rate.
