@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from ctxprune.data.audio import load_audio
-from ctxprune.data.features import features_for, frames_of, log_mel, pad_or_trim
+from ctxprune.data.features import frames_of, log_mel, pad_or_trim
 from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.errors import CtxpruneError
 
@@ -117,10 +117,11 @@ class Collate:
             "targets": [e.target for e in examples],
             "examples": examples,
         }
+        padded = torch.from_numpy(np.stack([pad_or_trim(c) for c in chunks]))
         if self.waveforms:
-            out["audio"] = torch.from_numpy(np.stack([pad_or_trim(c) for c in chunks]))
+            out["audio"] = padded
         else:
-            out["features"], _ = features_for(chunks, self.n_mels)
+            out["features"] = log_mel(padded, self.n_mels)
         if self.tokenizer is not None:
             references = [
                 None

@@ -4,8 +4,8 @@ with the corpus, so that distillation reads tokens instead of decoding at every 
 Layout: `CORPUS/pseudo_labels/<teacher>/<split>.jsonl` (one row per utterance: id, tokens, whether the
 decode ended on end-of-text) and `<split>.done.json` once every row is there. The teacher is `base` or
 another model's or adapter's sha256 prefix (`teacher_name`), so labels of one model are never read for
-another. Rows are appended and
-flushed batch by batch: an interrupted run resumes after the last complete line.
+another. Rows are appended and flushed batch by batch: an interrupted run resumes after the last
+complete line.
 """
 
 from __future__ import annotations
@@ -99,15 +99,14 @@ def generate_pseudo_labels(
     path = labels_path(corpus, teacher, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _complete_rows(path)
-    todo = sorted((e for e in examples if e.id not in done), key=lambda e: e.duration)
+    todo = sorted((i for i, e in enumerate(examples) if e.id not in done), key=lambda i: examples[i].duration)
     options = DecodeOptions(max_new_tokens=max_new_tokens)
     n_mels = stack.gated.config.num_mel_bins
     device, dtype = stack.gated.device, next(stack.gated.model.parameters()).dtype
     if on_progress:
         on_progress(len(done), len(examples))
     # audio is read by worker processes while the GPU decodes; the log-mel is computed on the device
-    index = {e.id: i for i, e in enumerate(dataset.examples)}
-    batches = [[index[e.id] for e in todo[s : s + batch_size]] for s in range(0, len(todo), batch_size)]
+    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=list, num_workers=workers)
     labelled = len(done)
     with open(path, "a") as out:
