@@ -114,9 +114,10 @@ class Stack:
         languages: list[str | None],
         vectors: dict[str, torch.Tensor] | None = None,
         options: DecodeOptions = GREEDY,
+        prefixes: list[list[int]] | None = None,
     ) -> GatedResult:
         """Decode a batch of log-mel features (see `runtime.pipeline.Pipeline.run`)."""
-        return self.pipeline.run(features, frames, tasks, languages, vectors, options)
+        return self.pipeline.run(features, frames, tasks, languages, vectors, options, prefixes)
 
 
 def load_stack(spec: StackSpec = StackSpec()) -> Stack:

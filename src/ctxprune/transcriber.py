@@ -1,74 +1,49 @@
-"""The Python API behind `ctxprune transcribe`: files in, text out, one fixed mask per utterance.
+"""The Python API behind `ctxprune transcribe`: files in, timed segments out, pruned window by window.
 
-Files are read and split into 30 s chunks; chunks from all files are batched together, encoded,
-language-detected when asked, decoded (greedy or beam search), and joined back per file. A file that cannot be
-read is reported in its result and does not stop the others.
+Two ways through a file, as in openai-whisper / HF `generate` and in faster-whisper's batched pipeline:
+- sequential (default): Whisper's long-form algorithm over the whole file, streamed from disk
+  (`longform.sources.StreamedMel`); files decode side by side in one batch;
+- `vad=True`: Silero VAD finds speech (`longform.vad`), merged into windows of at most 30 s that decode
+  as one batch; silence is never decoded.
+Either way every 30 s window gets its own mask from its own context. A file that cannot be read, or
+fails mid-way, is reported in its result and does not stop the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
+import torch
 
-from ctxprune.data.audio import SAMPLE_RATE, load_audio, split_chunks
-from ctxprune.data.features import features_for
 from ctxprune.errors import CtxpruneError
+from ctxprune.longform.audio_stream import AudioStream, SampleWindow
+from ctxprune.longform.decoder import Job, LongFormDecoder, LongFormOptions
+from ctxprune.longform.segments import Segment, Transcript
+from ctxprune.longform.sources import FRAME_SECONDS, SpeechMel, StreamedMel
+from ctxprune.longform.timing import snap_to_speech
+from ctxprune.longform.vad import TIMING, VadOptions, speech_probabilities, speech_windows
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
 
-
-@dataclass
-class ChunkRecord:
-    """One decoded 30 s chunk of a file: its text, language, the modules that ran and the share of
-    FLOPs executed (against dense, from measured component costs), and its share of the batch time."""
-
-    text: str
-    language: str
-    ran: list[str]
-    flops_executed_share: float
-    seconds: float = 0.0
-
-    def gates(self) -> dict:
-        return {"ran": self.ran, "flops_executed_share": self.flops_executed_share}
-
-
-@dataclass
-class Transcription:
-    path: str
-    text: str = ""
-    language: str | None = None
-    task: str = "transcribe"
-    duration: float = 0.0
-    seconds: float = 0.0
-    error: str | None = None
-    gates: list[dict] | None = None  # per 30 s utterance: the modules that ran, share of FLOPs executed
-    chunks: list[ChunkRecord] = field(default_factory=list, repr=False)
-
-    def to_json(self) -> dict:
-        record = asdict(self)
-        record.pop("chunks")
-        for key in ("error", "gates"):
-            if record[key] is None:
-                record.pop(key)
-        return record
-
-
-@dataclass
-class _Chunk:
-    file: int
-    audio: np.ndarray
+NO_SPEECH = "no speech found"
+DEFAULT_LONG_FORM, DEFAULT_VAD = LongFormOptions(), VadOptions()
 
 
 class Transcriber:
-    """Files in, text out, with the model that `spec` describes; `options` are the decoding choices."""
+    """Files in, transcripts out, with the model that `spec` describes; `options` are the decoding
+    choices of each window, `long_form` the fallback and conditioning choices."""
 
-    def __init__(self, spec: StackSpec | None = None, options: DecodeOptions = GREEDY):
-        self.spec, self.options = spec or StackSpec(), options
+    def __init__(
+        self,
+        spec: StackSpec | None = None,
+        options: DecodeOptions = GREEDY,
+        long_form: LongFormOptions = DEFAULT_LONG_FORM,
+    ):
+        self.spec, self.options, self.long_form = spec or StackSpec(), options, long_form
         self.stack = load_stack(self.spec)
 
     @property
@@ -87,56 +62,147 @@ class Transcriber:
         task: str = "transcribe",
         language: str = "auto",
         batch_size: int = 8,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> list[Transcription]:
-        """Transcribe (or translate to English) each file. `on_progress(n)` is called per decoded chunk."""
+        vad: bool = False,
+        vad_options: VadOptions = DEFAULT_VAD,
+        snap: bool = True,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> list[Transcript]:
+        """Transcribe (or translate to English) each file. With `snap`, segment edges move onto the speech
+        VAD hears (`longform.timing`). `on_progress(seconds)` reports audio done."""
         self.check_request(task, language)
-        if batch_size < 1:
-            raise CtxpruneError("--batch-size must be at least 1")
-        results = [Transcription(path=str(p), task=task) for p in paths]
-        chunks: list[_Chunk] = []
-        for i, p in enumerate(paths):
-            try:
-                audio = load_audio(p)
-            except CtxpruneError as e:
-                results[i].error = str(e)
-                continue
-            results[i].duration = round(len(audio) / SAMPLE_RATE, 3)
-            chunks += [_Chunk(i, c) for c in split_chunks(audio)]
-        for start in range(0, len(chunks), batch_size):
-            batch = chunks[start : start + batch_size]
-            t0 = time.perf_counter()
-            decoded = self._decode_batch([c.audio for c in batch], task, language)
-            elapsed = time.perf_counter() - t0
-            for chunk, record in zip(batch, decoded, strict=True):
-                record.seconds = elapsed * len(chunk.audio) / sum(len(c.audio) for c in batch)
-                results[chunk.file].chunks.append(record)
+        results = [Transcript(path=str(p), task=task) for p in paths]
+        lang = None if language == "auto" else language
+        decoder = LongFormDecoder(self.stack.pipeline, task, self.long_form, self.options, batch_size)
+        started, self._timing = {}, {}
+        jobs = self._vad_jobs(results, lang, vad_options) if vad else self._file_jobs(results, lang)
+
+        def timed(jobs: Iterator[Job]) -> Iterator[Job]:
+            for job in jobs:
+                started.setdefault(self._file(job), time.perf_counter())
+                yield job
+
+        def progress(job: Job, frames: int) -> None:
             if on_progress:
-                on_progress(len(batch))
-        for r in results:
-            if r.chunks:
-                r.text = " ".join(c.text for c in r.chunks if c.text).strip()
-                r.language = Counter(c.language for c in r.chunks).most_common(1)[0][0]
-                r.seconds = round(sum(c.seconds for c in r.chunks), 3)
-                if self.spec.gates is not None:
-                    r.gates = [c.gates() for c in r.chunks]
+                on_progress(frames * FRAME_SECONDS)
+
+        for job in decoder.run(timed(jobs), progress):
+            r = results[self._file(job)]
+            r.error = r.error or job.error
+            r.segments += self._segments(job)
+            r.language = r.language or job.language or (job.spans[0].language if job.spans else None)
+            r.seconds = round(time.perf_counter() - started[self._file(job)], 3)
+        for i, r in enumerate(results):
+            if snap and r.segments and r.error is None:
+                t0 = time.perf_counter()
+                snap_to_speech(r.segments, self._timing_regions(i, r.path))
+                r.seconds = round(r.seconds + time.perf_counter() - t0, 3)
+            r.segments.sort(key=lambda s: s.start)
+            for k, s in enumerate(r.segments):
+                s.id = k
+            r.text = "".join(s.text for s in r.segments).strip()
+            if r.error is None and not r.segments:
+                r.note = r.note or f"{NO_SPEECH} (every window's no-speech probability was high)"
         return results
 
-    def _decode_batch(self, audios: list[np.ndarray], task: str, language: str) -> list[ChunkRecord]:
-        stack = self.stack
-        feats, frames = features_for(audios, stack.gated.config.num_mel_bins)
-        lang = None if language == "auto" else language
-        result = stack.run(
-            feats.to(self.spec.device, self.spec.dtype), frames, [task] * len(audios), [lang] * len(audios),
-            options=self.options,
-        )  # fmt: skip
-        texts = stack.loaded.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
-        names = stack.space.names
-        flops = result.flops(stack.space, prompt_len=len(self.special.prompt("en", task)))
-        records = []
-        for text, detected, keep, (executed, dense) in zip(
-            texts, result.languages, result.mask.tolist(), flops, strict=True
-        ):
-            ran = [n for n, k in zip(names, keep, strict=True) if k]
-            records.append(ChunkRecord(text.strip(), detected, ran, round(executed / dense, 4)))
-        return records
+    @staticmethod
+    def _file(job: Job) -> int:
+        return job.key[0] if isinstance(job.key, tuple) else job.key
+
+    def _open(self, result: Transcript) -> AudioStream | None:
+        try:
+            stream = AudioStream(result.path)
+        except CtxpruneError as e:
+            result.error = str(e)
+            return None
+        result.duration = round(stream.duration, 3)
+        return stream
+
+    def _file_jobs(self, results: list[Transcript], language: str | None) -> Iterator[Job]:
+        n_mels = self.stack.gated.config.num_mel_bins
+        for i, r in enumerate(results):
+            stream = self._open(r)
+            source = StreamedMel(stream, n_mels, self.spec.device) if stream is not None else None
+            yield Job(i, source, language)
+
+    def _vad_jobs(self, results: list[Transcript], language: str | None, vad: VadOptions) -> Iterator[Job]:
+        """Per file: the speech windows, each a job; the file's language, unless given or detected per
+        window, from its first window (as faster-whisper's batched pipeline)."""
+        n_mels = self.stack.gated.config.num_mel_bins
+        for i, r in enumerate(results):
+            stream = self._open(r)
+            if stream is None:
+                yield Job(i, None)
+                continue
+            try:
+                probs = speech_probabilities(stream)
+                self._timing[i] = probs.regions(TIMING)
+                windows = speech_windows(probs.regions(vad), vad.max_window_s)
+            except CtxpruneError as e:
+                yield Job(i, None, error=str(e))
+                continue
+            if not windows:
+                r.note = f"{NO_SPEECH} (voice activity detection found none)"
+            audio = SampleWindow(AudioStream(r.path))
+            file_language = language
+            for k, w in enumerate(windows):
+                try:
+                    source = SpeechMel(audio.get(w.start, w.stop), w.start, n_mels, self.spec.device)
+                except CtxpruneError as e:
+                    yield Job((i, k), None, error=str(e))
+                    break
+                if file_language is None and not self.long_form.language_per_window:
+                    file_language = self._detect(source)
+                yield Job((i, k), source, file_language)
+
+    def _timing_regions(self, file: int, path: str) -> list[tuple[int, int]]:
+        """Tight speech regions of a file: from the VAD pass the VAD path made, else one pass now."""
+        if file not in self._timing:
+            self._timing[file] = speech_probabilities(AudioStream(path)).regions(TIMING)
+        return self._timing[file]
+
+    def _detect(self, source: SpeechMel) -> str:
+        """The language of a window, as the decoder would detect it (one encoder pass and one step)."""
+        features = source.window(0)[None].to(self.spec.device, self.spec.dtype)
+        frames = torch.tensor([source.total_frames])
+        first = replace(self.options, max_new_tokens=1)
+        return self.stack.pipeline.run(features, frames, ["transcribe"], [None], options=first).languages[0]
+
+    def _segments(self, job: Job) -> list[Segment]:
+        tokenizer, eot = self.stack.loaded.tokenizer, self.special.eot
+        names = self.stack.space.names
+        gated = self.spec.gates is not None
+        out = []
+        for span in job.spans:
+            text = tokenizer.decode([t for t in span.tokens if t < eot])
+            if not text.strip():
+                continue  # as openai-whisper, a segment without text is dropped
+            gates = None
+            if gated:
+                ran = [n for n, k in zip(names, span.keep, strict=True) if k]
+                gates = {"ran": ran, "flops_executed_share": round(span.flops_share, 4)}
+            out.append(
+                Segment(
+                    id=0,
+                    seek=span.seek,
+                    start=round(span.start, 3),
+                    end=round(span.end, 3),
+                    text=text,
+                    tokens=span.tokens,
+                    temperature=span.temperature,
+                    avg_logprob=span.avg_logprob,
+                    compression_ratio=span.compression_ratio,
+                    no_speech_prob=span.no_speech_prob,
+                    language=span.language if self.long_form.language_per_window else None,
+                    gates=gates,
+                )  # fmt: skip
+            )
+        return out
+
+
+def audio_seconds(paths: Sequence[str | Path]) -> float:
+    """The total duration of readable files, from their headers (for a progress bar)."""
+    total = 0.0
+    for p in paths:
+        with contextlib.suppress(CtxpruneError):
+            total += AudioStream(p).duration
+    return total

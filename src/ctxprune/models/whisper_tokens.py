@@ -1,4 +1,5 @@
-"""Whisper's special tokens: the prompt (`<|sot|><|lang|><|task|><|notimestamps|>`) and suppression lists."""
+"""Whisper's special tokens: the prompt (`<|sot|><|lang|><|task|>[<|notimestamps|>]`), timestamps and
+suppression lists."""
 
 from __future__ import annotations
 
@@ -38,6 +39,22 @@ class WhisperTokens:
         )
 
     @property
+    def timestamp_begin(self) -> int:
+        """`<|0.00|>`: every id from here on is a timestamp, in steps of 0.02 s."""
+        return self.no_timestamps + 1
+
+    @property
+    def no_speech(self) -> int:
+        """`<|nospeech|>` (`<|nocaptions|>`), whose probability after `<|startoftranscript|>` says "silence"
+        (HF takes it as the id before `<|notimestamps|>`)."""
+        return self.no_timestamps - 1
+
+    @property
+    def start_of_previous(self) -> int:
+        """`<|startofprev|>`: what precedes the previous window's text when decoding is conditioned on it."""
+        return self.no_timestamps - 2
+
+    @property
     def languages(self) -> list[str]:
         return list(self.lang_to_id)
 
@@ -59,5 +76,7 @@ class WhisperTokens:
         """A generated row up to (not including) its first end-of-text."""
         return row[: row.index(self.eot)] if self.eot in row else row
 
-    def prompt(self, language: str, task: str) -> list[int]:
-        return [self.sot, self.lang_to_id[language], self.task_to_id[task], self.no_timestamps]
+    def prompt(self, language: str, task: str, timestamps: bool = False) -> list[int]:
+        """`<|sot|><|lang|><|task|>`, then `<|notimestamps|>` unless timestamps are decoded."""
+        head = [self.sot, self.lang_to_id[language], self.task_to_id[task]]
+        return head if timestamps else [*head, self.no_timestamps]

@@ -22,7 +22,9 @@ from ctxprune.gating.policy import LateStage, Masks
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.greedy import sot_index
 from ctxprune.runtime.suppression import Suppression
+from ctxprune.runtime.timestamps import TimestampRules, sample
 
 
 class Captured:
@@ -92,11 +94,15 @@ class GraphedSteps:
 
     def run_prefill(self) -> Tensor:
         """The uncaptured prefill: cross K/V and the prompt, logits after it."""
+        return self.run_prefill_all()[:, -1]
+
+    def run_prefill_all(self) -> Tensor:
+        """The prefill's logits at every prompt position [batch, prompt length, vocab]."""
         self.gw.prefill_cross(self.encoder_out, self.cache, self.gates)
         prompt_len = self.prompts.shape[1]
         logits = self.gw.decode(self.prompts, self.prompt_positions, self.cache, self.gates, prompt_len)
         self.position.fill_(prompt_len)
-        return logits[:, -1]
+        return logits
 
     def run_step(self) -> Tensor:
         """The uncaptured step: one token per row at the device-side position, which then advances."""
@@ -107,8 +113,9 @@ class GraphedSteps:
 
 class GraphedGreedy:
     """Greedy decoding of one signature group with the choice of token inside the graphs: each replay
-    decodes a token for every row, suppresses, picks, records it and feeds it to the next replay, so
-    that the host only replays and reads one end flag (a `greedy.Lane`)."""
+    decodes a token for every row, suppresses (and applies the timestamp rules), picks, records it and
+    feeds it to the next replay, so that the host only replays and reads one end flag (a `greedy.Lane`).
+    `sot_index` is where `<|startoftranscript|>` sits in the prompts (the no-speech probability)."""
 
     def __init__(
         self,
@@ -117,17 +124,26 @@ class GraphedGreedy:
         max_new_tokens: int,
         min_new_tokens: int,
         capture: bool,
+        timestamps: bool = False,
+        temperature: float = 0.0,
+        sot_index: int = 0,
     ):
         self.steps, self.special, self.min_new_tokens = steps, special, min_new_tokens
+        self.temperature, self.sot_index = temperature, sot_index
         device, batch = steps.token.device, steps.token.shape[0]
-        suppress = Suppression(special, steps.gw.config.vocab_size, device, min_new_tokens)
+        vocab = steps.gw.config.vocab_size
+        suppress = Suppression(special, vocab, device, min_new_tokens)
         self.first_bias = suppress.bias(0)
         self.later_bias, self.no_end_bias = suppress.biases(False, True), suppress.biases(False, False)
+        self.rules = TimestampRules(special, vocab, batch, device) if timestamps else None
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.out = torch.full((batch, max_new_tokens), special.eot, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
         self._start = Captured(self._run_start, capture)
         state = (steps.position, steps.token, self.done, self.out, self.count)
+        if self.rules is not None:
+            r = self.rules
+            state += (r.last, r.penultimate, r.last_timestamp, r.generated, r.sum_logprob, r.no_speech_prob)
         self._advance = Captured(self._run_advance, capture, restore=state)
 
     def bind(self, prompts: Tensor) -> GraphedGreedy:
@@ -144,8 +160,13 @@ class GraphedGreedy:
     def generated(self) -> list[list[int]]:
         return self.out[:, : int(self.count)].tolist()
 
-    def _choose(self, logits: Tensor, bias: Tensor) -> Tensor:
-        nxt = torch.where(self.done, self.special.eot, (logits.float() + bias).argmax(-1))
+    def _choose(self, logits: Tensor, bias: Tensor, first: bool) -> Tensor:
+        scores = logits.float() + bias
+        if self.rules is not None:
+            scores = self.rules(scores, first)
+        nxt = torch.where(self.done, self.special.eot, sample(scores, self.temperature))
+        if self.rules is not None:
+            self.rules.record(scores, nxt, self.done)
         self.out.index_copy_(1, self.count, nxt[:, None])
         self.done |= nxt == self.special.eot
         self.steps.token.copy_(nxt[:, None])
@@ -155,12 +176,15 @@ class GraphedGreedy:
     def _run_start(self) -> Tensor:
         self.done.zero_()
         self.count.zero_()
-        return self._choose(self.steps.run_prefill(), self.first_bias)
+        logits = self.steps.run_prefill_all()
+        if self.rules is not None:
+            self.rules.reset(logits[:, self.sot_index])
+        return self._choose(logits[:, -1], self.first_bias, first=True)
 
     def _run_advance(self) -> Tensor:
         logits = self.steps.run_step()
         bias = torch.where(self.count < self.min_new_tokens, self.no_end_bias, self.later_bias)
-        return self._choose(logits, bias)
+        return self._choose(logits, bias, first=False)
 
 
 class GraphedEncoder:
@@ -230,23 +254,18 @@ class GraphPool:
         special: WhisperTokens,
         max_new_tokens: int,
         min_new_tokens: int,
+        timestamps: bool = False,
+        temperature: float = 0.0,
     ) -> GraphedGreedy:
         """A greedy lane for rows that all share `mask_row`, bound to `encoder_out` and `prompts`."""
         batch, prompt_len = prompts.shape
-        key = (
-            "greedy",
-            mask_row,
-            batch,
-            prompt_len,
-            max_len,
-            max_new_tokens,
-            min_new_tokens,
-            encoder_out.dtype,
-        )
+        sot = sot_index(prompts, special)
+        choice = (max_new_tokens, min_new_tokens, timestamps, temperature, sot)
+        key = ("greedy", mask_row, batch, prompt_len, max_len, choice, encoder_out.dtype)
 
         def build(plan: MaskPlan) -> GraphedGreedy:
             steps = GraphedSteps(self.gw, plan, batch, prompt_len, max_len, self.capture)
-            return GraphedGreedy(steps, special, max_new_tokens, min_new_tokens, self.capture)
+            return GraphedGreedy(steps, special, *choice[:2], self.capture, *choice[2:])
 
         lane = self._get(key, build, mask_row, batch)
         lane.steps.bind(encoder_out)

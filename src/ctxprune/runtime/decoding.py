@@ -44,10 +44,14 @@ class DecodeOptions:
     path: str = "auto"
     max_groups: int = 8  # signatures per batch that get their own graphs; rarer ones share a gather pass
     count_flops: bool = False
+    timestamps: bool = False  # Whisper's timestamp tokens and rules, and the long-form scores
+    temperature: float = 0.0  # > 0: sample (the long-form fallback); greedy only
 
     def __post_init__(self):
         if self.beams < 1:
             raise CtxpruneError(f"beams must be at least 1 (--beams), got {self.beams}")
+        if self.beams > 1 and (self.timestamps or self.temperature > 0):
+            raise CtxpruneError("beam search decodes without timestamps here; use --beams 1 for long-form")
         if self.path not in PATHS:
             raise CtxpruneError(f"unknown decoding path {self.path!r}; use one of: {', '.join(PATHS)}")
 
@@ -91,61 +95,76 @@ class BatchDecoding:
             self._pools[capture] = GraphPool(self.gw, capture=capture)
         return self._pools[capture]
 
-    def groups(self, mask: Tensor, max_groups: int) -> list[tuple[list[int], tuple[bool, ...] | None]]:
+    def groups(
+        self, mask: Tensor, max_groups: int, lengths: list[int] | None = None
+    ) -> list[tuple[list[int], tuple[bool, ...] | None]]:
         """(rows, decoder signature) per group; signature None marks the row-gather group of rare
-        signatures. Encoder gates do not take part: only decoder gates change a decoding step."""
+        signatures. Encoder gates do not take part: only decoder gates change a decoding step. Rows
+        whose prompts differ in length (previous text) never share a group."""
+        lengths = lengths or [0] * len(mask)  # max_groups 0: every row to the row-gather path
         signatures = [decoder_signature(row, self.decoder_gate) for row in mask.tolist()]
-        counts = Counter(signatures).most_common()
-        graphed = {s for s, _ in (counts[: max_groups - 1] if len(counts) > max_groups else counts)}
-        groups = [
-            ([r for r, s in enumerate(signatures) if s == sig], sig) for sig, _ in counts if sig in graphed
-        ]
-        rare = [r for r, s in enumerate(signatures) if s not in graphed]
-        return groups + ([(rare, None)] if rare else [])
+        keys = list(zip(signatures, lengths, strict=True))
+        counts = Counter(keys).most_common()
+        graphed = {k for k, _ in (counts[: max_groups - 1] if len(counts) > max_groups else counts)}
+        groups = [([r for r, k in enumerate(keys) if k == g], g[0]) for g, _ in counts if g in graphed]
+        rare = [r for r, k in enumerate(keys) if k not in graphed]
+        by_length = {lengths[r]: [q for q in rare if lengths[q] == lengths[r]] for r in rare}
+        return groups + [(rows, None) for rows in by_length.values()]
 
     @torch.inference_mode()
     def __call__(
-        self, encoder_out: Tensor, prompts: Tensor, mask: Tensor, options: DecodeOptions = GREEDY
+        self,
+        encoder_out: Tensor,
+        prompts: Tensor | list[list[int]],
+        mask: Tensor,
+        options: DecodeOptions = GREEDY,
     ) -> list[list[int]]:
-        """Token ids per row (prompt and end-of-text excluded). `mask` is [batch, n_gates] bool."""
+        """Token ids per row (prompt and end-of-text excluded). `mask` is [batch, n_gates] bool; prompts
+        may differ in length (rows with previous text). With `options.timestamps`, `self.scores` holds
+        each row's (sum of log-probabilities, tokens scored, no-speech probability) afterwards."""
         o = options
-        new_tokens, max_len = cache_length(self.gw, prompts.shape[1], o.max_new_tokens)
         device = encoder_out.device
+        rows_prompts = prompts.tolist() if isinstance(prompts, Tensor) else prompts
+        lengths = [len(p) for p in rows_prompts]
         path = o.path_on(device)
         on_cuda = device.type == "cuda"
-        groups = self.groups(mask, o.max_groups) if path != "gather" else [(list(range(len(mask))), None)]
-        prompts = prompts.to(device)
-        lanes = []
+        groups = self.groups(mask, o.max_groups if path != "gather" else 0, lengths)
+        lanes, limits = [], []
         for rows, signature in groups:
+            pr = torch.tensor([rows_prompts[r] for r in rows], device=device)
+            new_tokens, max_len = cache_length(self.gw, pr.shape[1], o.max_new_tokens)
+            limits.append(new_tokens)
             if len(rows) == len(mask):  # one group, in order: no copies
-                enc, pr = encoder_out, prompts
+                enc = encoder_out
             else:
-                index = torch.tensor(rows, device=device)
-                enc, pr = encoder_out.index_select(0, index), prompts.index_select(0, index)
+                enc = encoder_out.index_select(0, torch.tensor(rows, device=device))
             if o.beams > 1:
                 enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
             pool = self.pool(path == "graphs")
+            choice = (o.min_new_tokens, o.timestamps, o.temperature)
             if signature is None:
                 plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, device)
                 steps = EagerSteps(self.gw, enc, plan, max_len)
-                lanes.append(
-                    (steps, pr) if o.beams > 1 else StepLane(steps, pr, self.special, o.min_new_tokens)
-                )
+                lanes.append((steps, pr) if o.beams > 1 else StepLane(steps, pr, self.special, *choice))
             elif o.beams > 1:
                 lanes.append((pool.steps(signature, pr, max_len, enc), pr))
             else:
-                lanes.append(
-                    pool.greedy(signature, pr, max_len, enc, self.special, new_tokens, o.min_new_tokens)
-                )
+                lanes.append(pool.greedy(signature, pr, max_len, enc, self.special, new_tokens, *choice))
         if o.beams > 1:
             decoded = [
-                beam_search(steps, pr, self.special, new_tokens, o.beams, o.length_penalty, o.min_new_tokens)
-                for steps, pr in lanes
+                beam_search(steps, pr, self.special, n, o.beams, o.length_penalty, o.min_new_tokens)
+                for (steps, pr), n in zip(lanes, limits, strict=True)
             ]
         else:
-            decoded = greedy_lanes(lanes, new_tokens, self._streams(len(lanes)) if on_cuda else None)
+            decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None)
         out: list[list[int]] = [[] for _ in range(len(mask))]
-        for (rows, _), group in zip(groups, decoded, strict=True):
-            for r, tokens in zip(rows, group, strict=True):
-                out[r] = tokens
+        self.scores: list[tuple[float, int, float]] = [(0.0, 0, 0.0)] * len(mask)
+        for (rows, _), group, lane, limit in zip(groups, decoded, lanes, limits, strict=True):
+            rules = getattr(lane, "rules", None)
+            sums = rules.sum_logprob.tolist() if rules is not None else [0.0] * len(rows)
+            no_speech = rules.no_speech_prob.tolist() if rules is not None else [0.0] * len(rows)
+            for i, (r, tokens) in enumerate(zip(rows, group, strict=True)):
+                out[r] = tokens[:limit]
+                scored = len(out[r]) + (len(out[r]) < limit)  # end-of-text counts when it was chosen
+                self.scores[r] = (sums[i], scored, no_speech[i])
         return out

@@ -14,6 +14,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.steps import EagerSteps, Steps
 from ctxprune.runtime.suppression import Suppression
+from ctxprune.runtime.timestamps import TimestampRules, sample
 
 MAX_NEW_TOKENS = 224  # Whisper's own sample length: half the text context
 
@@ -47,16 +48,30 @@ class Lane(Protocol):
 
 class StepLane:
     """A `Lane` over any `Steps`, the choice of token on the host's stream. `cuda_graphs.GraphedGreedy`
-    is a `Lane` with the choice inside its graphs."""
+    is a `Lane` with the choice inside its graphs. With `timestamps`, Whisper's timestamp rules apply and
+    the lane keeps the long-form scores (`runtime.timestamps`); `temperature` > 0 samples."""
 
-    def __init__(self, steps: Steps, prompts: Tensor, special: WhisperTokens, min_new_tokens: int = 0):
+    def __init__(
+        self,
+        steps: Steps,
+        prompts: Tensor,
+        special: WhisperTokens,
+        min_new_tokens: int = 0,
+        timestamps: bool = False,
+        temperature: float = 0.0,
+    ):
         self.steps, self.prompts, self.special, self.min_new_tokens = steps, prompts, special, min_new_tokens
+        self.timestamps, self.temperature = timestamps, temperature
+        self.rules: TimestampRules | None = None
         self.out: list[Tensor] = []
 
     def start(self) -> Tensor:
         logits = self.steps.prompt(self.prompts)
         self.suppress = Suppression(self.special, logits.shape[-1], logits.device, self.min_new_tokens)
         self.done = torch.zeros(self.prompts.shape[0], dtype=torch.bool, device=logits.device)
+        if self.timestamps:
+            self.rules = TimestampRules(self.special, logits.shape[-1], len(self.prompts), logits.device)
+            self.rules.reset(self.steps.prompt_logits[:, sot_index(self.prompts, self.special)])
         return self._choose(logits)
 
     def advance(self) -> Tensor:
@@ -64,7 +79,12 @@ class StepLane:
 
     def _choose(self, logits: Tensor) -> Tensor:
         step = len(self.out)
-        nxt = torch.where(self.done, self.special.eot, self.suppress(logits, step).argmax(-1))
+        scores = self.suppress(logits, step)
+        if self.rules is not None:
+            scores = self.rules(scores, first=step == 0)
+        nxt = torch.where(self.done, self.special.eot, sample(scores, self.temperature))
+        if self.rules is not None:
+            self.rules.record(scores, nxt, self.done)
         self.out.append(nxt)
         self.done |= nxt == self.special.eot
         return self.done.all()
@@ -73,17 +93,24 @@ class StepLane:
         return torch.stack(self.out, 1).tolist()
 
 
+def sot_index(prompts: Tensor, special: WhisperTokens) -> int:
+    """Where `<|startoftranscript|>` sits in a group's prompts (after any previous text)."""
+    return prompts.shape[1] - (3 if special.no_timestamps not in prompts[0].tolist() else 4)
+
+
 @torch.inference_mode()
 def greedy_lanes(
-    lanes: list[Lane], max_new_tokens: int, streams: list | None = None
+    lanes: list[Lane], max_new_tokens: int | list[int], streams: list | None = None
 ) -> list[list[list[int]]]:
     """Greedy decoding of several row groups ("lanes") in lockstep; token ids per lane and row.
 
     On CUDA each lane runs on its own stream, so that the lanes' (captured) steps overlap on the GPU,
     and step t+1 is launched before the host learns whether token t ended every row: the host waits
     only for the end flags of the step before (copied to pinned memory, behind an event), never for
-    the step in flight. A lane whose rows have all ended stops; its last launched step is unused."""
+    the step in flight. A lane whose rows have all ended stops; its last launched step is unused.
+    `max_new_tokens` may be given per lane (lanes whose prompts are longer have fewer positions left)."""
     cuda = lanes[0].prompts.device.type == "cuda"
+    limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(lanes)
     if streams is None:
         streams = [torch.cuda.Stream() if cuda else None for _ in lanes]
     flags = torch.zeros(2, len(lanes), dtype=torch.bool, pin_memory=cuda)  # by step parity
@@ -101,7 +128,8 @@ def greedy_lanes(
             streams[i].wait_stream(torch.cuda.current_stream())
         launch(i, 0, lane.start)
     active = list(range(len(lanes)))
-    for step in range(1, max_new_tokens):
+    for step in range(1, max(limits)):
+        active = [i for i in active if step < limits[i]]
         for i in active:  # launch step `step`, then read the flags of `step - 1`
             launch(i, step, lanes[i].advance)
         if cuda:

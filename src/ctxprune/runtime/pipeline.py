@@ -34,6 +34,8 @@ class GatedResult:
     mask: Tensor  # [batch, n_gates] bool: True = the branch ran
     flops_encoder: int | None = None  # measured, whole batch (with count_flops): gates and encoder
     flops_decoder: int | None = None  # language detection and decoding
+    # with timestamps: per row (sum of the chosen tokens' log-probabilities, tokens scored, no-speech prob.)
+    scores: list[tuple[float, int, float]] | None = None
 
     def flops(self, space: GateSpace, prompt_len: int) -> list[tuple[float, float]]:
         """(executed, dense) FLOPs per utterance, from measured component costs and the decoded length."""
@@ -99,10 +101,14 @@ class Pipeline:
     def space(self) -> GateSpace:
         return self.policy.space
 
-    def _prompts(self, languages: list[str], tasks: list[str], device: torch.device) -> Tensor:
-        return torch.tensor(
-            [self.special.prompt(lang, t) for lang, t in zip(languages, tasks, strict=True)], device=device
-        )
+    def _prompts(
+        self, languages: list[str], tasks: list[str], timestamps: bool, prefixes: list[list[int]] | None
+    ) -> list[list[int]]:
+        prefixes = prefixes or [[] for _ in tasks]
+        return [
+            [*prefix, *self.special.prompt(lang, t, timestamps)]
+            for lang, t, prefix in zip(languages, tasks, prefixes, strict=True)
+        ]
 
     def _fixed_context(self, batch: int, device: torch.device) -> FixedContext:
         if (batch, device) not in self._fixed:
@@ -134,8 +140,11 @@ class Pipeline:
         languages: list[str | None],
         vectors: dict[str, Tensor] | None = None,
         options: DecodeOptions = GREEDY,
+        prefixes: list[list[int]] | None = None,
     ) -> GatedResult:
         """Decode a batch; a `None` language is detected (gates then see the `unknown` language).
+        `prefixes` (long-form): per row, tokens before `<|startoftranscript|>` (`<|startofprev|>` and the
+        previous window's text).
         With `options.count_flops`, FlopCounterMode measures what ran, as batch totals: the encoder
         phase (both gate stages and the encoder) and the decoder phase (language detection, decoding)."""
         device = features.device
@@ -146,8 +155,6 @@ class Pipeline:
             audio=pooled_log_mel(features.float(), frames) if self.policy.reads("audio") else None,
             vectors=vectors or {},
         )
-        # known languages: the prompts go to the device now, not between the encoder and the decoder
-        prompts = self._prompts(languages, tasks, device) if None not in languages else None
         summarize = lambda out: pooled_encoder(out, frames)  # noqa: E731
         if path != "gather" and self.policy.reads_context:  # only a predictor reads the request's context
             fixed = self._fixed_context(len(tasks), device)
@@ -161,10 +168,11 @@ class Pipeline:
                 plan = MaskPlan(mask, self.gw.gate_names, device)
                 detected = detect_language(self.gw, encoder_out, self.special, plan)
                 languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
-            if prompts is None:
-                prompts = self._prompts(languages, tasks, device)
+            prompts = self._prompts(languages, tasks, options.timestamps, prefixes)
             tokens = self.decoding(encoder_out, prompts, mask, options)
         result = GatedResult(tokens, list(languages), mask)
+        if options.timestamps:
+            result.scores = self.decoding.scores
         if options.count_flops:
             result.flops_encoder = encoder_counter.get_total_flops()
             result.flops_decoder = decoder_counter.get_total_flops()

@@ -21,6 +21,8 @@ from ctxprune.models.whisper import GatedWhisper
 class Steps(Protocol):
     """Prefill cross K/V and the prompt, then one token per row per step; `reorder` serves beam search."""
 
+    prompt_logits: Tensor  # [batch, prompt length, vocab], set by `prompt` (the no-speech probability)
+
     def prompt(self, prompts: Tensor) -> Tensor:
         """Logits after the prompt [batch, vocab]."""
         ...
@@ -50,13 +52,14 @@ class EagerSteps:
         positions = torch.arange(start, end, device=tokens.device)
         logits = self.gw.decode(tokens, positions, self.cache, self.gates, length=end)
         self.length = end
-        return logits[:, -1]
+        return logits
 
     def prompt(self, prompts: Tensor) -> Tensor:
-        return self._decode(prompts)
+        self.prompt_logits = self._decode(prompts)
+        return self.prompt_logits[:, -1]
 
     def step(self, tokens: Tensor) -> Tensor:
-        return self._decode(tokens[:, None])
+        return self._decode(tokens[:, None])[:, -1]
 
     def reorder(self, index: Tensor) -> None:
         self.cache.reorder(index)

@@ -1,0 +1,224 @@
+"""Whisper's sequential long-form algorithm over many sources at once, pruned window by window.
+
+Each source (a whole file, or a speech window VAD found) is decoded 30 s at a time with timestamp tokens;
+its seek then moves to the end of the last complete segment (`segments.split_window`). Sources decode
+together in one batch of up to `batch_size` rows, and a finished source's row goes to the next source,
+so a batch stays full until the work runs out. Every window gets its own mask from its own context:
+the batch runs through the stack's pipeline like any other batch.
+
+Where the compression ratio or the average log-probability says the output is bad, a window is decoded
+again at the next temperature (sampling); where the no-speech probability is high and the log-probability
+low, it is skipped as silence. The rules and thresholds are HF's long-form `generate`
+(`generate_with_fallback`, `_need_fallback`), which follows openai-whisper's `transcribe`.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ctxprune.data.features import N_FRAMES
+from ctxprune.errors import CtxpruneError
+from ctxprune.longform.segments import split_window
+from ctxprune.longform.sources import FRAME_SECONDS, FrameSource
+from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.runtime.pipeline import Pipeline
+
+PREVIOUS_TEXT_TOKENS = 223  # HF's cut-off: max_target_positions // 2 - 1
+
+
+@dataclass(frozen=True)
+class LongFormOptions:
+    """The long-form choices; the defaults are openai-whisper's and HF's `generate` recommended ones."""
+
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = False  # HF's default; openai-whisper's CLI conditions
+    language_per_window: bool = False  # detect the language of every window, not once per source
+
+    def __post_init__(self):
+        if not self.temperatures or any(t < 0 for t in self.temperatures):
+            raise CtxpruneError("temperatures must be one or more values >= 0")
+        if self.no_speech_threshold is not None and self.logprob_threshold is None:
+            raise CtxpruneError("the no-speech threshold needs a log-probability threshold (as upstream)")
+
+    def judge(self, ratio: float, avg_logprob: float, no_speech: float) -> tuple[bool, bool]:
+        """(decode again at the next temperature, skip the window as silence), as HF's `_need_fallback`."""
+        bad = self.compression_ratio_threshold is not None and ratio > self.compression_ratio_threshold
+        low = self.logprob_threshold is not None and avg_logprob < self.logprob_threshold
+        silent = self.no_speech_threshold is not None and low and no_speech > self.no_speech_threshold
+        return (bad or low) and not silent, silent
+
+
+GREEDY_LONG_FORM = LongFormOptions((0.0,), None, None, None)  # one greedy pass, no fallback, no skipping
+
+
+@dataclass
+class Span:
+    """A decoded segment before its text: times in seconds, tokens, and the window's scores and gates."""
+
+    start: float
+    end: float
+    tokens: list[int]
+    seek: int
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    language: str
+    keep: list[bool]  # the mask the window ran with
+    flops_share: float  # the window's executed FLOPs against dense
+
+
+@dataclass
+class Job:
+    """One source being decoded; `key` says where its spans belong (e.g. which file)."""
+
+    key: object
+    source: FrameSource | None
+    language: str | None = None  # None: detect (on the first window, or every window)
+    seek: int = 0
+    spans: list[Span] = field(default_factory=list)
+    skipped: int = 0  # windows skipped as silence
+    conditioned: bool = True  # the last window was decoded at a low temperature
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.error is not None or self.source is None or self.seek >= self.source.total_frames
+
+
+def compression_ratio(tokens: list[int], vocab_size: int) -> float:
+    """Raw over zlib-compressed bytes of the token ids: high when the text repeats (HF's measure)."""
+    width = int(math.log2(vocab_size) / 8) + 1
+    raw = b"".join(t.to_bytes(width, "little") for t in tokens)
+    return len(raw) / len(zlib.compress(raw))
+
+
+class LongFormDecoder:
+    """Decodes jobs to spans through a runtime `pipeline` (dense or gated), `batch_size` windows at a time."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        task: str = "transcribe",
+        options: LongFormOptions = LongFormOptions(),
+        decode: DecodeOptions = GREEDY,
+        batch_size: int = 8,
+    ):
+        if batch_size < 1:
+            raise CtxpruneError("--batch-size must be at least 1")
+        self.pipeline, self.task, self.options, self.batch_size = pipeline, task, options, batch_size
+        self.decode = replace(decode, timestamps=True)
+        self.special = pipeline.special
+        self.vocab = pipeline.gw.config.vocab_size
+
+    def run(self, jobs: Iterable[Job], on_window: Callable[[Job, int], None] | None = None) -> Iterator[Job]:
+        """Yield each job when it is finished (or failed). `on_window(job, frames)` follows every window
+        with the frames its seek moved on."""
+        pending, active = iter(jobs), []
+        while True:
+            while len(active) < self.batch_size and (job := next(pending, None)) is not None:
+                if job.done:
+                    yield job
+                else:
+                    active.append(job)
+            if not active:
+                return
+            self._windows(active, on_window)
+            yield from (j for j in active if j.done)
+            active = [j for j in active if not j.done]
+
+    def _windows(self, jobs: list[Job], on_window: Callable[[Job, int], None] | None) -> None:
+        """Decode the next window of every job, with fallback, and move each job's seek on."""
+        features, ready = [], []
+        for job in jobs:
+            try:
+                features.append(job.source.window(job.seek))
+                ready.append(job)
+            except CtxpruneError as e:
+                job.error = str(e)
+        if not ready:
+            return
+        gw = self.pipeline.gw
+        feats = torch.stack(features).to(gw.device, next(gw.parameters()).dtype)
+        frames = [min(N_FRAMES, j.source.total_frames - j.seek) for j in ready]
+        attempts = self._decode_with_fallback(ready, feats, torch.tensor(frames))
+        for job, n, attempt in zip(ready, frames, attempts, strict=True):
+            before = job.seek
+            self._advance(job, n, attempt)
+            if on_window:
+                on_window(job, job.seek - before)
+
+    def _decode_with_fallback(self, jobs: list[Job], feats, frames) -> list[dict]:
+        o = self.options
+        attempts: list[dict] = [{} for _ in jobs]
+        languages = [None if o.language_per_window else j.language for j in jobs]
+        rows = list(range(len(jobs)))
+        for temperature in o.temperatures:
+            index = torch.tensor(rows)
+            prefixes = [self._previous_text(jobs[r]) for r in rows] if o.condition_on_previous_text else None
+            result = self.pipeline.run(
+                feats[index.to(feats.device)], frames[index], [self.task] * len(rows),
+                [languages[r] for r in rows], None, replace(self.decode, temperature=temperature), prefixes,
+            )  # fmt: skip
+            prompt_len = len(self.special.prompt("en", self.task, timestamps=True))
+            shares = [e / d for e, d in result.flops(self.pipeline.space, prompt_len)]
+            retry = []
+            for i, r in enumerate(rows):
+                tokens = result.tokens[i]
+                logprob_sum, scored, no_speech = result.scores[i]
+                ended = scored > len(tokens)  # end-of-text was chosen: it counts, as upstream
+                ratio = compression_ratio(tokens + [self.special.eot] * ended, self.vocab)
+                avg = logprob_sum / max(scored, 1)
+                bad, silent = o.judge(ratio, avg, no_speech)
+                languages[r] = result.languages[i]
+                attempts[r] = dict(
+                    tokens=tokens, temperature=temperature, avg_logprob=avg, compression_ratio=ratio,
+                    no_speech_prob=no_speech, skip=silent, language=result.languages[i],
+                    keep=result.mask[i].tolist(), flops_share=shares[i],
+                )  # fmt: skip
+                if bad:
+                    retry.append(r)
+            rows = retry
+            if not rows:
+                break
+        return attempts
+
+    def _advance(self, job: Job, frames: int, attempt: dict) -> None:
+        if job.language is None and not self.options.language_per_window:
+            job.language = attempt["language"]  # detected on the first window, kept for the source
+        job.conditioned = attempt["temperature"] < 0.5
+        if attempt["skip"]:
+            job.seek += frames
+            job.skipped += 1
+            return
+        offset = job.source.offset + job.seek * FRAME_SECONDS
+        piece = split_window(attempt["tokens"], self.special.timestamp_begin, offset, frames)
+        scores = {k: attempt[k] for k in ("temperature", "avg_logprob", "compression_ratio")}
+        seek = round(job.source.offset / FRAME_SECONDS) + job.seek  # in the file, as openai-whisper's
+        for start, end, tokens in piece.spans:
+            job.spans.append(
+                Span(start, end, tokens, seek, **scores, no_speech_prob=attempt["no_speech_prob"],
+                     language=attempt["language"],
+                     keep=attempt["keep"], flops_share=attempt["flops_share"])
+            )  # fmt: skip
+        job.seek += piece.advance
+
+    def _previous_text(self, job: Job) -> list[int]:
+        """`<|startofprev|>` and the last tokens of every segment so far (HF drops a segment's closing
+        timestamp where it ends on a pair), or nothing after a window decoded at a high temperature."""
+        if not job.conditioned or not job.spans:
+            return []
+        begin = self.special.timestamp_begin
+        tokens = []
+        for span in job.spans:
+            t = span.tokens
+            tokens += t[:-1] if len(t) > 2 and t[-2] >= begin else t
+        return [self.special.start_of_previous, *tokens[-PREVIOUS_TEXT_TOKENS:]]

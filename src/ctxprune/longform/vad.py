@@ -1,0 +1,160 @@
+"""Speech regions with Silero VAD, merged into windows of at most 30 s, as faster-whisper's batched pipeline
+and WhisperX do: long files are decoded window by window and silence is skipped."""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ctxprune.data.audio import SAMPLE_RATE
+from ctxprune.longform.audio_stream import AudioStream
+
+FRAME = 512  # Silero's frame at 16 kHz (32 ms)
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """Silero's thresholds with faster-whisper's batched-pipeline defaults (160 ms silence ends a region,
+    400 ms padding), and silero's 250 ms minimum speech; regions never exceed `max_window_s`."""
+
+    threshold: float = 0.5
+    min_speech_duration_ms: int = 250
+    min_silence_duration_ms: int = 160
+    speech_pad_ms: int = 400
+    max_window_s: float = 30.0
+
+
+TIMING = VadOptions(min_silence_duration_ms=100, speech_pad_ms=30)  # silero's own: tight, for timings
+
+
+@dataclass(frozen=True)
+class SpeechWindow:
+    """A span of the file, in 16 kHz samples, that Whisper decodes as one window (at most 30 s)."""
+
+    start: int
+    stop: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.stop - self.start) / SAMPLE_RATE
+
+
+@functools.cache
+def _model():
+    """Silero's ONNX model, loaded once. Importing silero_vad sets torch to one thread; undo that."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        import silero_vad
+    finally:
+        torch.set_num_threads(threads)
+    with warnings.catch_warnings():  # its resource lookup uses a deprecated importlib API
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return silero_vad.load_silero_vad(onnx=True)
+
+
+@dataclass(frozen=True)
+class SpeechProbabilities:
+    """Silero's speech probability of every 32 ms frame of a file, and the file's length in samples."""
+
+    probs: array
+    samples: int
+
+    def regions(self, options: VadOptions = VadOptions()) -> list[tuple[int, int]]:
+        """Speech as [start, stop) sample offsets under `options`, by silero's own timestamp rules, run once
+        over the whole file's probabilities; none exceeds `options.max_window_s`."""
+        from silero_vad import get_speech_timestamps_from_probs
+
+        if not self.samples:
+            return []
+        speeches = get_speech_timestamps_from_probs(
+            self.probs,
+            sampling_rate=SAMPLE_RATE,
+            threshold=options.threshold,
+            min_speech_duration_ms=options.min_speech_duration_ms,
+            max_speech_duration_s=options.max_window_s,
+            min_silence_duration_ms=options.min_silence_duration_ms,
+            speech_pad_ms=options.speech_pad_ms,
+            audio_length_samples=self.samples,
+        )
+        regions = [(int(s["start"]), int(s["end"])) for s in speeches]
+        return [piece for region in regions for piece in _split(region, options.max_window_s)]
+
+
+def speech_probabilities(
+    stream: AudioStream, on_progress: Callable[[float], None] | None = None
+) -> SpeechProbabilities:
+    """Run the VAD over a stream. The model's recurrent state runs on across blocks, frame by frame, so the
+    result is what silero gives on the whole file: a region crossing a block boundary is neither cut nor
+    shifted. Memory: one block plus 4 bytes per 32 ms frame. Not thread-safe (one model)."""
+    import torch
+
+    model = _model()
+    model.reset_states()
+    probs = array("f")
+    tail = np.zeros(0, dtype=np.float32)
+    done = 0
+    with torch.inference_mode():
+        for block in stream.blocks():
+            audio = np.concatenate([tail, block])
+            whole = len(audio) - len(audio) % FRAME
+            for i in range(0, whole, FRAME):
+                probs.append(model(torch.from_numpy(audio[i : i + FRAME]), SAMPLE_RATE).item())
+            tail = audio[whole:]
+            done += len(block)
+            if on_progress is not None:
+                on_progress(done / SAMPLE_RATE)
+        if len(tail):  # silero pads the last frame with zeros
+            frame = np.pad(tail, (0, FRAME - len(tail)))
+            probs.append(model(torch.from_numpy(frame), SAMPLE_RATE).item())
+    return SpeechProbabilities(probs, done)
+
+
+def speech_regions(
+    stream: AudioStream,
+    options: VadOptions = VadOptions(),
+    on_progress: Callable[[float], None] | None = None,
+) -> list[tuple[int, int]]:
+    """Speech as [start, stop) sample offsets: what `silero_vad.get_speech_timestamps` gives on the whole
+    file, computed block by block."""
+    return speech_probabilities(stream, on_progress).regions(options)
+
+
+def _split(region: tuple[int, int], max_window_s: float) -> list[tuple[int, int]]:
+    """Equal pieces of at most `max_window_s`. Silero already cuts at `max_speech_duration_s` (at the longest
+    pause, before padding), so this is a guarantee rather than the usual path."""
+    start, stop = region
+    limit = int(max_window_s * SAMPLE_RATE)
+    pieces = max(1, math.ceil((stop - start) / limit))
+    edges = [start + (stop - start) * k // pieces for k in range(pieces + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def speech_windows(regions: list[tuple[int, int]], max_window_s: float = 30.0) -> list[SpeechWindow]:
+    """Consecutive regions grouped greedily into windows, a new window starting when the next region would
+    make the current one exceed `max_window_s`, as faster-whisper's `collect_chunks` does. A window is one
+    contiguous span of the file, so the limit is on the span (silence inside included), as in WhisperX's
+    `merge_chunks`; a region longer than the limit is split into equal pieces first."""
+    limit = int(max_window_s * SAMPLE_RATE)
+    pieces = [p for region in sorted(regions) for p in _split(region, max_window_s) if p[1] > p[0]]
+    windows: list[SpeechWindow] = []
+    start = stop = None
+    for lo, hi in pieces:
+        if start is not None and max(stop, hi) - start > limit:
+            windows.append(SpeechWindow(start, stop))
+            start = None
+        if start is None:
+            start = lo if not windows else max(lo, windows[-1].stop)  # overlapping regions: no overlap
+            stop = max(start, hi)
+        else:
+            stop = max(stop, hi)
+    if start is not None:
+        windows.append(SpeechWindow(start, stop))
+    return windows
