@@ -40,7 +40,9 @@ def test_json_output_has_one_record_per_file(clip):
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == 2
-    assert set(records[0]) == {"path", "text", "language", "task", "duration", "seconds"}
+    assert set(records[0]) == {"path", "text", "segments", "language", "task", "duration", "seconds"}
+    segment = records[0]["segments"][0]
+    assert {"start", "end", "text", "tokens", "avg_logprob", "no_speech_prob"} <= set(segment)
     assert "young man" in records[0]["text"]
 
 
@@ -102,7 +104,7 @@ def test_transcribe_with_gates_reports_mask_and_flops(clip, tmp_path):
     proc = run("transcribe", clip, "--json", "--language", "en", "--gates", tmp_path / "gates")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
-    (utterance,) = record["gates"]
+    utterance = record["segments"][0]["gates"]  # the modules that ran for the segment's window
     assert 10 < len(utterance["ran"]) < 30 and all(name.startswith("enc.") for name in utterance["ran"][:12])
     assert 0.3 < utterance["flops_executed_share"] < 1.0
 

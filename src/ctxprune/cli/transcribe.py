@@ -12,6 +12,7 @@ import typer
 
 from ctxprune.cli.common import (
     AdapterOpt,
+    BeamsOpt,
     DeviceOpt,
     DtypeOpt,
     Int8Opt,
@@ -60,6 +61,7 @@ def transcribe(
         Path | None, typer.Option(help="Gate set dir: every window is pruned by its own context.")
     ] = None,
     adapter: AdapterOpt = None,
+    beams: BeamsOpt = 1,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     cuda_graphs: Annotated[
@@ -91,7 +93,7 @@ def transcribe(
             language_per_window=detect_language == "window",
         )
         spec = StackSpec(model, adapter, gates, parse_device(device), parse_dtype(dtype), int8)
-        options = DecodeOptions(path="auto" if cuda_graphs else "gather")
+        options = DecodeOptions(beams=beams, path="auto" if cuda_graphs else "gather", timestamps=True)
         transcriber = Transcriber(spec, options, long_form)
         transcriber.check_request(task, language)  # before any audio is read
         total = audio_seconds(audio)

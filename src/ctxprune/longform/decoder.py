@@ -166,7 +166,7 @@ class LongFormDecoder:
             prefixes = [self._previous_text(jobs[r]) for r in rows] if o.condition_on_previous_text else None
             result = self.pipeline.run(
                 feats[index.to(feats.device)], frames[index], [self.task] * len(rows),
-                [languages[r] for r in rows], None, replace(self.decode, temperature=temperature), prefixes,
+                [languages[r] for r in rows], None, self._at(temperature), prefixes,
             )  # fmt: skip
             prompt_len = len(self.special.prompt("en", self.task, timestamps=True))
             shares = [e / d for e, d in result.flops(self.pipeline.space, prompt_len)]
@@ -190,6 +190,11 @@ class LongFormDecoder:
             if not rows:
                 break
         return attempts
+
+    def _at(self, temperature: float) -> DecodeOptions:
+        """The window's decoding at `temperature`: sampling runs one beam (as HF's fallback)."""
+        beams = self.decode.beams if temperature == 0 else 1
+        return replace(self.decode, temperature=temperature, beams=beams)
 
     def _advance(self, job: Job, frames: int, attempt: dict) -> None:
         if job.language is None and not self.options.language_per_window:

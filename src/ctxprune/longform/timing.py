@@ -12,7 +12,6 @@ from __future__ import annotations
 from ctxprune.data.audio import SAMPLE_RATE
 from ctxprune.longform.segments import Segment
 
-
 MIN_OVERLAP = 0.25  # seconds: an edge that only grazes the next speech (Whisper's ends do) is not in it
 
 

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.steps import Steps
+from ctxprune.runtime.steps import Steps, sot_index
 from ctxprune.runtime.suppression import Suppression
+from ctxprune.runtime.timestamps import TimestampRules
 
 NEG = -1.0e9  # HF's "never pick this" score
 
@@ -34,13 +35,20 @@ def beam_search(
     beams: int = 5,
     length_penalty: float = 1.0,
     min_new_tokens: int = 0,
-) -> list[list[int]]:
-    """Best finished hypothesis per row. `prompts` is [rows * beams, P] and `steps` runs that many rows
-    (each row repeated `beams` times in a block)."""
+    timestamps: bool = False,
+) -> tuple[list[list[int]], list[tuple[float, int, float]]]:
+    """Best finished hypothesis per row, and per row (its score times its length ** length_penalty, its
+    length with end-of-text, the no-speech probability), so that score = sum / length as HF's
+    `sequences_scores`. `prompts` is [rows * beams, P] and `steps` runs that many rows (each row repeated
+    `beams` times in a block). With `timestamps` every beam follows Whisper's timestamp rules, applied to
+    the log-probabilities as HF's processors are."""
     rows = prompts.shape[0] // beams
     logits = steps.prompt(prompts)
     device, vocab = logits.device, logits.shape[-1]
     suppress = Suppression(special, vocab, device, min_new_tokens)
+    rules = TimestampRules(special, vocab, len(prompts), device) if timestamps else None
+    if rules is not None:
+        rules.reset(steps.prompt_logits[:, sot_index(prompts, special)])
     keep = 2 * beams  # as HF with one end-of-text token: enough to run on when K of them end
     top_slots = torch.arange(keep, device=device) < beams
     running = torch.full((rows, beams, max_new_tokens), special.eot, dtype=torch.long, device=device)
@@ -56,6 +64,8 @@ def beam_search(
         if t > 0:
             logits = steps.step(running[:, :, t - 1].reshape(-1))
         log_probs = torch.log_softmax(logits.float(), -1) + suppress.bias(t)
+        if rules is not None:
+            log_probs = rules(log_probs, first=t == 0)
         scores = (log_probs.view(rows, beams, vocab) + running_scores[..., None]).view(rows, -1)
         cand_scores, cand_index = scores.topk(keep)
         source, token = cand_index // vocab, cand_index % vocab
@@ -69,7 +79,11 @@ def beam_search(
         alive_scores = cand_scores + ends.float() * NEG
         pick = alive_scores.topk(beams).indices
         running, running_scores = _gather(cand, pick), _gather(alive_scores, pick)
-        steps.reorder((row_offset + _gather(source, pick)).view(-1))
+        parents = (row_offset + _gather(source, pick)).view(-1)
+        steps.reorder(parents)
+        if rules is not None:
+            rules.reorder(parents)
+            rules.advance(running[:, :, t].reshape(-1))
 
         # ended candidates among the top K compete for the finished slots
         just_ended = ends & top_slots
@@ -87,4 +101,10 @@ def beam_search(
         if not bool(can_improve.any()) or bool(ends.all()):
             break
 
-    return [special.until_end(row) for row in finished[:, 0].tolist()]
+    tokens = [special.until_end(row) for row in finished[:, 0].tolist()]
+    no_speech = rules.no_speech_prob[::beams].tolist() if rules is not None else [0.0] * rows
+    out = []
+    for row, score, p in zip(tokens, finished_scores[:, 0].tolist(), no_speech, strict=True):
+        length = min(len(row) + 1, max_new_tokens)
+        out.append((score * length**length_penalty, length, p))
+    return tokens, out

@@ -22,7 +22,7 @@ from ctxprune.gating.policy import LateStage, Masks
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.greedy import sot_index
+from ctxprune.runtime.steps import sot_index
 from ctxprune.runtime.suppression import Suppression
 from ctxprune.runtime.timestamps import TimestampRules, sample
 

@@ -50,8 +50,8 @@ class DecodeOptions:
     def __post_init__(self):
         if self.beams < 1:
             raise CtxpruneError(f"beams must be at least 1 (--beams), got {self.beams}")
-        if self.beams > 1 and (self.timestamps or self.temperature > 0):
-            raise CtxpruneError("beam search decodes without timestamps here; use --beams 1 for long-form")
+        if self.beams > 1 and self.temperature > 0:
+            raise CtxpruneError("beam search does not sample; a temperature > 0 decodes with one beam")
         if self.path not in PATHS:
             raise CtxpruneError(f"unknown decoding path {self.path!r}; use one of: {', '.join(PATHS)}")
 
@@ -151,15 +151,22 @@ class BatchDecoding:
             else:
                 lanes.append(pool.greedy(signature, pr, max_len, enc, self.special, new_tokens, *choice))
         if o.beams > 1:
-            decoded = [
-                beam_search(steps, pr, self.special, n, o.beams, o.length_penalty, o.min_new_tokens)
+            searched = [
+                beam_search(
+                    steps, pr, self.special, n, o.beams, o.length_penalty, o.min_new_tokens, o.timestamps
+                )
                 for (steps, pr), n in zip(lanes, limits, strict=True)
             ]
+            decoded, beam_scores = [d for d, _ in searched], [s for _, s in searched]
         else:
             decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None)
         out: list[list[int]] = [[] for _ in range(len(mask))]
         self.scores: list[tuple[float, int, float]] = [(0.0, 0, 0.0)] * len(mask)
-        for (rows, _), group, lane, limit in zip(groups, decoded, lanes, limits, strict=True):
+        for g, ((rows, _), group, lane, limit) in enumerate(zip(groups, decoded, lanes, limits, strict=True)):
+            if o.beams > 1:
+                for r, tokens, scores in zip(rows, group, beam_scores[g], strict=True):
+                    out[r], self.scores[r] = tokens, scores
+                continue
             rules = getattr(lane, "rules", None)
             sums = rules.sum_logprob.tolist() if rules is not None else [0.0] * len(rows)
             no_speech = rules.no_speech_prob.tolist() if rules is not None else [0.0] * len(rows)

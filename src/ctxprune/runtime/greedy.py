@@ -12,7 +12,7 @@ from torch import Tensor
 from ctxprune.gating.skip import Gates
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.steps import EagerSteps, Steps
+from ctxprune.runtime.steps import EagerSteps, Steps, sot_index
 from ctxprune.runtime.suppression import Suppression
 from ctxprune.runtime.timestamps import TimestampRules, sample
 
@@ -91,11 +91,6 @@ class StepLane:
 
     def generated(self) -> list[list[int]]:
         return torch.stack(self.out, 1).tolist()
-
-
-def sot_index(prompts: Tensor, special: WhisperTokens) -> int:
-    """Where `<|startoftranscript|>` sits in a group's prompts (after any previous text)."""
-    return prompts.shape[1] - (3 if special.no_timestamps not in prompts[0].tolist() else 4)
 
 
 @torch.inference_mode()

@@ -91,6 +91,21 @@ class TimestampRules:
         ended add nothing) and move the state on."""
         logprob = scores.log_softmax(-1).gather(1, chosen[:, None])[:, 0]
         self.sum_logprob.add_(torch.where(was_done, 0.0, logprob))
+        self.advance(chosen)
+
+    def reorder(self, index: Tensor) -> None:
+        """Row r continues from row `index[r]`'s history (beam search)."""
+        for state in (
+            self.last,
+            self.penultimate,
+            self.last_timestamp,
+            self.sum_logprob,
+            self.no_speech_prob,
+        ):
+            state.copy_(state.index_select(0, index))
+
+    def advance(self, chosen: Tensor) -> None:
+        """Move the state on by one chosen token per row."""
         self.penultimate.copy_(self.last)
         self.last.copy_(chosen)
         self.last_timestamp.copy_(torch.where(chosen >= self.begin, chosen, self.last_timestamp))

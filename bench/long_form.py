@@ -1,0 +1,360 @@
+"""Bench (issue 16): long-form transcription of one 3.5 min English recording (the long fixture, built on
+this machine with true utterance boundaries), our runtime dense and pruned, sequential and VAD-batched,
+against faster-whisper (sequential and its batched pipeline) and the transformers ASR pipeline (30 s
+chunks), all from the same Whisper base weights, greedy, language en.
+
+Each system is loaded once, outside the timing, then warmed up and timed over whole transcribe calls
+(file in, segments out); the median, min and max real-time factor (wall seconds / audio seconds) are kept,
+and WER (Whisper's English normalizer) and the boundary error of the segments come from the last repeat.
+Systems run one after another (not interleaved). Two goals are computed from the figures (see `goals`).
+
+Usage: python bench/long_form.py [--device cpu|cuda] [--systems ours-dense-vad,faster-whisper-batched,...]
+                                 [--warmup 1] [--repeats 3] [--batch-size 8] [--threads N]
+                                 [--gates artifacts/gates/decoder-flops-0.5-static] [--fixture-dir DIR]
+                                 [--out results/long_form_cpu.json]
+faster-whisper systems need the `bench` extra (faster-whisper, ctranslate2); without it they are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local: never reach for the hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from ctxprune import assets  # noqa: E402
+from ctxprune.data.audio import load_audio  # noqa: E402
+from ctxprune.data.long_fixture import LongFixture, boundary_error, build_long_fixture  # noqa: E402
+from ctxprune.eval.librivox import word_error_rate  # noqa: E402
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic  # noqa: E402
+from ctxprune.runtime.decoding import DecodeOptions  # noqa: E402
+from ctxprune.stack import BASE_ADAPTER, StackSpec  # noqa: E402
+from ctxprune.transcriber import Transcriber  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_runtimes import ctranslate2_model  # noqa: E402
+
+OURS = ("ours-dense-sequential", "ours-dense-vad", "ours-pruned-sequential", "ours-pruned-vad")
+FASTER = ("faster-whisper-sequential", "faster-whisper-batched")
+SYSTEMS = (*OURS, *FASTER, "hf-pipeline-chunked")
+WER_TOLERANCE = 0.01  # "equal WER": within this, absolute
+
+
+@dataclass
+class Output:
+    text: str
+    segments: list[tuple[float, float]]
+    flops_share: float | None = None  # pruned: mean share of dense FLOPs executed, over segments
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ours(args, fixture: LongFixture, name: str) -> Callable[..., Output]:
+    gates = args.gates if "pruned" in name else None
+    adapter = SHIPPED_ADAPTER if gates is not None and (gates / BASE_ADAPTER).is_file() else None
+    spec = StackSpec(adapter=adapter, gates=gates, device=args.device, dtype=args.dtype)
+    transcriber = Transcriber(spec, DecodeOptions(path="auto"))
+
+    def run(snap: bool = True) -> Output:
+        [r] = transcriber.transcribe(
+            [fixture.audio], "transcribe", "en", args.batch_size, vad=name.endswith("-vad"), snap=snap
+        )
+        if r.error:
+            raise RuntimeError(r.error)
+        shares = [s.gates["flops_executed_share"] for s in r.segments if s.gates]
+        share = statistics.mean(shares) if shares else None
+        return Output(r.text, [(s.start, s.end) for s in r.segments], share)
+
+    return run
+
+
+def faster(args, fixture: LongFixture, name: str) -> Callable[..., Output]:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    cuda = args.device.startswith("cuda")
+    model = WhisperModel(
+        str(ctranslate2_model()),
+        device="cuda" if cuda else "cpu",
+        device_index=int(args.device.partition(":")[2] or 0),
+        compute_type="float16" if cuda else "float32",
+        cpu_threads=torch.get_num_threads(),
+    )
+    audio = str(fixture.audio)
+    if name.endswith("batched"):  # its own Silero VAD; without_timestamps defaults to True there
+        batched = BatchedInferencePipeline(model)
+        call = lambda: batched.transcribe(audio, language="en", beam_size=1, batch_size=args.batch_size)  # noqa: E731
+    else:
+        call = lambda: model.transcribe(  # noqa: E731
+            audio, language="en", beam_size=1, condition_on_previous_text=False, vad_filter=False
+        )
+
+    def run() -> Output:
+        segments, _ = call()
+        segments = list(segments)  # a generator: decoding happens here
+        return Output(" ".join(s.text.strip() for s in segments), [(s.start, s.end) for s in segments])
+
+    return run
+
+
+def hf_pipeline(args, fixture: LongFixture, name: str) -> Callable[..., Output]:
+    from transformers import WhisperFeatureExtractor, pipeline
+
+    loaded = assets.load(None, device=args.device, dtype=args.dtype)
+    features = WhisperFeatureExtractor.from_pretrained(loaded.path, local_files_only=True)
+    asr = pipeline(
+        "automatic-speech-recognition",
+        model=loaded.model,  # already in fp16 on cuda: the pipeline casts its inputs to the model's dtype
+        tokenizer=loaded.tokenizer,
+        feature_extractor=features,
+        chunk_length_s=30,
+        batch_size=args.batch_size,
+        device=torch.device(args.device),
+    )
+    audio = load_audio(fixture.audio)  # once, outside the timing
+
+    def run() -> Output:
+        out = asr(audio, generate_kwargs={"language": "en", "task": "transcribe"}, return_timestamps=True)
+        segments, last = [], 0.0
+        for chunk in out["chunks"]:
+            start, end = chunk["timestamp"]
+            start = last if start is None else start
+            last = fixture.duration if end is None else end
+            segments.append((start, last))
+        return Output(out["text"].strip(), segments)
+
+    return run
+
+
+def timed(run: Callable[[], Output], cuda: bool) -> tuple[float, Output]:
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = run()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def measure(name: str, run: Callable[..., Output], args, fixture: LongFixture) -> dict:
+    cuda = args.device.startswith("cuda")
+    for k in range(args.warmup):
+        seconds, _ = timed(run, cuda)
+        log(f"{name}: warm-up {k + 1}/{args.warmup} {seconds:.2f} s")
+    seconds, texts, out = [], [], None
+    for k in range(args.repeats):
+        s, out = timed(run, cuda)
+        seconds.append(s)
+        texts.append(out.text)
+        log(f"{name}: repeat {k + 1}/{args.repeats} {s:.2f} s (RTF {s / fixture.duration:.3f})")
+    rtf = [s / fixture.duration for s in seconds]
+    row = {
+        "rtf_median": statistics.median(rtf),
+        "rtf_min": min(rtf),
+        "rtf_max": max(rtf),
+        "x_real_time": 1 / statistics.median(rtf),
+        "seconds": seconds,
+        "wer": word_error_rate([fixture.reference()], [out.text], "en"),
+        "boundary": boundary_error(out.segments, fixture),
+        "segments": len(out.segments),
+        "texts_identical_across_repeats": len(set(texts)) == 1,
+        "text": out.text,
+    }
+    if out.flops_share is not None:
+        row["flops_share"] = out.flops_share
+    if name == "ours-dense-sequential":  # Whisper's own timestamps, before snapping to speech (not timed)
+        row["boundary_unsnapped"] = boundary_error(run(snap=False).segments, fixture)
+    return row
+
+
+def goal(desc: str, ours: dict[str, dict], theirs: str, rows: dict, min_speedup: float) -> dict:
+    """Met when one of `ours` is at least `min_speedup` times as fast as `theirs` (median RTF) with WER at
+    most theirs + WER_TOLERANCE; the fastest such system is reported (else the fastest of ours)."""
+    ok = {n: r for n, r in ours.items() if "rtf_median" in r}
+    if not ok or "rtf_median" not in rows.get(theirs, {}):
+        return {"goal": desc, "met": None, "note": "systems missing from this run"}
+    ref = rows[theirs]
+    fair = {n: r for n, r in ok.items() if r["wer"] <= ref["wer"] + WER_TOLERANCE}
+    name = min(fair or ok, key=lambda n: ok[n]["rtf_median"])
+    speedup = ref["rtf_median"] / ok[name]["rtf_median"]
+    wer_ok = name in fair
+    return {
+        "goal": desc,
+        "met": bool(wer_ok and speedup >= min_speedup),
+        "ours": name,
+        "speedup": speedup,
+        "required_speedup": min_speedup,
+        "wer_ours": ok[name]["wer"],
+        f"wer_{theirs}": ref["wer"],
+        "wer_ok": wer_ok,
+    }
+
+
+def goals(rows: dict, device: str) -> dict:
+    pick = lambda *names: {n: rows[n] for n in names if n in rows}  # noqa: E731
+    gpu = goal(
+        "ours-pruned-vad at least 2x faster than hf-pipeline-chunked at equal or better WER",
+        pick("ours-pruned-vad"), "hf-pipeline-chunked", rows, 2.0,
+    )  # fmt: skip
+    cpu = goal(
+        "ours (best of ours-dense-vad / ours-pruned-vad) faster than faster-whisper-batched at equal WER",
+        pick("ours-dense-vad", "ours-pruned-vad"), "faster-whisper-batched", rows, 1.0,
+    )  # fmt: skip
+    gpu["applies"], cpu["applies"] = device.startswith("cuda"), device == "cpu"
+    return {"gpu": gpu, "cpu": cpu, "wer_tolerance": WER_TOLERANCE}
+
+
+def machine(device: str) -> dict:
+    def ver(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        cpuinfo = Path("/proc/cpuinfo")
+        lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+        name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
+        name = name or platform.processor() or platform.machine()
+    pkgs = ("torch", "transformers", "faster-whisper", "ctranslate2", "onnxruntime")
+    return {
+        "device": device,
+        "device_name": name,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {p: ver(p) for p in pkgs},
+    }
+
+
+def print_table(rows: dict, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"long-form, {result['fixture']['duration']:.0f} s audio, {result['machine']['device']}"
+    )
+    for col in ("system", "RTF median", "RTF min-max", "x real time", "WER", "boundary s", "segs", "FLOPs"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for name, r in rows.items():
+        if "rtf_median" not in r:
+            table.add_row(name, r.get("skipped") or f"ERROR {r.get('error')}")
+            continue
+        share = f"{r['flops_share']:.3f}" if "flops_share" in r else ""
+        spread = f"{r['rtf_min']:.4f}-{r['rtf_max']:.4f}"
+        table.add_row(
+            name, f"{r['rtf_median']:.4f}", spread, f"{r['x_real_time']:.1f}", f"{r['wer']:.4f}",
+            f"{r['boundary']['mean_error_s']:.3f}", str(r["segments"]), share,
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    if unsnapped := rows.get("ours-dense-sequential", {}).get("boundary_unsnapped"):
+        console.print(
+            f"ours-dense-sequential boundary error without snapping: {unsnapped['mean_error_s']:.3f} s"
+        )
+    for key, g in result["goals"].items():
+        if isinstance(g, dict):
+            figures = f"speedup {g['speedup']:.2f}x, WER ours {g['wer_ours']:.4f}" if "speedup" in g else ""
+            console.print(
+                f"{key} goal{'' if g['applies'] else ' (not this device)'}: met={g['met']} {figures}"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma list from: " + ", ".join(SYSTEMS))
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None, help="torch (and CTranslate2) threads")
+    ap.add_argument("--gates", type=Path, default=ARTIFACTS / "gates" / "decoder-flops-0.5-static")
+    ap.add_argument("--fixture-dir", type=Path, default=cache_dir() / "long_fixture")
+    ap.add_argument("--seed", type=int, default=0, help="fixture seed")
+    ap.add_argument("--out", type=Path, default=None, help="default results/long_form_{cpu,gpu}.json")
+    args = ap.parse_args()
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if unknown := set(systems) - set(SYSTEMS):
+        ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
+    cuda = args.device.startswith("cuda")
+    args.dtype = torch.float16 if cuda else torch.float32
+    args.out = args.out or Path(f"results/long_form_{'gpu' if cuda else 'cpu'}.json")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    fixture = build_long_fixture(args.fixture_dir, "en", args.seed)
+    log(f"fixture {fixture.audio}: {fixture.duration:.1f} s, {len(fixture.utterances)} utterances")
+    factories = {
+        **dict.fromkeys(OURS, ours),
+        **dict.fromkeys(FASTER, faster),
+        "hf-pipeline-chunked": hf_pipeline,
+    }
+    rows: dict[str, dict] = {}
+    for name in systems:
+        try:
+            began = time.perf_counter()
+            run = factories[name](args, fixture, name)
+            load_s = time.perf_counter() - began
+            rows[name] = {**measure(name, run, args, fixture), "load_seconds": load_s}
+        except ImportError as e:
+            rows[name] = {"skipped": f"missing package: {e.name or e}"}
+            log(f"{name}: skipped ({rows[name]['skipped']})")
+        except Exception as e:
+            traceback.print_exc()
+            rows[name] = {"error": f"{type(e).__name__}: {e}"}
+        run = None
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    result = {
+        "bench": "long_form",
+        "machine": machine(args.device),
+        "fixture": {
+            "audio": str(fixture.audio),
+            "kind": "en",
+            "seed": args.seed,
+            "duration": fixture.duration,
+            "utterances": len(fixture.utterances),
+        },
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "notes": [
+            "RTF = wall seconds of one whole transcribe call / audio seconds; models load outside the timing",
+            "ours and faster-whisper read the FLAC file themselves (decoding inside the timing); "
+            "hf-pipeline-chunked gets the 16 kHz array, loaded once outside the timing",
+            "greedy, language en; each system keeps its own default temperature fallback",
+            "faster-whisper-batched keeps its default without_timestamps=True: segments are its VAD chunks",
+            "WER (Whisper English normalizer), boundary error and segments come from the last repeat",
+            f"systems run one after another, each: {args.warmup} warm-up, {args.repeats} timed repeats",
+        ],
+        "systems": rows,
+    }
+    result["goals"] = goals(rows, args.device)
+    write_json_atomic(args.out, result)
+    print_table(rows, result)
+    print(f"written to {args.out}")
+    if any("error" in r for r in rows.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

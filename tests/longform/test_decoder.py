@@ -1,0 +1,83 @@
+"""The long-form decoder equals HF's long-form `generate` (greedy, no fallback) segment for segment, with
+sources decoded side by side; fallback and silence skipping follow the thresholds."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ctxprune.data.features import log_mel
+from ctxprune.gating.policy import DenseMasks
+from ctxprune.longform.audio_stream import AudioStream
+from ctxprune.longform.decoder import (
+    GREEDY_LONG_FORM,
+    Job,
+    LongFormDecoder,
+    LongFormOptions,
+    compression_ratio,
+)
+from ctxprune.longform.sources import StreamedMel
+from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_costs import whisper_gate_space
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.runtime.pipeline import Pipeline
+
+
+def _noise(path, seconds, seed):
+    audio = np.random.default_rng(seed).normal(0, 0.1, int(seconds * 16000)).astype(np.float32)
+    sf.write(path, audio, 16000)
+    return audio
+
+
+def hf_long_form(model, audio, language, max_new_tokens=32, **kw):
+    """HF's long-form segments of one file: (start, end, tokens)."""
+    feats = log_mel(torch.from_numpy(audio)[None])  # equal to HF's feature extractor (tests/data)
+    with torch.inference_mode():
+        out = model.generate(
+            feats, return_timestamps=True, return_segments=True, language=language, task="transcribe",
+            max_new_tokens=max_new_tokens, **kw,
+        )  # fmt: skip
+    return [(float(s["start"]), float(s["end"]), s["tokens"].tolist()) for s in out["segments"][0]]
+
+
+def _decoder(model, tokens, **kw):
+    gw = GatedWhisper(model)
+    return LongFormDecoder(Pipeline(gw, tokens, DenseMasks(whisper_gate_space(gw))), **kw)
+
+
+@pytest.mark.parametrize("path", ["gather", "eager"])
+def test_equals_hf_long_form_for_files_side_by_side(tiny_whisper, tiny_tokens, tmp_path, path):
+    audios = [_noise(tmp_path / f"{i}.wav", s, i) for i, s in enumerate((36.3, 31.7))]
+    short = DecodeOptions(path=path, max_new_tokens=32)  # a random model talks on: keep windows short
+    decoder = _decoder(tiny_whisper, tiny_tokens, options=GREEDY_LONG_FORM, decode=short)
+    jobs = [Job(i, StreamedMel(AudioStream(tmp_path / f"{i}.wav")), "en") for i in range(2)]
+    finished = {job.key: job for job in decoder.run(jobs)}
+    for i, audio in enumerate(audios):
+        ours = [(s.start, s.end, s.tokens) for s in finished[i].spans]
+        expected = hf_long_form(tiny_whisper, audio, "en")
+        assert len(ours) > 2 and [t for *_, t in ours] == [t for *_, t in expected]
+        assert np.allclose([x[:2] for x in ours], [x[:2] for x in expected])
+
+
+def test_fallback_and_skipping_follow_the_thresholds(tiny_whisper, tiny_tokens, tmp_path):
+    _noise(tmp_path / "a.wav", 33, 3)
+    never = LongFormOptions((0.0, 0.5), compression_ratio_threshold=1e9, logprob_threshold=-1e9)
+    always = LongFormOptions(
+        (0.0, 0.5), compression_ratio_threshold=0.0, logprob_threshold=None, no_speech_threshold=None
+    )
+    silent = LongFormOptions((0.0,), logprob_threshold=0.0, no_speech_threshold=-1.0)
+    temperatures = {}
+    for name, options in (("never", never), ("always", always), ("silent", silent)):
+        decoder = _decoder(
+            tiny_whisper, tiny_tokens, options=options, decode=DecodeOptions(max_new_tokens=32, path="gather")
+        )
+        (job,) = decoder.run([Job(0, StreamedMel(AudioStream(tmp_path / "a.wav")), "en")])
+        temperatures[name] = {s.temperature for s in job.spans}
+        if name == "silent":
+            assert job.spans == [] and job.skipped == 2  # both windows skipped as silence
+    assert temperatures["never"] == {0.0} and temperatures["always"] == {0.5}
+
+
+def test_compression_ratio_is_high_for_repeats():
+    assert compression_ratio([1, 2, 3, 4, 5, 6, 7, 8], 51865) < 1.0
+    assert compression_ratio([7, 8] * 50, 51865) > 2.4
