@@ -82,7 +82,7 @@ def main() -> None:
 
     def ours(**kwargs):
         transcriber = Transcriber(StackSpec(**kwargs))
-        return lambda path: transcriber.transcribe([path], language="en", batch_size=1)[0].text
+        return lambda path: transcriber.transcribe([path], language="en", batch_size=1, snap=False)[0].text
 
     adapter = SHIPPED_ADAPTER if (args.gates / BASE_ADAPTER).is_file() else None  # what it was trained on
     variants = {

@@ -6,7 +6,8 @@ chunks), all from the same Whisper base weights, greedy, language en.
 Each system is loaded once, outside the timing, then warmed up and timed over whole transcribe calls
 (file in, segments out); the median, min and max real-time factor (wall seconds / audio seconds) are kept,
 and WER (Whisper's English normalizer) and the boundary error of the segments come from the last repeat.
-Systems run one after another (not interleaved). Two goals are computed from the figures (see `goals`).
+All systems are loaded first; rounds then run every system once, in a rotating order, so that a change in
+the machine's load falls on all of them. Two goals are computed from the figures (see `goals`).
 
 Usage: python bench/long_form.py [--device cpu|cuda] [--systems ours-dense-vad,faster-whisper-batched,...]
                                  [--warmup 1] [--repeats 3] [--batch-size 8] [--threads N]
@@ -22,36 +23,38 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local: never reach for the hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
-from ctxprune import assets  # noqa: E402
-from ctxprune.data.audio import load_audio  # noqa: E402
-from ctxprune.data.long_fixture import LongFixture, boundary_error, build_long_fixture  # noqa: E402
-from ctxprune.eval.librivox import word_error_rate  # noqa: E402
-from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic  # noqa: E402
-from ctxprune.runtime.decoding import DecodeOptions  # noqa: E402
-from ctxprune.stack import BASE_ADAPTER, StackSpec  # noqa: E402
-from ctxprune.transcriber import Transcriber  # noqa: E402
+from ctxprune import assets
+from ctxprune.data.audio import load_audio
+from ctxprune.data.long_fixture import LongFixture, boundary_error, build_long_fixture
+from ctxprune.eval.librivox import word_error_rate
+from ctxprune.paths import ARTIFACTS, SHIPPED_ADAPTER, cache_dir, write_json_atomic
+from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.stack import BASE_ADAPTER, StackSpec
+from ctxprune.transcriber import Transcriber
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cpu_runtimes import ctranslate2_model  # noqa: E402
+from cpu_runtimes import ctranslate2_model
 
 OURS = ("ours-dense-sequential", "ours-dense-vad", "ours-pruned-sequential", "ours-pruned-vad")
 FASTER = ("faster-whisper-sequential", "faster-whisper-batched")
 SYSTEMS = (*OURS, *FASTER, "hf-pipeline-chunked")
 WER_TOLERANCE = 0.01  # "equal WER": within this, absolute
+# the ASR pipeline's own default is 5 beams (openai-whisper's CLI default): greedy here, as every system
+GENERATE = {"language": "en", "task": "transcribe", "num_beams": 1}
+COLUMNS = ("system", "RTF median", "RTF min-max", "x real time", "WER", "boundary s", "segments", "FLOPs")
 
 
 @dataclass
@@ -89,12 +92,9 @@ def faster(args, fixture: LongFixture, name: str) -> Callable[..., Output]:
 
     cuda = args.device.startswith("cuda")
     model = WhisperModel(
-        str(ctranslate2_model()),
-        device="cuda" if cuda else "cpu",
-        device_index=int(args.device.partition(":")[2] or 0),
-        compute_type="float16" if cuda else "float32",
-        cpu_threads=torch.get_num_threads(),
-    )
+        str(ctranslate2_model()), device="cuda" if cuda else "cpu", device_index=int(args.device[5:] or 0),
+        compute_type="float16" if cuda else "float32", cpu_threads=torch.get_num_threads(),
+    )  # fmt: skip
     audio = str(fixture.audio)
     if name.endswith("batched"):  # its own Silero VAD; without_timestamps defaults to True there
         batched = BatchedInferencePipeline(model)
@@ -117,19 +117,14 @@ def hf_pipeline(args, fixture: LongFixture, name: str) -> Callable[..., Output]:
 
     loaded = assets.load(None, device=args.device, dtype=args.dtype)
     features = WhisperFeatureExtractor.from_pretrained(loaded.path, local_files_only=True)
-    asr = pipeline(
-        "automatic-speech-recognition",
-        model=loaded.model,  # already in fp16 on cuda: the pipeline casts its inputs to the model's dtype
-        tokenizer=loaded.tokenizer,
-        feature_extractor=features,
-        chunk_length_s=30,
-        batch_size=args.batch_size,
-        device=torch.device(args.device),
-    )
+    asr = pipeline(  # the model is already fp16 on cuda: the pipeline casts its inputs to the model's dtype
+        "automatic-speech-recognition", model=loaded.model, tokenizer=loaded.tokenizer,
+        feature_extractor=features, chunk_length_s=30, batch_size=args.batch_size, device=args.device,
+    )  # fmt: skip
     audio = load_audio(fixture.audio)  # once, outside the timing
 
     def run() -> Output:
-        out = asr(audio, generate_kwargs={"language": "en", "task": "transcribe"}, return_timestamps=True)
+        out = asr(audio, generate_kwargs=GENERATE, return_timestamps=True)
         segments, last = [], 0.0
         for chunk in out["chunks"]:
             start, end = chunk["timestamp"]
@@ -142,44 +137,64 @@ def hf_pipeline(args, fixture: LongFixture, name: str) -> Callable[..., Output]:
 
 
 def timed(run: Callable[[], Output], cuda: bool) -> tuple[float, Output]:
-    if cuda:
-        torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    torch.manual_seed(0)  # the temperature fallback samples: the same draws every call
+    sync()
     start = time.perf_counter()
     out = run()
-    if cuda:
-        torch.cuda.synchronize()
+    sync()  # the clock stops when the device is done
     return time.perf_counter() - start, out
 
 
-def measure(name: str, run: Callable[..., Output], args, fixture: LongFixture) -> dict:
-    cuda = args.device.startswith("cuda")
-    for k in range(args.warmup):
-        seconds, _ = timed(run, cuda)
-        log(f"{name}: warm-up {k + 1}/{args.warmup} {seconds:.2f} s")
-    seconds, texts, out = [], [], None
-    for k in range(args.repeats):
-        s, out = timed(run, cuda)
-        seconds.append(s)
-        texts.append(out.text)
-        log(f"{name}: repeat {k + 1}/{args.repeats} {s:.2f} s (RTF {s / fixture.duration:.3f})")
-    rtf = [s / fixture.duration for s in seconds]
+def summarize(
+    name: str, run: Callable[..., Output], seconds: list[float], outs: list[Output], fixture
+) -> dict:
+    out, rtf = outs[-1], [s / fixture.duration for s in seconds]
     row = {
-        "rtf_median": statistics.median(rtf),
-        "rtf_min": min(rtf),
-        "rtf_max": max(rtf),
-        "x_real_time": 1 / statistics.median(rtf),
-        "seconds": seconds,
+        "rtf_median": statistics.median(rtf), "rtf_min": min(rtf), "rtf_max": max(rtf),
+        "x_real_time": 1 / statistics.median(rtf), "seconds": seconds,
         "wer": word_error_rate([fixture.reference()], [out.text], "en"),
-        "boundary": boundary_error(out.segments, fixture),
-        "segments": len(out.segments),
-        "texts_identical_across_repeats": len(set(texts)) == 1,
-        "text": out.text,
-    }
+        "boundary": boundary_error(out.segments, fixture), "segments": len(out.segments),
+        "texts_identical_across_repeats": len({o.text for o in outs}) == 1, "text": out.text,
+    }  # fmt: skip
     if out.flops_share is not None:
         row["flops_share"] = out.flops_share
     if name == "ours-dense-sequential":  # Whisper's own timestamps, before snapping to speech (not timed)
         row["boundary_unsnapped"] = boundary_error(run(snap=False).segments, fixture)
     return row
+
+
+def fail(rows: dict, name: str, e: Exception) -> None:
+    traceback.print_exc()
+    rows[name] = {"error": f"{type(e).__name__}: {e}"}
+
+
+def measure(runs: dict[str, Callable[..., Output]], rows: dict, args, fixture: LongFixture) -> None:
+    """Rounds over every system in a rotating order, so that a change in the machine's load falls on all of
+    them: `warmup` untimed rounds, then `repeats` timed ones."""
+    cuda, names = args.device.startswith("cuda"), list(runs)
+    seconds, outs = {n: [] for n in names}, {n: [] for n in names}
+    for r in range(args.warmup + args.repeats):
+        warm = r < args.warmup
+        phase = f"warm-up {r + 1}/{args.warmup}" if warm else f"repeat {r - args.warmup + 1}/{args.repeats}"
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            if "error" in rows[name]:
+                continue
+            try:
+                s, out = timed(runs[name], cuda)
+            except Exception as e:
+                fail(rows, name, e)
+                continue
+            log(f"{name}: {phase} {s:.2f} s (RTF {s / fixture.duration:.3f})")
+            if not warm:
+                seconds[name].append(s)
+                outs[name].append(out)
+    for name in names:
+        try:
+            if "error" not in rows[name]:
+                rows[name].update(summarize(name, runs[name], seconds[name], outs[name], fixture))
+        except Exception as e:
+            fail(rows, name, e)
 
 
 def goal(desc: str, ours: dict[str, dict], theirs: str, rows: dict, min_speedup: float) -> dict:
@@ -193,16 +208,9 @@ def goal(desc: str, ours: dict[str, dict], theirs: str, rows: dict, min_speedup:
     name = min(fair or ok, key=lambda n: ok[n]["rtf_median"])
     speedup = ref["rtf_median"] / ok[name]["rtf_median"]
     wer_ok = name in fair
-    return {
-        "goal": desc,
-        "met": bool(wer_ok and speedup >= min_speedup),
-        "ours": name,
-        "speedup": speedup,
-        "required_speedup": min_speedup,
-        "wer_ours": ok[name]["wer"],
-        f"wer_{theirs}": ref["wer"],
-        "wer_ok": wer_ok,
-    }
+    return {"goal": desc, "met": bool(wer_ok and speedup >= min_speedup), "ours": name, "speedup": speedup,
+            "required_speedup": min_speedup, "wer_ours": ok[name]["wer"], f"wer_{theirs}": ref["wer"],
+            "wer_ok": wer_ok}  # fmt: skip
 
 
 def goals(rows: dict, device: str) -> dict:
@@ -234,28 +242,24 @@ def machine(device: str) -> dict:
         name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), None)
         name = name or platform.processor() or platform.machine()
     pkgs = ("torch", "transformers", "faster-whisper", "ctranslate2", "onnxruntime")
-    return {
-        "device": device,
-        "device_name": name,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": {p: ver(p) for p in pkgs},
-    }
+    return {"device": device, "device_name": name, "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "versions": {p: ver(p) for p in pkgs}}  # fmt: skip
 
 
 def print_table(rows: dict, result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"long-form, {result['fixture']['duration']:.0f} s audio, {result['machine']['device']}"
-    )
-    for col in ("system", "RTF median", "RTF min-max", "x real time", "WER", "boundary s", "segs", "FLOPs"):
-        table.add_column(col, justify="left" if col == "system" else "right")
+    fixture, device = result["fixture"], result["machine"]["device"]
+    table = Table(title=f"long-form, {fixture['duration']:.0f} s of audio, {device}")
+    notes = []
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col == "system" else "right", no_wrap=True)
     for name, r in rows.items():
         if "rtf_median" not in r:
-            table.add_row(name, r.get("skipped") or f"ERROR {r.get('error')}")
+            table.add_row(name, "skipped" if "skipped" in r else "ERROR")
+            notes.append(f"{name}: {r.get('skipped') or r.get('error')}")
             continue
         share = f"{r['flops_share']:.3f}" if "flops_share" in r else ""
         spread = f"{r['rtf_min']:.4f}-{r['rtf_max']:.4f}"
@@ -263,18 +267,21 @@ def print_table(rows: dict, result: dict) -> None:
             name, f"{r['rtf_median']:.4f}", spread, f"{r['x_real_time']:.1f}", f"{r['wer']:.4f}",
             f"{r['boundary']['mean_error_s']:.3f}", str(r["segments"]), share,
         )  # fmt: skip
-    console = Console()
+    console = Console(width=max(Console().width, 120))
     console.print(table)
+    for note in notes:
+        console.print(note)
     if unsnapped := rows.get("ours-dense-sequential", {}).get("boundary_unsnapped"):
-        console.print(
-            f"ours-dense-sequential boundary error without snapping: {unsnapped['mean_error_s']:.3f} s"
+        console.print(f"ours-dense-sequential, boundary s without snapping: {unsnapped['mean_error_s']:.3f}")
+    for key in ("gpu", "cpu"):
+        g = result["goals"][key]
+        figures = (
+            f"speedup {g['speedup']:.2f}x, WER {g['wer_ours']:.4f} ({g['ours']})"
+            if "ours" in g
+            else g["note"]
         )
-    for key, g in result["goals"].items():
-        if isinstance(g, dict):
-            figures = f"speedup {g['speedup']:.2f}x, WER ours {g['wer_ours']:.4f}" if "speedup" in g else ""
-            console.print(
-                f"{key} goal{'' if g['applies'] else ' (not this device)'}: met={g['met']} {figures}"
-            )
+        where = "" if g["applies"] else " (measured on another device)"
+        console.print(f"{key} goal{where}: met={g['met']} {figures}")
 
 
 def main() -> None:
@@ -303,28 +310,19 @@ def main() -> None:
 
     fixture = build_long_fixture(args.fixture_dir, "en", args.seed)
     log(f"fixture {fixture.audio}: {fixture.duration:.1f} s, {len(fixture.utterances)} utterances")
-    factories = {
-        **dict.fromkeys(OURS, ours),
-        **dict.fromkeys(FASTER, faster),
-        "hf-pipeline-chunked": hf_pipeline,
-    }
-    rows: dict[str, dict] = {}
-    for name in systems:
+    factories = {**dict.fromkeys(OURS, ours), **dict.fromkeys(FASTER, faster), SYSTEMS[-1]: hf_pipeline}
+    runs, rows = {}, {}
+    for name in systems:  # every model loaded once, up front
         try:
             began = time.perf_counter()
-            run = factories[name](args, fixture, name)
-            load_s = time.perf_counter() - began
-            rows[name] = {**measure(name, run, args, fixture), "load_seconds": load_s}
+            runs[name] = factories[name](args, fixture, name)
+            rows[name] = {"load_seconds": time.perf_counter() - began}
         except ImportError as e:
             rows[name] = {"skipped": f"missing package: {e.name or e}"}
             log(f"{name}: skipped ({rows[name]['skipped']})")
         except Exception as e:
-            traceback.print_exc()
-            rows[name] = {"error": f"{type(e).__name__}: {e}"}
-        run = None
-        gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
+            fail(rows, name, e)
+    measure(runs, rows, args, fixture)
 
     result = {
         "bench": "long_form",
@@ -335,16 +333,18 @@ def main() -> None:
             "seed": args.seed,
             "duration": fixture.duration,
             "utterances": len(fixture.utterances),
-        },
+        },  # fmt: skip
         "settings": {k: str(v) for k, v in vars(args).items()},
         "notes": [
             "RTF = wall seconds of one whole transcribe call / audio seconds; models load outside the timing",
             "ours and faster-whisper read the FLAC file themselves (decoding inside the timing); "
             "hf-pipeline-chunked gets the 16 kHz array, loaded once outside the timing",
-            "greedy, language en; each system keeps its own default temperature fallback",
+            "greedy, language en; each system keeps its own default temperature fallback "
+            "(torch seeded before every call, so ours and the HF pipeline sample the same on a fallback)",
             "faster-whisper-batched keeps its default without_timestamps=True: segments are its VAD chunks",
+            "hf-pipeline-chunked: its chunk merging keeps few of Whisper's segment timestamps (boundary s)",
             "WER (Whisper English normalizer), boundary error and segments come from the last repeat",
-            f"systems run one after another, each: {args.warmup} warm-up, {args.repeats} timed repeats",
+            f"{args.warmup} warm-up and {args.repeats} timed rounds over all systems, in a rotating order",
         ],
         "systems": rows,
     }

@@ -25,7 +25,7 @@ from ctxprune.paths import ARTIFACTS, cache_dir, write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.runtime.decoding import DecodeOptions
 from ctxprune.stack import StackSpec
-from ctxprune.transcriber import Transcriber
+from ctxprune.transcriber import Transcriber, audio_seconds
 
 GERMAN_SENTENCE = "Der Bericht wurde am Montag an alle Mitarbeiter der Firma geschickt."
 
@@ -46,8 +46,8 @@ def run_demo(console: Console, model: str | None = None) -> float:
     refs = librivox_references()
     paths = sorted(refs)
     with progress_bar() as bar:
-        task = bar.add_task("LibriVox", total=len(paths))
-        results = transcriber.transcribe(paths, language="en", on_progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("LibriVox (seconds)", total=round(audio_seconds(paths)))
+        results = transcriber.transcribe(paths, language="en", on_progress=lambda s: bar.advance(task, s))
     table = Table(title="LibriVox (real English speech), greedy, Whisper base")
     table.add_column("clip")
     table.add_column("reference")

@@ -146,7 +146,8 @@ class Transcriber:
             file_language = language
             for k, w in enumerate(windows):
                 try:
-                    source = SpeechMel(audio.get(w.start, w.stop), w.start, n_mels, self.spec.device)
+                    pieces = [(lo, audio.get(lo, hi)) for lo, hi in w.pieces]
+                    source = SpeechMel(pieces, n_mels, self.spec.device)
                 except CtxpruneError as e:
                     yield Job((i, k), None, error=str(e))
                     break

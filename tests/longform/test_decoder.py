@@ -81,3 +81,26 @@ def test_fallback_and_skipping_follow_the_thresholds(tiny_whisper, tiny_tokens, 
 def test_compression_ratio_is_high_for_repeats():
     assert compression_ratio([1, 2, 3, 4, 5, 6, 7, 8], 51865) < 1.0
     assert compression_ratio([7, 8] * 50, 51865) > 2.4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_decode_long_form_as_the_gather_path(tiny_tokens, tmp_path):
+    from tests.conftest import make_tiny_whisper
+
+    model = make_tiny_whisper().cuda()
+    for i, seconds in enumerate((36.3, 31.7)):
+        _noise(tmp_path / f"{i}.wav", seconds, i)
+    spans = {}
+    for path in ("graphs", "gather"):
+        decode = DecodeOptions(path=path, max_new_tokens=32)
+        decoder = _decoder(model, tiny_tokens, options=GREEDY_LONG_FORM, decode=decode)
+        jobs = [
+            Job(i, StreamedMel(AudioStream(tmp_path / f"{i}.wav"), device="cuda"), "en") for i in range(2)
+        ]
+        spans[path] = {j.key: [(s.start, s.tokens) for s in j.spans] for j in decoder.run(jobs)}
+    assert spans["graphs"] == spans["gather"] and len(spans["graphs"][0]) > 2
+    sampled = _decoder(
+        model, tiny_tokens, options=LongFormOptions((0.0, 1.0), compression_ratio_threshold=0.0)
+    )
+    (job,) = sampled.run([Job(0, StreamedMel(AudioStream(tmp_path / "0.wav"), device="cuda"), "en")])
+    assert {s.temperature for s in job.spans} == {1.0}  # sampling inside the graphs ran

@@ -108,26 +108,29 @@ def test_loading_keeps_torch_threads(monkeypatch):
         _model.cache_clear()
 
 
+def W(*pieces):
+    return SpeechWindow(tuple((_s(lo), _s(hi)) for lo, hi in pieces))
+
+
 def test_merging_rules():
     assert speech_windows([]) == []
-    assert speech_windows([(_s(1), _s(5)), (_s(10), _s(20))]) == [SpeechWindow(_s(1), _s(20))]
-    assert speech_windows([(0, _s(10)), (_s(15), _s(30))]) == [SpeechWindow(0, _s(30))]  # exactly 30 s
-    got = speech_windows([(0, _s(10)), (_s(15), _s(25)), (_s(28), _s(35)), (_s(40), _s(41))])
-    assert got == [SpeechWindow(0, _s(25)), SpeechWindow(_s(28), _s(41))]
-    assert speech_windows([(_s(5), _s(8)), (0, _s(2))]) == [SpeechWindow(0, _s(8))]  # sorted first
-    assert speech_windows([(0, _s(4)), (_s(5), _s(9))], max_window_s=5.0) == [
-        SpeechWindow(0, _s(4)),
-        SpeechWindow(_s(5), _s(9)),
-    ]
-    assert SpeechWindow(_s(2), _s(4.5)).seconds == pytest.approx(2.5)
+    assert speech_windows([(_s(1), _s(5)), (_s(10), _s(20))]) == [W((1, 5), (10, 20))]  # 14 s of speech
+    assert speech_windows([(0, _s(10)), (_s(15), _s(35))]) == [W((0, 10), (15, 35))]  # exactly 30 s
+    got = speech_windows([(0, _s(10)), (_s(15), _s(25)), (_s(28), _s(40)), (_s(45), _s(46))])
+    assert got == [W((0, 10), (15, 25)), W((28, 40), (45, 46))]
+    assert speech_windows([(_s(5), _s(8)), (0, _s(2))]) == [W((0, 2), (5, 8))]  # sorted first
+    assert speech_windows([(0, _s(4)), (_s(3), _s(9))]) == [W((0, 4), (4, 9))]  # overlaps clipped
+    assert speech_windows([(0, _s(4)), (_s(5), _s(9))], max_window_s=5.0) == [W((0, 4)), W((5, 9))]
+    window = W((2, 4.5), (6, 7))
+    assert window.seconds == pytest.approx(3.5) and (window.start, window.stop) == (_s(2), _s(7))
 
 
 def test_region_longer_than_the_limit_is_split():
     windows = speech_windows([(_s(10), _s(85))])
-    assert [(w.start, w.stop) for w in windows] == [(_s(10), _s(35)), (_s(35), _s(60)), (_s(60), _s(85))]
+    assert windows == [W((10, 35)), W((35, 60)), W((60, 85))]
 
 
-def test_windows_cover_regions_and_stay_short():
+def test_windows_cover_regions_once_and_hold_at_most_30_s_of_speech():
     rng = np.random.default_rng(3)
     regions, t = [], 0
     for _ in range(200):
@@ -136,8 +139,7 @@ def test_windows_cover_regions_and_stay_short():
         regions.append((t, t + length))
         t += length
     windows = speech_windows(regions)
-    assert all(0 < w.stop - w.start <= _s(30) for w in windows)
-    assert all(a.stop <= b.start for a, b in zip(windows, windows[1:], strict=False))
-    for lo, hi in regions:
-        covered = sum(max(0, min(w.stop, hi) - max(w.start, lo)) for w in windows)
-        assert covered == hi - lo
+    assert all(0 < w.seconds <= 30 for w in windows)
+    pieces = [p for w in windows for p in w.pieces]
+    assert all(a[1] <= b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+    assert sum(hi - lo for lo, hi in pieces) == sum(hi - lo for lo, hi in regions)

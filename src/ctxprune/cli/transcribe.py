@@ -50,6 +50,10 @@ def transcribe(
     fallback: Annotated[
         bool, typer.Option(help="Decode a bad window again at higher temperatures (0.2 … 1.0), as Whisper.")
     ] = True,
+    timestamps: Annotated[
+        bool,
+        typer.Option(help="Decode timestamp tokens; --no-timestamps: one segment per 30 s or VAD window."),
+    ] = True,
     condition_on_previous_text: Annotated[
         bool, typer.Option(help="Prompt each window with the text before it (sequential path).")
     ] = False,
@@ -91,9 +95,10 @@ def transcribe(
             no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text,
             language_per_window=detect_language == "window",
+            timestamps=timestamps,
         )
         spec = StackSpec(model, adapter, gates, parse_device(device), parse_dtype(dtype), int8)
-        options = DecodeOptions(beams=beams, path="auto" if cuda_graphs else "gather", timestamps=True)
+        options = DecodeOptions(beams=beams, path="auto" if cuda_graphs else "gather")
         transcriber = Transcriber(spec, options, long_form)
         transcriber.check_request(task, language)  # before any audio is read
         total = audio_seconds(audio)

@@ -41,6 +41,7 @@ class LongFormOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = False  # HF's default; openai-whisper's CLI conditions
     language_per_window: bool = False  # detect the language of every window, not once per source
+    timestamps: bool = True  # False: one segment per window, decoded with <|notimestamps|>
 
     def __post_init__(self):
         if not self.temperatures or any(t < 0 for t in self.temperatures):
@@ -115,7 +116,7 @@ class LongFormDecoder:
         if batch_size < 1:
             raise CtxpruneError("--batch-size must be at least 1")
         self.pipeline, self.task, self.options, self.batch_size = pipeline, task, options, batch_size
-        self.decode = replace(decode, timestamps=True)
+        self.decode = replace(decode, timestamps=options.timestamps, scores=True)
         self.special = pipeline.special
         self.vocab = pipeline.gw.config.vocab_size
 
@@ -168,7 +169,7 @@ class LongFormDecoder:
                 feats[index.to(feats.device)], frames[index], [self.task] * len(rows),
                 [languages[r] for r in rows], None, self._at(temperature), prefixes,
             )  # fmt: skip
-            prompt_len = len(self.special.prompt("en", self.task, timestamps=True))
+            prompt_len = len(self.special.prompt("en", self.task, self.options.timestamps))
             shares = [e / d for e, d in result.flops(self.pipeline.space, prompt_len)]
             retry = []
             for i, r in enumerate(rows):
@@ -204,11 +205,13 @@ class LongFormDecoder:
             job.seek += frames
             job.skipped += 1
             return
-        offset = job.source.offset + job.seek * FRAME_SECONDS
-        piece = split_window(attempt["tokens"], self.special.timestamp_begin, offset, frames)
+        piece = split_window(
+            attempt["tokens"], self.special.timestamp_begin, job.seek * FRAME_SECONDS, frames
+        )
         scores = {k: attempt[k] for k in ("temperature", "avg_logprob", "compression_ratio")}
-        seek = round(job.source.offset / FRAME_SECONDS) + job.seek  # in the file, as openai-whisper's
+        seek = round(job.source.time(job.seek * FRAME_SECONDS) / FRAME_SECONDS)  # in the file, as openai's
         for start, end, tokens in piece.spans:
+            start, end = job.source.time(start), job.source.time(end, end=True)
             job.spans.append(
                 Span(start, end, tokens, seek, **scores, no_speech_prob=attempt["no_speech_prob"],
                      language=attempt["language"],

@@ -5,12 +5,14 @@ A source hands out log-mel windows of 3000 frames (30 s) at a `seek` in frames. 
 HF's long-form `generate`: the log-mel of the whole audio, sliced at `seek` and padded with zeros in
 feature space, so that its windows equal HF's. The log-mel is computed per block of `block_seconds`
 (its -8 dB floor below the block's peak, as Whisper takes it per input), so a file of hours never sits
-whole in memory; a file shorter than a block gets exactly HF's features. `SpeechMel` pads the window's
-audio to 30 s before the log-mel, as every short-form Whisper input is.
+whole in memory; a file shorter than a block gets exactly HF's features. `SpeechMel` joins a VAD
+window's speech pieces and pads them to 30 s before the log-mel, as every short-form Whisper input is.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from typing import Protocol
 
 import numpy as np
@@ -26,13 +28,16 @@ FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 10 ms: a `seek` step
 
 
 class FrameSource(Protocol):
-    """Log-mel windows of one stretch of a file, `offset` seconds from its start."""
+    """Log-mel windows of one stretch of a file."""
 
-    offset: float
     total_frames: int
 
     def window(self, seek: int) -> Tensor:
         """[n_mels, 3000] from frame `seek` (zero-padded past the end); `seek` never decreases."""
+        ...
+
+    def time(self, seconds: float, end: bool = False) -> float:
+        """Where a time of this source's audio lies in the file (an `end` at a joint belongs before it)."""
         ...
 
 
@@ -43,8 +48,6 @@ def _slice(mel: Tensor, start: int) -> Tensor:
 
 class StreamedMel:
     """A whole file: log-mel blocks computed as the seek moves forward."""
-
-    offset = 0.0
 
     def __init__(
         self, stream: AudioStream, n_mels: int = 80, device: str | torch.device = "cpu", block_seconds=600.0
@@ -64,15 +67,28 @@ class StreamedMel:
             self._mel = log_mel(torch.from_numpy(audio)[None].to(self.device), self.n_mels)[0]
         return _slice(self._mel, seek - self._start)
 
+    def time(self, seconds: float, end: bool = False) -> float:
+        return seconds
+
 
 class SpeechMel:
-    """One speech window (at most 30 s) of a file, starting `start` samples in."""
+    """One VAD window: its speech pieces joined (at most 30 s), padded to 30 s before the log-mel; times
+    map back through the pieces, as faster-whisper's `SpeechTimestampsMap` does."""
 
-    def __init__(self, audio: np.ndarray, start: int, n_mels: int = 80, device: str | torch.device = "cpu"):
-        self.offset = start / SAMPLE_RATE
+    def __init__(
+        self, pieces: list[tuple[int, np.ndarray]], n_mels: int = 80, device: str | torch.device = "cpu"
+    ):
+        self.starts = [start / SAMPLE_RATE for start, _ in pieces]  # each piece's place in the file
+        lengths = [len(audio) / SAMPLE_RATE for _, audio in pieces]
+        self.joints = list(itertools.accumulate(lengths, initial=0.0))  # each piece's place in the window
+        audio = np.concatenate([a for _, a in pieces])
         self.total_frames = min(N_FRAMES, -(-len(audio) // HOP_LENGTH))
-        batch = torch.from_numpy(pad_or_trim(audio))[None].to(device)
-        self._mel = log_mel(batch, n_mels)[0]
+        self._mel = log_mel(torch.from_numpy(pad_or_trim(audio))[None].to(device), n_mels)[0]
 
     def window(self, seek: int) -> Tensor:
         return _slice(self._mel, seek)
+
+    def time(self, seconds: float, end: bool = False) -> float:
+        k = (bisect.bisect_left if end else bisect.bisect_right)(self.joints, seconds) - 1
+        k = min(max(k, 0), len(self.starts) - 1)
+        return self.starts[k] + seconds - self.joints[k]

@@ -35,14 +35,23 @@ TIMING = VadOptions(min_silence_duration_ms=100, speech_pad_ms=30)  # silero's o
 
 @dataclass(frozen=True)
 class SpeechWindow:
-    """A span of the file, in 16 kHz samples, that Whisper decodes as one window (at most 30 s)."""
+    """Speech pieces of the file (16 kHz sample offsets) that Whisper decodes as one window: their audio is
+    joined without the silence between them, at most 30 s of it."""
 
-    start: int
-    stop: int
+    pieces: tuple[tuple[int, int], ...]
+
+    @property
+    def start(self) -> int:
+        return self.pieces[0][0]
+
+    @property
+    def stop(self) -> int:
+        return self.pieces[-1][1]
 
     @property
     def seconds(self) -> float:
-        return (self.stop - self.start) / SAMPLE_RATE
+        """Speech in the window (what Whisper hears)."""
+        return sum(hi - lo for lo, hi in self.pieces) / SAMPLE_RATE
 
 
 @functools.cache
@@ -138,23 +147,25 @@ def _split(region: tuple[int, int], max_window_s: float) -> list[tuple[int, int]
 
 
 def speech_windows(regions: list[tuple[int, int]], max_window_s: float = 30.0) -> list[SpeechWindow]:
-    """Consecutive regions grouped greedily into windows, a new window starting when the next region would
-    make the current one exceed `max_window_s`, as faster-whisper's `collect_chunks` does. A window is one
-    contiguous span of the file, so the limit is on the span (silence inside included), as in WhisperX's
-    `merge_chunks`; a region longer than the limit is split into equal pieces first."""
+    """Consecutive regions grouped greedily into windows of at most `max_window_s` of speech, the silence
+    between them cut out, as faster-whisper's batched pipeline (`collect_chunks`) does: fewer windows than
+    spans with their pauses, so fewer encoder passes. A region longer than the limit is split into equal
+    pieces first; overlapping regions are clipped so that no sample is decoded twice."""
     limit = int(max_window_s * SAMPLE_RATE)
-    pieces = [p for region in sorted(regions) for p in _split(region, max_window_s) if p[1] > p[0]]
     windows: list[SpeechWindow] = []
-    start = stop = None
-    for lo, hi in pieces:
-        if start is not None and max(stop, hi) - start > limit:
-            windows.append(SpeechWindow(start, stop))
-            start = None
-        if start is None:
-            start = lo if not windows else max(lo, windows[-1].stop)  # overlapping regions: no overlap
-            stop = max(start, hi)
-        else:
-            stop = max(stop, hi)
-    if start is not None:
-        windows.append(SpeechWindow(start, stop))
+    current: list[tuple[int, int]] = []
+    speech = last = 0
+    for region in sorted(regions):
+        for lo, hi in _split(region, max_window_s):
+            lo = max(lo, last)
+            if hi <= lo:
+                continue
+            if current and speech + hi - lo > limit:
+                windows.append(SpeechWindow(tuple(current)))
+                current, speech = [], 0
+            current.append((lo, hi))
+            speech += hi - lo
+            last = hi
+    if current:
+        windows.append(SpeechWindow(tuple(current)))
     return windows

@@ -16,7 +16,7 @@ from torch import Tensor
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.steps import Steps, sot_index
 from ctxprune.runtime.suppression import Suppression
-from ctxprune.runtime.timestamps import TimestampRules
+from ctxprune.runtime.timestamps import TimestampRules, wants_timestamps
 
 NEG = -1.0e9  # HF's "never pick this" score
 
@@ -46,7 +46,8 @@ def beam_search(
     logits = steps.prompt(prompts)
     device, vocab = logits.device, logits.shape[-1]
     suppress = Suppression(special, vocab, device, min_new_tokens)
-    rules = TimestampRules(special, vocab, len(prompts), device) if timestamps else None
+    apply = wants_timestamps(prompts, special)
+    rules = TimestampRules(special, vocab, len(prompts), device, apply=apply) if timestamps else None
     if rules is not None:
         rules.reset(steps.prompt_logits[:, sot_index(prompts, special)])
     keep = 2 * beams  # as HF with one end-of-text token: enough to run on when K of them end

@@ -24,7 +24,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.steps import sot_index
 from ctxprune.runtime.suppression import Suppression
-from ctxprune.runtime.timestamps import TimestampRules, sample
+from ctxprune.runtime.timestamps import TimestampRules, sample, wants_timestamps
 
 
 class Captured:
@@ -115,7 +115,8 @@ class GraphedGreedy:
     """Greedy decoding of one signature group with the choice of token inside the graphs: each replay
     decodes a token for every row, suppresses (and applies the timestamp rules), picks, records it and
     feeds it to the next replay, so that the host only replays and reads one end flag (a `greedy.Lane`).
-    `sot_index` is where `<|startoftranscript|>` sits in the prompts (the no-speech probability)."""
+    `sot_index` is where `<|startoftranscript|>` sits in the prompts (the no-speech probability); with
+    `timestamps` and not `apply_rules` (prompts with `<|notimestamps|>`) only the scores are kept."""
 
     def __init__(
         self,
@@ -127,6 +128,7 @@ class GraphedGreedy:
         timestamps: bool = False,
         temperature: float = 0.0,
         sot_index: int = 0,
+        apply_rules: bool = True,
     ):
         self.steps, self.special, self.min_new_tokens = steps, special, min_new_tokens
         self.temperature, self.sot_index = temperature, sot_index
@@ -135,7 +137,7 @@ class GraphedGreedy:
         suppress = Suppression(special, vocab, device, min_new_tokens)
         self.first_bias = suppress.bias(0)
         self.later_bias, self.no_end_bias = suppress.biases(False, True), suppress.biases(False, False)
-        self.rules = TimestampRules(special, vocab, batch, device) if timestamps else None
+        self.rules = TimestampRules(special, vocab, batch, device, apply=apply_rules) if timestamps else None
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.out = torch.full((batch, max_new_tokens), special.eot, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
@@ -260,7 +262,14 @@ class GraphPool:
         """A greedy lane for rows that all share `mask_row`, bound to `encoder_out` and `prompts`."""
         batch, prompt_len = prompts.shape
         sot = sot_index(prompts, special)
-        choice = (max_new_tokens, min_new_tokens, timestamps, temperature, sot)
+        choice = (
+            max_new_tokens,
+            min_new_tokens,
+            timestamps,
+            temperature,
+            sot,
+            wants_timestamps(prompts, special),
+        )
         key = ("greedy", mask_row, batch, prompt_len, max_len, choice, encoder_out.dtype)
 
         def build(plan: MaskPlan) -> GraphedGreedy:

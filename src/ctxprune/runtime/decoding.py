@@ -45,6 +45,7 @@ class DecodeOptions:
     max_groups: int = 8  # signatures per batch that get their own graphs; rarer ones share a gather pass
     count_flops: bool = False
     timestamps: bool = False  # Whisper's timestamp tokens and rules, and the long-form scores
+    scores: bool = False  # the long-form scores (log-probability sums, no-speech probability) only
     temperature: float = 0.0  # > 0: sample (the long-form fallback); greedy only
 
     def __post_init__(self):
@@ -141,7 +142,7 @@ class BatchDecoding:
             if o.beams > 1:
                 enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
             pool = self.pool(path == "graphs")
-            choice = (o.min_new_tokens, o.timestamps, o.temperature)
+            choice = (o.min_new_tokens, o.timestamps or o.scores, o.temperature)
             if signature is None:
                 plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, device)
                 steps = EagerSteps(self.gw, enc, plan, max_len)
@@ -153,7 +154,14 @@ class BatchDecoding:
         if o.beams > 1:
             searched = [
                 beam_search(
-                    steps, pr, self.special, n, o.beams, o.length_penalty, o.min_new_tokens, o.timestamps
+                    steps,
+                    pr,
+                    self.special,
+                    n,
+                    o.beams,
+                    o.length_penalty,
+                    o.min_new_tokens,
+                    o.timestamps or o.scores,
                 )
                 for (steps, pr), n in zip(lanes, limits, strict=True)
             ]

@@ -14,7 +14,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.steps import EagerSteps, Steps, sot_index
 from ctxprune.runtime.suppression import Suppression
-from ctxprune.runtime.timestamps import TimestampRules, sample
+from ctxprune.runtime.timestamps import TimestampRules, sample, wants_timestamps
 
 MAX_NEW_TOKENS = 224  # Whisper's own sample length: half the text context
 
@@ -48,8 +48,9 @@ class Lane(Protocol):
 
 class StepLane:
     """A `Lane` over any `Steps`, the choice of token on the host's stream. `cuda_graphs.GraphedGreedy`
-    is a `Lane` with the choice inside its graphs. With `timestamps`, Whisper's timestamp rules apply and
-    the lane keeps the long-form scores (`runtime.timestamps`); `temperature` > 0 samples."""
+    is a `Lane` with the choice inside its graphs. With `timestamps` the lane keeps the long-form scores
+    (`runtime.timestamps`), and Whisper's timestamp rules apply where the prompts ask for timestamps;
+    `temperature` > 0 samples."""
 
     def __init__(
         self,
@@ -70,7 +71,10 @@ class StepLane:
         self.suppress = Suppression(self.special, logits.shape[-1], logits.device, self.min_new_tokens)
         self.done = torch.zeros(self.prompts.shape[0], dtype=torch.bool, device=logits.device)
         if self.timestamps:
-            self.rules = TimestampRules(self.special, logits.shape[-1], len(self.prompts), logits.device)
+            apply = wants_timestamps(self.prompts, self.special)
+            self.rules = TimestampRules(
+                self.special, logits.shape[-1], len(self.prompts), logits.device, apply=apply
+            )
             self.rules.reset(self.steps.prompt_logits[:, sot_index(self.prompts, self.special)])
         return self._choose(logits)
 

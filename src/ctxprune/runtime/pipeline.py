@@ -171,7 +171,7 @@ class Pipeline:
             prompts = self._prompts(languages, tasks, options.timestamps, prefixes)
             tokens = self.decoding(encoder_out, prompts, mask, options)
         result = GatedResult(tokens, list(languages), mask)
-        if options.timestamps:
+        if options.timestamps or options.scores:
             result.scores = self.decoding.scores
         if options.count_flops:
             result.flops_encoder = encoder_counter.get_total_flops()

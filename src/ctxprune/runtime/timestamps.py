@@ -31,7 +31,9 @@ class TimestampRules:
         batch: int,
         device: torch.device | str,
         max_initial_timestamp_index: int | None = None,
+        apply: bool = True,
     ):
+        self.apply = apply  # False: only the scores (a prompt with <|notimestamps|>)
         self.begin = special.timestamp_begin
         self.eot = special.eot
         self.no_timestamps, self.no_speech = special.no_timestamps, special.no_speech
@@ -62,6 +64,8 @@ class TimestampRules:
 
     def __call__(self, scores: Tensor, first: bool) -> Tensor:
         """fp32 scores (suppression applied) with the rules applied: a new tensor."""
+        if not self.apply:
+            return scores
         scores = scores.clone()
         scores[:, self.no_timestamps] = -torch.inf
         n = self.generated
@@ -110,6 +114,11 @@ class TimestampRules:
         self.last.copy_(chosen)
         self.last_timestamp.copy_(torch.where(chosen >= self.begin, chosen, self.last_timestamp))
         self.generated.add_(1)
+
+
+def wants_timestamps(prompts: Tensor, special: WhisperTokens) -> bool:
+    """Whether a group's prompts ask for timestamps (no `<|notimestamps|>`)."""
+    return special.no_timestamps not in prompts[0].tolist()
 
 
 def sample(scores: Tensor, temperature: float) -> Tensor:

