@@ -275,11 +275,7 @@ def print_table(rows: dict, result: dict) -> None:
         console.print(f"ours-dense-sequential, boundary s without snapping: {unsnapped['mean_error_s']:.3f}")
     for key in ("gpu", "cpu"):
         g = result["goals"][key]
-        figures = (
-            f"speedup {g['speedup']:.2f}x, WER {g['wer_ours']:.4f} ({g['ours']})"
-            if "ours" in g
-            else g["note"]
-        )
+        figures = g.get("note") or f"speedup {g['speedup']:.2f}x, WER {g['wer_ours']:.4f} ({g['ours']})"
         where = "" if g["applies"] else " (measured on another device)"
         console.print(f"{key} goal{where}: met={g['met']} {figures}")
 
@@ -333,7 +329,7 @@ def main() -> None:
             "seed": args.seed,
             "duration": fixture.duration,
             "utterances": len(fixture.utterances),
-        },  # fmt: skip
+        },
         "settings": {k: str(v) for k, v in vars(args).items()},
         "notes": [
             "RTF = wall seconds of one whole transcribe call / audio seconds; models load outside the timing",
