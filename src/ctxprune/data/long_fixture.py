@@ -31,7 +31,6 @@ import soxr
 from ctxprune.data import voices
 from ctxprune.data.audio import SAMPLE_RATE, load_audio
 from ctxprune.data.gettext_pairs import catalogs_digest, read_pairs
-from ctxprune.data.templates import template_sentences
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.librivox import LIBRIVOX_DIR, librivox_references
 from ctxprune.paths import write_bytes_atomic, write_json_atomic
@@ -110,6 +109,8 @@ def _pairs(language: str) -> tuple[str, ...]:
 
 def _texts(language: str, n: int, rng: random.Random, seed: int) -> list[str]:
     """About a quarter template sentences (numbers, dates, money), the rest gettext sentences."""
+    from ctxprune.data.templates import template_sentences  # Babel: only where sentences are made
+
     pairs = list(_pairs(language))
     n_pairs = min(len(pairs), n - n // 4)
     texts = [t.text for t in template_sentences(language, n - n_pairs, seed)] + rng.sample(pairs, n_pairs)
