@@ -24,9 +24,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local: never 
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import argparse
+import json
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -280,6 +283,44 @@ def print_table(rows: dict, result: dict) -> None:
         console.print(f"{key} goal{where}: met={g['met']} {figures}")
 
 
+def in_process(args, systems: list[str], fixture: LongFixture) -> dict:
+    """Every model loaded once, up front, then the rounds over all systems."""
+    factories = {**dict.fromkeys(OURS, ours), **dict.fromkeys(FASTER, faster), SYSTEMS[-1]: hf_pipeline}
+    runs, rows = {}, {}
+    for name in systems:
+        try:
+            began = time.perf_counter()
+            runs[name] = factories[name](args, fixture, name)
+            rows[name] = {"load_seconds": time.perf_counter() - began}
+        except ImportError as e:
+            rows[name] = {"skipped": f"missing package: {e.name or e}"}
+            log(f"{name}: skipped ({rows[name]['skipped']})")
+        except Exception as e:
+            fail(rows, name, e)
+    measure(runs, rows, args, fixture)
+    return rows
+
+
+def isolated(args, systems: list[str]) -> dict:
+    """Each system in a process of its own, as a user runs one tool: on 2 cores, libraries that share a
+    process (torch's and CTranslate2's thread pools, four models in memory) slow each other down."""
+    passed = ["--device", args.device, "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    passed += ["--batch-size", str(args.batch_size), "--gates", str(args.gates), "--seed", str(args.seed)]
+    passed += ["--fixture-dir", str(args.fixture_dir)] + (
+        ["--threads", str(args.threads)] if args.threads else []
+    )
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in systems:
+            out = Path(tmp) / f"{name}.json"
+            subprocess.run(
+                [sys.executable, __file__, *passed, "--systems", name, "--out", str(out)], check=False
+            )
+            done = json.loads(out.read_text())["systems"][name] if out.exists() else None
+            rows[name] = done or {"error": "its process wrote no result (see the log above)"}
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -292,6 +333,9 @@ def main() -> None:
     ap.add_argument("--fixture-dir", type=Path, default=cache_dir() / "long_fixture")
     ap.add_argument("--seed", type=int, default=0, help="fixture seed")
     ap.add_argument("--out", type=Path, default=None, help="default results/long_form_{cpu,gpu}.json")
+    ap.add_argument(
+        "--isolate", action="store_true", help="each system in its own process, one after another"
+    )
     args = ap.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if unknown := set(systems) - set(SYSTEMS):
@@ -306,19 +350,7 @@ def main() -> None:
 
     fixture = build_long_fixture(args.fixture_dir, "en", args.seed)
     log(f"fixture {fixture.audio}: {fixture.duration:.1f} s, {len(fixture.utterances)} utterances")
-    factories = {**dict.fromkeys(OURS, ours), **dict.fromkeys(FASTER, faster), SYSTEMS[-1]: hf_pipeline}
-    runs, rows = {}, {}
-    for name in systems:  # every model loaded once, up front
-        try:
-            began = time.perf_counter()
-            runs[name] = factories[name](args, fixture, name)
-            rows[name] = {"load_seconds": time.perf_counter() - began}
-        except ImportError as e:
-            rows[name] = {"skipped": f"missing package: {e.name or e}"}
-            log(f"{name}: skipped ({rows[name]['skipped']})")
-        except Exception as e:
-            fail(rows, name, e)
-    measure(runs, rows, args, fixture)
+    rows = isolated(args, systems) if args.isolate else in_process(args, systems, fixture)
 
     result = {
         "bench": "long_form",
@@ -340,7 +372,10 @@ def main() -> None:
             "faster-whisper-batched keeps its default without_timestamps=True: segments are its VAD chunks",
             "hf-pipeline-chunked: its chunk merging keeps few of Whisper's segment timestamps (boundary s)",
             "WER (Whisper English normalizer), boundary error and segments come from the last repeat",
-            f"{args.warmup} warm-up and {args.repeats} timed rounds over all systems, in a rotating order",
+            f"{args.warmup} warm-up and {args.repeats} timed rounds "
+            + (
+                "per system, each system in its own process" if args.isolate else "over all systems, rotating"
+            ),
         ],
         "systems": rows,
     }

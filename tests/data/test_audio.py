@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ctxprune.data.audio import SAMPLE_RATE, load_audio, split_chunks
+from ctxprune.data.audio import SAMPLE_RATE, load_audio
 from ctxprune.errors import CtxpruneError
 
 
@@ -45,9 +45,3 @@ def test_bad_input_is_one_clear_error(tmp_path, make, message):
     make(path)
     with pytest.raises(CtxpruneError, match=message):
         load_audio(path)
-
-
-def test_split_chunks_covers_audio_in_30s_windows():
-    audio = np.ones(int(65.5 * SAMPLE_RATE), np.float32)
-    chunks = split_chunks(audio)
-    assert [len(c) for c in chunks] == [30 * SAMPLE_RATE, 30 * SAMPLE_RATE, int(5.5 * SAMPLE_RATE)]

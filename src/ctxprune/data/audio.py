@@ -35,9 +35,3 @@ def load_audio(path: str | Path) -> np.ndarray:
     if np.abs(audio).max() < SILENCE_PEAK:
         raise CtxpruneError(f"{path}: audio is silent (peak below -80 dBFS); nothing to transcribe")
     return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def split_chunks(audio: np.ndarray, seconds: float = 30.0) -> list[np.ndarray]:
-    """Consecutive windows of at most `seconds`; Whisper reads 30 s at a time."""
-    n = int(seconds * SAMPLE_RATE)
-    return [audio[i : i + n] for i in range(0, max(len(audio), 1), n)]
