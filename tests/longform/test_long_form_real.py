@@ -83,7 +83,7 @@ def test_a_corrupt_file_among_good_ones_is_reported_alone(fixture, transcriber, 
     sf.write(tmp_path / "good.flac", audio[: 16000 * 20], 16000)
     broken, good = transcriber.transcribe([tmp_path / "broken.flac", tmp_path / "good.flac"], language="en")
     assert "broken.flac" in broken.error and good.error is None
-    assert "filename" in good.text.lower() or "file name" in good.text.lower()
+    assert "truncated" in good.text.lower() and "dashwood" in good.text.lower()
 
 
 def test_json_output_keeps_segments_with_gates(fixture, tmp_path):
@@ -95,4 +95,6 @@ def test_json_output_keeps_segments_with_gates(fixture, tmp_path):
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     shares = [s["gates"]["flops_executed_share"] for s in record["segments"]]
-    assert len(shares) > 20 and all(0.3 < x < 1.0 for x in shares)
+    ran = record["segments"][0]["gates"]["ran"]
+    assert shares and all(0.3 < x < 1.0 for x in shares)  # decoder gates only: the encoder is most FLOPs
+    assert all(name.startswith("enc.") for name in ran[:12]) and len(ran) < 30

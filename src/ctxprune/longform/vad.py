@@ -15,7 +15,8 @@ import numpy as np
 from ctxprune.data.audio import SAMPLE_RATE
 from ctxprune.longform.audio_stream import AudioStream
 
-FRAME = 512  # Silero's frame at 16 kHz (32 ms)
+FRAME, CONTEXT = 512, 64  # Silero's frame at 16 kHz (32 ms), read with the 64 samples before it
+MAX_FRAMES = 512  # frames per call of the sequence model (16 s)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class SpeechWindow:
 
 @functools.cache
 def _model():
-    """Silero's ONNX model, loaded once. Importing silero_vad sets torch to one thread; undo that."""
+    """Silero's sequence ONNX model (one call per up to 512 frames, the same probabilities as its
+    frame-by-frame model), loaded once. Importing silero_vad sets torch to one thread; undo that."""
     import torch
 
     threads = torch.get_num_threads()
@@ -66,7 +68,7 @@ def _model():
         torch.set_num_threads(threads)
     with warnings.catch_warnings():  # its resource lookup uses a deprecated importlib API
         warnings.simplefilter("ignore", DeprecationWarning)
-        return silero_vad.load_silero_vad(onnx=True)
+        return silero_vad.load_silero_vad(sequence=True)
 
 
 @dataclass(frozen=True)
@@ -100,29 +102,38 @@ class SpeechProbabilities:
 def speech_probabilities(
     stream: AudioStream, on_progress: Callable[[float], None] | None = None
 ) -> SpeechProbabilities:
-    """Run the VAD over a stream. The model's recurrent state runs on across blocks, frame by frame, so the
+    """Run the VAD over a stream, each block's whole frames in one call of the package's sequence model.
+    Each frame is read with the 64 samples before it, and the LSTM state runs on across calls, so the
     result is what silero gives on the whole file: a region crossing a block boundary is neither cut nor
-    shifted. Memory: one block plus 4 bytes per 32 ms frame. Not thread-safe (one model)."""
-    import torch
-
-    model = _model()
-    model.reset_states()
+    shifted. Memory: one block plus 4 bytes per 32 ms frame."""
+    session = _model().session
+    state = {"h": np.zeros((1, 1, 128), np.float32), "c": np.zeros((1, 1, 128), np.float32)}
+    context = np.zeros(CONTEXT, np.float32)
     probs = array("f")
     tail = np.zeros(0, dtype=np.float32)
     done = 0
-    with torch.inference_mode():
-        for block in stream.blocks():
-            audio = np.concatenate([tail, block])
-            whole = len(audio) - len(audio) % FRAME
-            for i in range(0, whole, FRAME):
-                probs.append(model(torch.from_numpy(audio[i : i + FRAME]), SAMPLE_RATE).item())
-            tail = audio[whole:]
-            done += len(block)
-            if on_progress is not None:
-                on_progress(done / SAMPLE_RATE)
-        if len(tail):  # silero pads the last frame with zeros
-            frame = np.pad(tail, (0, FRAME - len(tail)))
-            probs.append(model(torch.from_numpy(frame), SAMPLE_RATE).item())
+
+    def run(audio: np.ndarray) -> None:
+        nonlocal context
+        frames = audio.reshape(-1, FRAME)
+        before = np.concatenate([context[None], frames[:-1, -CONTEXT:]])
+        out, state["h"], state["c"] = session.run(
+            ["speech_probs", "hn", "cn"], {"input": np.concatenate([before, frames], 1), **state}
+        )
+        probs.extend(np.asarray(out, np.float32).reshape(-1).tolist())
+        context = frames[-1, -CONTEXT:].copy()
+
+    for block in stream.blocks():
+        audio = np.concatenate([tail, block])
+        whole = len(audio) - len(audio) % FRAME
+        for start in range(0, whole, FRAME * MAX_FRAMES):
+            run(audio[start : min(whole, start + FRAME * MAX_FRAMES)])
+        tail = audio[whole:]
+        done += len(block)
+        if on_progress is not None:
+            on_progress(done / SAMPLE_RATE)
+    if len(tail):  # silero pads the last frame with zeros
+        run(np.pad(tail, (0, FRAME - len(tail))))
     return SpeechProbabilities(probs, done)
 
 
