@@ -13,6 +13,7 @@ import srt
 
 from ctxprune.data.audio import load_audio
 from ctxprune.data.long_fixture import boundary_error, build_long_fixture
+from ctxprune.eval.librivox import LIBRIVOX_DIR as LIBRIVOX
 from ctxprune.eval.librivox import word_error_rate
 from ctxprune.longform.audio_stream import AudioStream
 from ctxprune.longform.decoder import GREEDY_LONG_FORM, Job, LongFormDecoder
@@ -98,3 +99,40 @@ def test_json_output_keeps_segments_with_gates(fixture, tmp_path):
     ran = record["segments"][0]["gates"]["ran"]
     assert shares and all(0.3 < x < 1.0 for x in shares)  # decoder gates only: the encoder is most FLOPs
     assert all(name.startswith("enc.") for name in ran[:12]) and len(ran) < 30
+
+
+def test_a_long_file_is_streamed_not_loaded(transcriber, tmp_path):
+    """Quiet files of 6 and 12 minutes with speech near the start and the end: the speech is found at its
+    place, and the audio held at once does not grow with the file (it stays well below the 12-minute
+    file's 46 MB of samples)."""
+    import tracemalloc
+
+    clip = load_audio(sorted(LIBRIVOX.glob("*.wav"))[0])
+    rng = np.random.default_rng(0)
+    peaks = []
+    for minutes in (6, 12):
+        path = tmp_path / f"{minutes}.flac"
+        with sf.SoundFile(path, "w", 16000, 1, format="FLAC") as f:
+            for minute in range(minutes):
+                quiet = rng.normal(0, 1e-3, 16000 * 60).astype(np.float32)
+                if minute in (1, minutes - 2):
+                    quiet[16000 * 5 : 16000 * 5 + len(clip)] += clip
+                f.write(quiet)
+        tracemalloc.start()
+        (result,) = transcriber.transcribe([path], language="en", vad=True)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        starts = [s.start for s in result.segments if "dashwood" in s.text.lower()]
+        assert (
+            len(starts) == 2 and abs(starts[0] - 65) < 1.0 and abs(starts[1] - (minutes - 2) * 60 - 5) < 1.0
+        )
+    assert peaks[1] < 1.2 * peaks[0] and peaks[1] < 0.6 * 16000 * 720 * 4
+
+
+def test_streamed_log_mel_holds_one_block(tmp_path):
+    audio = np.random.default_rng(1).normal(0, 0.1, 16000 * 200).astype(np.float32)
+    sf.write(tmp_path / "a.flac", audio, 16000)
+    source = StreamedMel(AudioStream(tmp_path / "a.flac", block_seconds=10.0), block_seconds=60.0)
+    for seek in range(0, source.total_frames, 2500):
+        assert source.window(seek).shape == (80, 3000)
+    assert source.samples.max_buffered <= 16000 * 70  # one log-mel block plus one read block
