@@ -31,18 +31,11 @@ case "${1:-}" in
     .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only
     cmp "$stage/corpus/plan.jsonl" "${CORPUS:?set CORPUS to the full corpus built here}/plan.jsonl"
     tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
-    rm -rf .carry-xfer && mkdir -p .carry-xfer
-    split -b 45M -d -a 1 "$stage/bundle.tar.xz" .carry-xfer/chunk.
-    for f in .carry-xfer/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-xfer/$n && mv "$f" .carry-xfer/$n/chunk; done
-    sha256sum "$stage/bundle.tar.xz" | cut -d' ' -f1 > .carry-xfer/1/sha256
+    split_bundle "$stage/bundle.tar.xz" 45M
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
-  receive)
-    mkdir -p $P
-    [ "$2" = 1 ] && rm -f $P/bundle.tar.xz && cp .carry-xfer/1/sha256 $P/bundle.sha256
-    cat ".carry-xfer/$2/chunk" >> $P/bundle.tar.xz
-    ls -l $P/bundle.tar.xz ;;
+  receive) receive_chunk "$2" ;;
   setup)
-    [ "$(sha256sum $P/bundle.tar.xz | cut -d' ' -f1)" = "$(cat $P/bundle.sha256)" ] || { echo "bundle sha256 differs"; exit 1; }
+    check_bundle
     if [ ! -d $P/espeak/root ]; then
       mkdir -p $P/espeak && tar xJf $P/bundle.tar.xz -C $P && mv $P/root $P/espeak/root
     fi

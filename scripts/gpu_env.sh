@@ -23,3 +23,21 @@ pack_model() {  # here: .carry-model/1..7, the CTranslate2 base model in 20 MiB 
   for f in .carry-model/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-model/$n && mv "$f" .carry-model/$n/chunk; done
   cp "$data/config.json" "$data/tokenizer.json" .carry-model/1/
 }
+
+split_bundle() {  # here: file $1 into .carry-xfer/1..N, chunks of $2 (one per call), its sha256 beside chunk 1
+  rm -rf .carry-xfer && mkdir -p .carry-xfer
+  split -b "$2" -d -a 1 "$1" .carry-xfer/chunk.
+  for f in .carry-xfer/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-xfer/$n && mv "$f" .carry-xfer/$n/chunk; done
+  sha256sum "$1" | cut -d' ' -f1 > .carry-xfer/1/sha256
+}
+
+receive_chunk() {  # there: chunk $1 appended to $P/bundle.tar.xz (chunk 1 starts it anew)
+  mkdir -p $P
+  [ "$1" = 1 ] && rm -f $P/bundle.tar.xz && cp .carry-xfer/1/sha256 $P/bundle.sha256
+  cat ".carry-xfer/$1/chunk" >> $P/bundle.tar.xz
+  ls -l $P/bundle.tar.xz
+}
+
+check_bundle() {  # there: the reassembled bundle is the one packed here
+  [ "$(sha256sum $P/bundle.tar.xz | cut -d' ' -f1)" = "$(cat $P/bundle.sha256)" ] || { echo "bundle sha256 differs"; exit 1; }
+}

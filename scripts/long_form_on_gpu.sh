@@ -26,18 +26,11 @@ case "${1:-}" in
     .venv/bin/python -c "from pathlib import Path; from ctxprune.data.long_fixture import build_long_fixture as b
 b(Path('$stage/fixture'), 'en')"
     tar cf - -C "$stage" ct2 wheels fixture | xz -T2 -1 > "$stage/bundle.tar.xz"
-    rm -rf .carry-xfer && mkdir -p .carry-xfer
-    split -b 42M -d -a 1 "$stage/bundle.tar.xz" .carry-xfer/chunk.
-    for f in .carry-xfer/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-xfer/$n && mv "$f" .carry-xfer/$n/chunk; done
-    sha256sum "$stage/bundle.tar.xz" | cut -d' ' -f1 > .carry-xfer/1/sha256
+    split_bundle "$stage/bundle.tar.xz" 42M
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
-  receive)
-    mkdir -p $P
-    [ "$2" = 1 ] && rm -f $P/bundle.tar.xz && cp .carry-xfer/1/sha256 $P/bundle.sha256
-    cat ".carry-xfer/$2/chunk" >> $P/bundle.tar.xz
-    ls -l $P/bundle.tar.xz ;;
+  receive) receive_chunk "$2" ;;
   run)
-    [ "$(sha256sum $P/bundle.tar.xz | cut -d' ' -f1)" = "$(cat $P/bundle.sha256)" ] || { echo "bundle sha256 differs"; exit 1; }
+    check_bundle
     [ -d $P/ct2 ] || tar xJf $P/bundle.tar.xz -C $P
     remote_env
     python3 -m pip install -q --no-index --no-deps --target /tmp/site $P/wheels/*.whl 2>&1 | tail -2
