@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.steps import Steps, sot_index
+from ctxprune.runtime.steps import Steps
 from ctxprune.runtime.suppression import Suppression
-from ctxprune.runtime.timestamps import TimestampRules, wants_timestamps
+from ctxprune.runtime.timestamps import TimestampRules, sot_index
 
 NEG = -1.0e9  # HF's "never pick this" score
 
@@ -35,21 +35,22 @@ def beam_search(
     beams: int = 5,
     length_penalty: float = 1.0,
     min_new_tokens: int = 0,
+    scores: bool = False,
     timestamps: bool = False,
 ) -> tuple[list[list[int]], list[tuple[float, int, float]]]:
     """Best finished hypothesis per row, and per row (its score times its length ** length_penalty, its
     length with end-of-text, the no-speech probability), so that score = sum / length as HF's
     `sequences_scores`. `prompts` is [rows * beams, P] and `steps` runs that many rows (each row repeated
-    `beams` times in a block). With `timestamps` every beam follows Whisper's timestamp rules, applied to
-    the log-probabilities as HF's processors are."""
+    `beams` times in a block). With `scores` the no-speech probability is kept; with `timestamps` every beam
+    follows Whisper's timestamp rules too, applied to the log-probabilities as HF's processors are."""
     rows = prompts.shape[0] // beams
     logits = steps.prompt(prompts)
     device, vocab = logits.device, logits.shape[-1]
     suppress = Suppression(special, vocab, device, min_new_tokens)
-    apply = wants_timestamps(prompts, special)
-    rules = TimestampRules(special, vocab, len(prompts), device, apply=apply) if timestamps else None
-    if rules is not None:
-        rules.reset(steps.prompt_logits[:, sot_index(prompts, special)])
+    rules = None
+    if scores or timestamps:
+        rules = TimestampRules(special, vocab, len(prompts), device, apply=timestamps)
+        rules.reset(steps.prompt_logits[:, sot_index(prompts.shape[1], timestamps)])
     keep = 2 * beams  # as HF with one end-of-text token: enough to run on when K of them end
     top_slots = torch.arange(keep, device=device) < beams
     running = torch.full((rows, beams, max_new_tokens), special.eot, dtype=torch.long, device=device)
@@ -67,8 +68,8 @@ def beam_search(
         log_probs = torch.log_softmax(logits.float(), -1) + suppress.bias(t)
         if rules is not None:
             log_probs = rules(log_probs, first=t == 0)
-        scores = (log_probs.view(rows, beams, vocab) + running_scores[..., None]).view(rows, -1)
-        cand_scores, cand_index = scores.topk(keep)
+        totals = (log_probs.view(rows, beams, vocab) + running_scores[..., None]).view(rows, -1)
+        cand_scores, cand_index = totals.topk(keep)
         source, token = cand_index // vocab, cand_index % vocab
         cand = _gather(running, source)
         cand[:, :, t] = token

@@ -22,9 +22,8 @@ from ctxprune.gating.policy import LateStage, Masks
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.steps import sot_index
 from ctxprune.runtime.suppression import Suppression
-from ctxprune.runtime.timestamps import TimestampRules, sample, wants_timestamps
+from ctxprune.runtime.timestamps import TimestampRules, sample, sot_index
 
 
 class Captured:
@@ -115,8 +114,8 @@ class GraphedGreedy:
     """Greedy decoding of one signature group with the choice of token inside the graphs: each replay
     decodes a token for every row, suppresses (and applies the timestamp rules), picks, records it and
     feeds it to the next replay, so that the host only replays and reads one end flag (a `greedy.Lane`).
-    `sot_index` is where `<|startoftranscript|>` sits in the prompts (the no-speech probability); with
-    `timestamps` and not `apply_rules` (prompts with `<|notimestamps|>`) only the scores are kept."""
+    `scores` and `timestamps` as for `greedy.StepLane`; `sot_index` is where `<|startoftranscript|>` sits
+    in the prompts (the no-speech probability)."""
 
     def __init__(
         self,
@@ -125,10 +124,10 @@ class GraphedGreedy:
         max_new_tokens: int,
         min_new_tokens: int,
         capture: bool,
+        scores: bool = False,
         timestamps: bool = False,
         temperature: float = 0.0,
         sot_index: int = 0,
-        apply_rules: bool = True,
     ):
         self.steps, self.special, self.min_new_tokens = steps, special, min_new_tokens
         self.temperature, self.sot_index = temperature, sot_index
@@ -137,7 +136,8 @@ class GraphedGreedy:
         suppress = Suppression(special, vocab, device, min_new_tokens)
         self.first_bias = suppress.bias(0)
         self.later_bias, self.no_end_bias = suppress.biases(False, True), suppress.biases(False, False)
-        self.rules = TimestampRules(special, vocab, batch, device, apply=apply_rules) if timestamps else None
+        keep_scores = scores or timestamps
+        self.rules = TimestampRules(special, vocab, batch, device, apply=timestamps) if keep_scores else None
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.out = torch.full((batch, max_new_tokens), special.eot, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
@@ -256,20 +256,14 @@ class GraphPool:
         special: WhisperTokens,
         max_new_tokens: int,
         min_new_tokens: int,
+        scores: bool = False,
         timestamps: bool = False,
         temperature: float = 0.0,
     ) -> GraphedGreedy:
         """A greedy lane for rows that all share `mask_row`, bound to `encoder_out` and `prompts`."""
         batch, prompt_len = prompts.shape
-        sot = sot_index(prompts, special)
-        choice = (
-            max_new_tokens,
-            min_new_tokens,
-            timestamps,
-            temperature,
-            sot,
-            wants_timestamps(prompts, special),
-        )
+        sot = sot_index(prompt_len, timestamps)
+        choice = (max_new_tokens, min_new_tokens, scores, timestamps, temperature, sot)
         key = ("greedy", mask_row, batch, prompt_len, max_len, choice, encoder_out.dtype)
 
         def build(plan: MaskPlan) -> GraphedGreedy:

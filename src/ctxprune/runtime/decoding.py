@@ -112,7 +112,6 @@ class BatchDecoding:
         by_length = {lengths[r]: [q for q in rare if lengths[q] == lengths[r]] for r in rare}
         return groups + [(rows, None) for rows in by_length.values()]
 
-    @torch.inference_mode()
     def __call__(
         self,
         encoder_out: Tensor,
@@ -120,29 +119,46 @@ class BatchDecoding:
         mask: Tensor,
         options: DecodeOptions = GREEDY,
     ) -> list[list[int]]:
-        """Token ids per row (prompt and end-of-text excluded). `mask` is [batch, n_gates] bool; prompts
-        may differ in length (rows with previous text). With `options.timestamps`, `self.scores` holds
-        each row's (sum of log-probabilities, tokens scored, no-speech probability) afterwards."""
+        """Token ids per row (prompt and end-of-text excluded); see `decode`."""
+        return self.decode(encoder_out, prompts, mask, options)[0]
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        encoder_out: Tensor,
+        prompts: Tensor | list[list[int]],
+        mask: Tensor,
+        options: DecodeOptions = GREEDY,
+    ) -> tuple[list[list[int]], list[tuple[float, int, float]]]:
+        """Token ids per row (prompt and end-of-text excluded), and per row (sum of the chosen tokens'
+        log-probabilities, tokens scored, no-speech probability), zeros unless `options.timestamps` or
+        `options.scores`. `mask` is [batch, n_gates] bool. `prompts` is a tensor when every row's prompt
+        has the same length (it stays on the device), else token lists (rows with previous text), which
+        never share a group across lengths."""
         o = options
         device = encoder_out.device
-        rows_prompts = prompts.tolist() if isinstance(prompts, Tensor) else prompts
-        lengths = [len(p) for p in rows_prompts]
+        lengths = None if isinstance(prompts, Tensor) else [len(p) for p in prompts]
+        if isinstance(prompts, Tensor):
+            prompts = prompts.to(device)
         path = o.path_on(device)
         on_cuda = device.type == "cuda"
         groups = self.groups(mask, o.max_groups if path != "gather" else 0, lengths)
         lanes, limits = [], []
         for rows, signature in groups:
-            pr = torch.tensor([rows_prompts[r] for r in rows], device=device)
+            if len(rows) == len(mask):  # one group, in order: no copies
+                enc, pr = encoder_out, prompts
+            else:
+                index = torch.tensor(rows, device=device)
+                enc = encoder_out.index_select(0, index)
+                pr = prompts.index_select(0, index) if lengths is None else [prompts[r] for r in rows]
+            if lengths is not None:
+                pr = torch.tensor(pr, device=device)
             new_tokens, max_len = cache_length(self.gw, pr.shape[1], o.max_new_tokens)
             limits.append(new_tokens)
-            if len(rows) == len(mask):  # one group, in order: no copies
-                enc = encoder_out
-            else:
-                enc = encoder_out.index_select(0, torch.tensor(rows, device=device))
             if o.beams > 1:
                 enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
             pool = self.pool(path == "graphs")
-            choice = (o.min_new_tokens, o.timestamps or o.scores, o.temperature)
+            choice = (o.min_new_tokens, o.scores, o.timestamps, o.temperature)
             if signature is None:
                 plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, device)
                 steps = EagerSteps(self.gw, enc, plan, max_len)
@@ -151,35 +167,22 @@ class BatchDecoding:
                 lanes.append((pool.steps(signature, pr, max_len, enc), pr))
             else:
                 lanes.append(pool.greedy(signature, pr, max_len, enc, self.special, new_tokens, *choice))
-        if o.beams > 1:
-            searched = [
-                beam_search(
-                    steps,
-                    pr,
-                    self.special,
-                    n,
-                    o.beams,
-                    o.length_penalty,
-                    o.min_new_tokens,
-                    o.timestamps or o.scores,
-                )
-                for (steps, pr), n in zip(lanes, limits, strict=True)
-            ]
-            decoded, beam_scores = [d for d, _ in searched], [s for _, s in searched]
-        else:
-            decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None)
         out: list[list[int]] = [[] for _ in range(len(mask))]
-        self.scores: list[tuple[float, int, float]] = [(0.0, 0, 0.0)] * len(mask)
-        for g, ((rows, _), group, lane, limit) in enumerate(zip(groups, decoded, lanes, limits, strict=True)):
-            if o.beams > 1:
-                for r, tokens, scores in zip(rows, group, beam_scores[g], strict=True):
-                    out[r], self.scores[r] = tokens, scores
-                continue
-            rules = getattr(lane, "rules", None)
+        scores: list[tuple[float, int, float]] = [(0.0, 0, 0.0)] * len(mask)
+        if o.beams > 1:
+            beam = (o.beams, o.length_penalty, o.min_new_tokens, o.scores, o.timestamps)
+            for (rows, _), (steps, pr), n in zip(groups, lanes, limits, strict=True):
+                tokens, kept = beam_search(steps, pr, self.special, n, *beam)
+                for r, row, score in zip(rows, tokens, kept, strict=True):
+                    out[r], scores[r] = row, score
+            return out, scores
+        decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None)
+        for (rows, _), group, lane, limit in zip(groups, decoded, lanes, limits, strict=True):
+            rules = lane.rules
             sums = rules.sum_logprob.tolist() if rules is not None else [0.0] * len(rows)
             no_speech = rules.no_speech_prob.tolist() if rules is not None else [0.0] * len(rows)
             for i, (r, tokens) in enumerate(zip(rows, group, strict=True)):
                 out[r] = tokens[:limit]
                 scored = len(out[r]) + (len(out[r]) < limit)  # end-of-text counts when it was chosen
-                self.scores[r] = (sums[i], scored, no_speech[i])
-        return out
+                scores[r] = (sums[i], scored, no_speech[i])
+        return out, scores

@@ -12,9 +12,9 @@ from torch import Tensor
 from ctxprune.gating.skip import Gates
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.steps import EagerSteps, Steps, sot_index
+from ctxprune.runtime.steps import EagerSteps, Steps
 from ctxprune.runtime.suppression import Suppression
-from ctxprune.runtime.timestamps import TimestampRules, sample, wants_timestamps
+from ctxprune.runtime.timestamps import TimestampRules, sample, sot_index
 
 MAX_NEW_TOKENS = 224  # Whisper's own sample length: half the text context
 
@@ -38,6 +38,7 @@ class Lane(Protocol):
 
     prompts: Tensor
     special: WhisperTokens
+    rules: TimestampRules | None  # the long-form state, where the lane keeps scores
 
     def start(self) -> Tensor: ...
 
@@ -48,9 +49,9 @@ class Lane(Protocol):
 
 class StepLane:
     """A `Lane` over any `Steps`, the choice of token on the host's stream. `cuda_graphs.GraphedGreedy`
-    is a `Lane` with the choice inside its graphs. With `timestamps` the lane keeps the long-form scores
-    (`runtime.timestamps`), and Whisper's timestamp rules apply where the prompts ask for timestamps;
-    `temperature` > 0 samples."""
+    is a `Lane` with the choice inside its graphs. With `scores` the lane keeps the long-form scores
+    (`runtime.timestamps`); with `timestamps` (prompts without `<|notimestamps|>`) Whisper's timestamp
+    rules apply too; `temperature` > 0 samples."""
 
     def __init__(
         self,
@@ -58,11 +59,12 @@ class StepLane:
         prompts: Tensor,
         special: WhisperTokens,
         min_new_tokens: int = 0,
+        scores: bool = False,
         timestamps: bool = False,
         temperature: float = 0.0,
     ):
         self.steps, self.prompts, self.special, self.min_new_tokens = steps, prompts, special, min_new_tokens
-        self.timestamps, self.temperature = timestamps, temperature
+        self.scores, self.timestamps, self.temperature = scores or timestamps, timestamps, temperature
         self.rules: TimestampRules | None = None
         self.out: list[Tensor] = []
 
@@ -70,12 +72,10 @@ class StepLane:
         logits = self.steps.prompt(self.prompts)
         self.suppress = Suppression(self.special, logits.shape[-1], logits.device, self.min_new_tokens)
         self.done = torch.zeros(self.prompts.shape[0], dtype=torch.bool, device=logits.device)
-        if self.timestamps:
-            apply = wants_timestamps(self.prompts, self.special)
-            self.rules = TimestampRules(
-                self.special, logits.shape[-1], len(self.prompts), logits.device, apply=apply
-            )
-            self.rules.reset(self.steps.prompt_logits[:, sot_index(self.prompts, self.special)])
+        if self.scores:
+            vocab, rows = logits.shape[-1], len(self.prompts)
+            self.rules = TimestampRules(self.special, vocab, rows, logits.device, apply=self.timestamps)
+            self.rules.reset(self.steps.prompt_logits[:, sot_index(self.prompts.shape[1], self.timestamps)])
         return self._choose(logits)
 
     def advance(self) -> Tensor:

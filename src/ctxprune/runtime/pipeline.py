@@ -102,13 +102,20 @@ class Pipeline:
         return self.policy.space
 
     def _prompts(
-        self, languages: list[str], tasks: list[str], timestamps: bool, prefixes: list[list[int]] | None
-    ) -> list[list[int]]:
+        self,
+        languages: list[str],
+        tasks: list[str],
+        timestamps: bool,
+        prefixes: list[list[int]] | None,
+        device: torch.device,
+    ) -> Tensor | list[list[int]]:
+        """A tensor on `device` when every row's prompt has the same length, else token lists."""
         prefixes = prefixes or [[] for _ in tasks]
-        return [
+        rows = [
             [*prefix, *self.special.prompt(lang, t, timestamps)]
             for lang, t, prefix in zip(languages, tasks, prefixes, strict=True)
         ]
+        return torch.tensor(rows, device=device) if len({len(r) for r in rows}) == 1 else rows
 
     def _fixed_context(self, batch: int, device: torch.device) -> FixedContext:
         if (batch, device) not in self._fixed:
@@ -155,6 +162,9 @@ class Pipeline:
             audio=pooled_log_mel(features.float(), frames) if self.policy.reads("audio") else None,
             vectors=vectors or {},
         )
+        # known languages: the prompts go to the device now, not between the encoder and the decoder
+        known = None not in languages
+        prompts = self._prompts(languages, tasks, options.timestamps, prefixes, device) if known else None
         summarize = lambda out: pooled_encoder(out, frames)  # noqa: E731
         if path != "gather" and self.policy.reads_context:  # only a predictor reads the request's context
             fixed = self._fixed_context(len(tasks), device)
@@ -168,11 +178,12 @@ class Pipeline:
                 plan = MaskPlan(mask, self.gw.gate_names, device)
                 detected = detect_language(self.gw, encoder_out, self.special, plan)
                 languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
-            prompts = self._prompts(languages, tasks, options.timestamps, prefixes)
-            tokens = self.decoding(encoder_out, prompts, mask, options)
+            if prompts is None:
+                prompts = self._prompts(languages, tasks, options.timestamps, prefixes, device)
+            tokens, scores = self.decoding.decode(encoder_out, prompts, mask, options)
         result = GatedResult(tokens, list(languages), mask)
         if options.timestamps or options.scores:
-            result.scores = self.decoding.scores
+            result.scores = scores
         if options.count_flops:
             result.flops_encoder = encoder_counter.get_total_flops()
             result.flops_decoder = decoder_counter.get_total_flops()

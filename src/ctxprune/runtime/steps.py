@@ -16,7 +16,6 @@ from torch import Tensor
 from ctxprune.gating.skip import Gates
 from ctxprune.models.kv_cache import KVCache
 from ctxprune.models.whisper import GatedWhisper
-from ctxprune.models.whisper_tokens import WhisperTokens
 
 
 class Steps(Protocol):
@@ -69,8 +68,3 @@ class EagerSteps:
 def repeat_rows(x: Tensor, times: int) -> Tensor:
     """[b, ...] -> [b * times, ...], each row repeated `times` times in a block."""
     return torch.repeat_interleave(x, times, dim=0)
-
-
-def sot_index(prompts: Tensor, special: WhisperTokens) -> int:
-    """Where `<|startoftranscript|>` sits in a group's prompts (after any previous text)."""
-    return prompts.shape[1] - (3 if special.no_timestamps not in prompts[0].tolist() else 4)

@@ -116,9 +116,10 @@ class TimestampRules:
         self.generated.add_(1)
 
 
-def wants_timestamps(prompts: Tensor, special: WhisperTokens) -> bool:
-    """Whether a group's prompts ask for timestamps (no `<|notimestamps|>`)."""
-    return special.no_timestamps not in prompts[0].tolist()
+def sot_index(prompt_len: int, timestamps: bool) -> int:
+    """Where `<|startoftranscript|>` sits in prompts of `prompt_len` tokens (after any previous text):
+    before `<|lang|><|task|>`, and `<|notimestamps|>` unless timestamps are decoded."""
+    return prompt_len - (3 if timestamps else 4)
 
 
 def sample(scores: Tensor, temperature: float) -> Tensor:
