@@ -89,7 +89,7 @@ class Transcriber:
             r = results[self._file(job)]
             r.error = r.error or job.error
             r.segments += self._segments(job)
-            r.language = r.language or job.language or (job.spans[0].language if job.spans else None)
+            r.language = r.language or job.language or (job.spans[0].window.language if job.spans else None)
             r.seconds = round(time.perf_counter() - started[self._file(job)], 3)
         for i, r in enumerate(results):
             if snap and r.segments and r.error is None:
@@ -179,8 +179,8 @@ class Transcriber:
                 continue  # as openai-whisper, a segment without text is dropped
             gates = None
             if gated:
-                ran = [n for n, k in zip(names, span.keep, strict=True) if k]
-                gates = {"ran": ran, "flops_executed_share": round(span.flops_share, 4)}
+                ran = [n for n, k in zip(names, span.window.keep, strict=True) if k]
+                gates = {"ran": ran, "flops_executed_share": round(span.window.flops_share, 4)}
             out.append(
                 Segment(
                     id=0,
@@ -189,11 +189,11 @@ class Transcriber:
                     end=round(span.end, 3),
                     text=text,
                     tokens=span.tokens,
-                    temperature=span.temperature,
-                    avg_logprob=span.avg_logprob,
-                    compression_ratio=span.compression_ratio,
-                    no_speech_prob=span.no_speech_prob,
-                    language=span.language if self.long_form.language_per_window else None,
+                    temperature=span.window.temperature,
+                    avg_logprob=span.window.avg_logprob,
+                    compression_ratio=span.window.compression_ratio,
+                    no_speech_prob=span.window.no_speech_prob,
+                    language=span.window.language if self.long_form.language_per_window else None,
                     gates=gates,
                 )  # fmt: skip
             )

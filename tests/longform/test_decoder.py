@@ -72,7 +72,7 @@ def test_fallback_and_skipping_follow_the_thresholds(tiny_whisper, tiny_tokens, 
             tiny_whisper, tiny_tokens, options=options, decode=DecodeOptions(max_new_tokens=32, path="gather")
         )
         (job,) = decoder.run([Job(0, StreamedMel(AudioStream(tmp_path / "a.wav")), "en")])
-        temperatures[name] = {s.temperature for s in job.spans}
+        temperatures[name] = {s.window.temperature for s in job.spans}
         if name == "silent":
             assert job.spans == [] and job.skipped == 2  # both windows skipped as silence
     assert temperatures["never"] == {0.0} and temperatures["always"] == {0.5}
@@ -103,4 +103,4 @@ def test_cuda_graphs_decode_long_form_as_the_gather_path(tiny_tokens, tmp_path):
         model, tiny_tokens, options=LongFormOptions((0.0, 1.0), compression_ratio_threshold=0.0)
     )
     (job,) = sampled.run([Job(0, StreamedMel(AudioStream(tmp_path / "0.wav"), device="cuda"), "en")])
-    assert {s.temperature for s in job.spans} == {1.0}  # sampling inside the graphs ran
+    assert {s.window.temperature for s in job.spans} == {1.0}  # sampling inside the graphs ran

@@ -60,21 +60,30 @@ class LongFormOptions:
 GREEDY_LONG_FORM = LongFormOptions((0.0,), None, None, None)  # one greedy pass, no fallback, no skipping
 
 
-@dataclass
-class Span:
-    """A decoded segment before its text: times in seconds, tokens, and the window's scores and gates."""
+@dataclass(frozen=True)
+class Window:
+    """One window's last decoding: its tokens, the scores it was judged by, and what ran."""
 
-    start: float
-    end: float
     tokens: list[int]
-    seek: int
     temperature: float
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+    silent: bool  # skipped: the no-speech probability high and the log-probability low
     language: str
     keep: list[bool]  # the mask the window ran with
     flops_share: float  # the window's executed FLOPs against dense
+
+
+@dataclass
+class Span:
+    """A decoded segment before its text: times in seconds in the file, tokens, and its window."""
+
+    start: float
+    end: float
+    tokens: list[int]
+    seek: int  # the window's offset in the file, in log-mel frames
+    window: Window
 
 
 @dataclass
@@ -157,11 +166,12 @@ class LongFormDecoder:
             if on_window:
                 on_window(job, job.seek - before)
 
-    def _decode_with_fallback(self, jobs: list[Job], feats, frames) -> list[dict]:
+    def _decode_with_fallback(self, jobs: list[Job], feats, frames) -> list[Window]:
         o = self.options
-        attempts: list[dict] = [{} for _ in jobs]
+        attempts: list[Window | None] = [None] * len(jobs)
         languages = [None if o.language_per_window else j.language for j in jobs]
         rows = list(range(len(jobs)))
+        prompt_len = len(self.special.prompt("en", self.task, o.timestamps))
         for temperature in o.temperatures:
             index = torch.tensor(rows)
             prefixes = [self._previous_text(jobs[r]) for r in rows] if o.condition_on_previous_text else None
@@ -169,7 +179,6 @@ class LongFormDecoder:
                 feats[index.to(feats.device)], frames[index], [self.task] * len(rows),
                 [languages[r] for r in rows], None, self._at(temperature), prefixes,
             )  # fmt: skip
-            prompt_len = len(self.special.prompt("en", self.task, self.options.timestamps))
             shares = [e / d for e, d in result.flops(self.pipeline.space, prompt_len)]
             retry = []
             for i, r in enumerate(rows):
@@ -180,10 +189,9 @@ class LongFormDecoder:
                 avg = logprob_sum / max(scored, 1)
                 bad, silent = o.judge(ratio, avg, no_speech)
                 languages[r] = result.languages[i]
-                attempts[r] = dict(
-                    tokens=tokens, temperature=temperature, avg_logprob=avg, compression_ratio=ratio,
-                    no_speech_prob=no_speech, skip=silent, language=result.languages[i],
-                    keep=result.mask[i].tolist(), flops_share=shares[i],
+                attempts[r] = Window(
+                    tokens, temperature, avg, ratio, no_speech, silent, result.languages[i],
+                    result.mask[i].tolist(), shares[i],
                 )  # fmt: skip
                 if bad:
                     retry.append(r)
@@ -197,26 +205,19 @@ class LongFormDecoder:
         beams = self.decode.beams if temperature == 0 else 1
         return replace(self.decode, temperature=temperature, beams=beams)
 
-    def _advance(self, job: Job, frames: int, attempt: dict) -> None:
+    def _advance(self, job: Job, frames: int, window: Window) -> None:
         if job.language is None and not self.options.language_per_window:
-            job.language = attempt["language"]  # detected on the first window, kept for the source
-        job.conditioned = attempt["temperature"] < 0.5
-        if attempt["skip"]:
+            job.language = window.language  # detected on the first window, kept for the source
+        job.conditioned = window.temperature < 0.5
+        if window.silent:
             job.seek += frames
             job.skipped += 1
             return
-        piece = split_window(
-            attempt["tokens"], self.special.timestamp_begin, job.seek * FRAME_SECONDS, frames
-        )
-        scores = {k: attempt[k] for k in ("temperature", "avg_logprob", "compression_ratio")}
+        piece = split_window(window.tokens, self.special.timestamp_begin, job.seek * FRAME_SECONDS, frames)
         seek = round(job.source.time(job.seek * FRAME_SECONDS) / FRAME_SECONDS)  # in the file, as openai's
         for start, end, tokens in piece.spans:
-            start, end = job.source.time(start), job.source.time(end, end=True)
-            job.spans.append(
-                Span(start, end, tokens, seek, **scores, no_speech_prob=attempt["no_speech_prob"],
-                     language=attempt["language"],
-                     keep=attempt["keep"], flops_share=attempt["flops_share"])
-            )  # fmt: skip
+            span = Span(job.source.time(start), job.source.time(end, end=True), tokens, seek, window)
+            job.spans.append(span)
         job.seek += piece.advance
 
     def _previous_text(self, job: Job) -> list[int]:
