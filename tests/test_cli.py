@@ -89,9 +89,9 @@ def _random_real_predictor(path, seed=0):
     from ctxprune.models.whisper_context import whisper_predictor_config
     from ctxprune.models.whisper_costs import whisper_gate_space
 
+    torch.manual_seed(seed)  # before the predictor is built: its weights are drawn here too
     gw = GatedWhisper(assets.load().model)
     p = GatePredictor(whisper_predictor_config(gw.config, whisper_gate_space(gw), ["en", "de"]))
-    torch.manual_seed(seed)
     with torch.no_grad():
         p.late_bias.normal_(2.0, 2.0)  # mostly kept, some decoder branches skipped
         p.early_bias.fill_(3.0)
