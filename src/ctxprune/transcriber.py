@@ -45,6 +45,7 @@ class Transcriber:
     ):
         self.spec, self.options, self.long_form = spec or StackSpec(), options, long_form
         self.stack = load_stack(self.spec)
+        self.report_gates = self.spec.gates is not None  # segments say which modules ran
 
     @property
     def special(self):
@@ -87,22 +88,54 @@ class Transcriber:
 
         for job in decoder.run(timed(jobs), progress):
             r = results[self._file(job)]
-            r.error = r.error or job.error
-            r.segments += self._segments(job)
-            r.language = r.language or job.language or (job.spans[0].window.language if job.spans else None)
+            self.collect(r, job)
             r.seconds = round(time.perf_counter() - started[self._file(job)], 3)
         for i, r in enumerate(results):
-            if snap and r.segments and r.error is None:
-                t0 = time.perf_counter()
-                snap_to_speech(r.segments, self._timing_regions(i, r.path))
-                r.seconds = round(r.seconds + time.perf_counter() - t0, 3)
-            r.segments.sort(key=lambda s: s.start)
-            for k, s in enumerate(r.segments):
-                s.id = k
-            r.text = "".join(s.text for s in r.segments).strip()
-            if r.error is None and not r.segments:
-                r.note = r.note or f"{NO_SPEECH} (every window's no-speech probability was high)"
+            t0 = time.perf_counter()
+            self.finish(r, snap, self._timing.get(i))
+            r.seconds = round(r.seconds + time.perf_counter() - t0, 3)
         return results
+
+    def file_job(
+        self,
+        key: object,
+        path: str | Path,
+        task: str = "transcribe",
+        language: str = "auto",
+        prompt: str = "",
+    ) -> tuple[Transcript, Job]:
+        """One file as one job of the sequential path, for a caller that schedules jobs itself (the
+        server); its result once the job is done: `collect`, then `finish`. Unreadable audio raises."""
+        self.check_request(task, language)
+        result = Transcript(path=str(path), task=task)
+        stream = AudioStream(path)
+        result.duration = round(stream.duration, 3)
+        source = StreamedMel(stream, self.stack.gated.config.num_mel_bins, self.spec.device)
+        text = prompt.strip()  # as openai-whisper: the prompt's tokens with a leading space
+        tokens = self.stack.loaded.tokenizer.encode(" " + text, add_special_tokens=False) if text else []
+        job = Job(key, source, None if language == "auto" else language, task, tokens)
+        return result, job
+
+    def collect(self, result: Transcript, job: Job) -> None:
+        """Add a finished job's segments (and error, language) to its file's result."""
+        result.error = result.error or job.error
+        result.segments += self._segments(job)
+        spans = job.spans
+        result.language = result.language or job.language or (spans[0].window.language if spans else None)
+
+    def finish(self, result: Transcript, snap: bool, regions: list[tuple[int, int]] | None = None) -> None:
+        """Once every job of a file is collected: edges snapped onto speech (VAD `regions`, or one VAD
+        pass now), segments in order and numbered, the text, a note when nothing was said."""
+        if snap and result.segments and result.error is None:
+            if regions is None:
+                regions = speech_probabilities(AudioStream(result.path)).regions(TIMING)
+            snap_to_speech(result.segments, regions)
+        result.segments.sort(key=lambda s: s.start)
+        for k, s in enumerate(result.segments):
+            s.id = k
+        result.text = "".join(s.text for s in result.segments).strip()
+        if result.error is None and not result.segments:
+            result.note = result.note or f"{NO_SPEECH} (every window's no-speech probability was high)"
 
     @staticmethod
     def _file(job: Job) -> int:
@@ -155,12 +188,6 @@ class Transcriber:
                     file_language = self._detect(source)
                 yield Job((i, k), source, file_language)
 
-    def _timing_regions(self, file: int, path: str) -> list[tuple[int, int]]:
-        """Tight speech regions of a file: from the VAD pass the VAD path made, else one pass now."""
-        if file not in self._timing:
-            self._timing[file] = speech_probabilities(AudioStream(path)).regions(TIMING)
-        return self._timing[file]
-
     def _detect(self, source: SpeechMel) -> str:
         """The language of a window, as the decoder would detect it (one encoder pass and one step)."""
         features = source.window(0)[None].to(self.spec.device, self.spec.dtype)
@@ -171,7 +198,7 @@ class Transcriber:
     def _segments(self, job: Job) -> list[Segment]:
         tokenizer, eot = self.stack.loaded.tokenizer, self.special.eot
         names = self.stack.space.names
-        gated = self.spec.gates is not None
+        gated = self.report_gates
         out = []
         for span in job.spans:
             text = tokenizer.decode([t for t in span.tokens if t < eot])

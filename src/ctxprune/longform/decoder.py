@@ -72,7 +72,11 @@ class Window:
     silent: bool  # skipped: the no-speech probability high and the log-probability low
     language: str
     keep: list[bool]  # the mask the window ran with
-    flops_share: float  # the window's executed FLOPs against dense
+    flops: tuple[float, float]  # (executed, dense) FLOPs of the window
+
+    @property
+    def flops_share(self) -> float:
+        return self.flops[0] / self.flops[1]
 
 
 @dataclass
@@ -93,9 +97,12 @@ class Job:
     key: object
     source: FrameSource | None
     language: str | None = None  # None: detect (on the first window, or every window)
+    task: str | None = None  # None: the decoder's task
+    prompt: list[int] = field(default_factory=list)  # text tokens before the first window (openai's prompt)
     seek: int = 0
     spans: list[Span] = field(default_factory=list)
     skipped: int = 0  # windows skipped as silence
+    windows: list[Window] = field(default_factory=list)  # every window decoded, silent ones too
     conditioned: bool = True  # the last window was decoded at a low temperature
     error: str | None = None
 
@@ -141,12 +148,13 @@ class LongFormDecoder:
                     active.append(job)
             if not active:
                 return
-            self._windows(active, on_window)
+            self.step(active, on_window)
             yield from (j for j in active if j.done)
             active = [j for j in active if not j.done]
 
-    def _windows(self, jobs: list[Job], on_window: Callable[[Job, int], None] | None) -> None:
-        """Decode the next window of every job, with fallback, and move each job's seek on."""
+    def step(self, jobs: list[Job], on_window: Callable[[Job, int], None] | None = None) -> list[Window]:
+        """Decode the next window of every job, with fallback, and move each job's seek on; the windows
+        decoded (a job whose audio fails gets its error instead)."""
         features, ready = [], []
         for job in jobs:
             try:
@@ -155,7 +163,7 @@ class LongFormDecoder:
             except CtxpruneError as e:
                 job.error = str(e)
         if not ready:
-            return
+            return []
         gw = self.pipeline.gw
         feats = torch.stack(features).to(gw.device, next(gw.parameters()).dtype)
         frames = [min(N_FRAMES, j.source.total_frames - j.seek) for j in ready]
@@ -165,21 +173,24 @@ class LongFormDecoder:
             self._advance(job, n, attempt)
             if on_window:
                 on_window(job, job.seek - before)
+        return attempts
 
     def _decode_with_fallback(self, jobs: list[Job], feats, frames) -> list[Window]:
         o = self.options
         attempts: list[Window | None] = [None] * len(jobs)
         languages = [None if o.language_per_window else j.language for j in jobs]
+        tasks = [j.task or self.task for j in jobs]
         rows = list(range(len(jobs)))
         prompt_len = len(self.special.prompt("en", self.task, o.timestamps))
+        prompted = o.condition_on_previous_text or any(j.prompt for j in jobs)
         for temperature in o.temperatures:
             index = torch.tensor(rows)
-            prefixes = [self._previous_text(jobs[r]) for r in rows] if o.condition_on_previous_text else None
+            prefixes = [self._previous_text(jobs[r]) for r in rows] if prompted else None
             result = self.pipeline.run(
-                feats[index.to(feats.device)], frames[index], [self.task] * len(rows),
+                feats[index.to(feats.device)], frames[index], [tasks[r] for r in rows],
                 [languages[r] for r in rows], None, self._at(temperature), prefixes,
             )  # fmt: skip
-            shares = [e / d for e, d in result.flops(self.pipeline.space, prompt_len)]
+            flops = result.flops(self.pipeline.space, prompt_len)
             retry = []
             for i, r in enumerate(rows):
                 tokens = result.tokens[i]
@@ -191,7 +202,7 @@ class LongFormDecoder:
                 languages[r] = result.languages[i]
                 attempts[r] = Window(
                     tokens, temperature, avg, ratio, no_speech, silent, result.languages[i],
-                    result.mask[i].tolist(), shares[i],
+                    result.mask[i].tolist(), flops[i],
                 )  # fmt: skip
                 if bad:
                     retry.append(r)
@@ -209,6 +220,7 @@ class LongFormDecoder:
         if job.language is None and not self.options.language_per_window:
             job.language = window.language  # detected on the first window, kept for the source
         job.conditioned = window.temperature < 0.5
+        job.windows.append(window)
         if window.silent:
             job.seek += frames
             job.skipped += 1
@@ -221,13 +233,16 @@ class LongFormDecoder:
         job.seek += piece.advance
 
     def _previous_text(self, job: Job) -> list[int]:
-        """`<|startofprev|>` and the last tokens of every segment so far (HF drops a segment's closing
-        timestamp where it ends on a pair), or nothing after a window decoded at a high temperature."""
-        if not job.conditioned or not job.spans:
+        """`<|startofprev|>`, the job's prompt and, when conditioning, the last tokens of every segment so
+        far (HF drops a segment's closing timestamp where it ends on a pair). As openai-whisper, the prompt
+        leads the first window, or every window while conditioning until a window decodes at a high
+        temperature; after that, nothing."""
+        first = job.seek == 0 and not job.spans
+        if not job.conditioned or not (first or self.options.condition_on_previous_text):
             return []
         begin = self.special.timestamp_begin
-        tokens = []
+        tokens = list(job.prompt)
         for span in job.spans:
             t = span.tokens
             tokens += t[:-1] if len(t) > 2 and t[-2] >= begin else t
-        return [self.special.start_of_previous, *tokens[-PREVIOUS_TEXT_TOKENS:]]
+        return [self.special.start_of_previous, *tokens[-PREVIOUS_TEXT_TOKENS:]] if tokens else []

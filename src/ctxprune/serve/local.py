@@ -1,0 +1,131 @@
+"""The in-process backend of `ctxprune serve`: the served models and the scheduler in this process.
+
+A request's audio becomes one job of the long-form path (`Transcriber.file_job`: any length, streamed
+from its file); the scheduler decodes it window by window among other requests; the caller awaits it
+without holding a thread. A request that waits past its deadline is cancelled at the next window
+boundary and answered 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+from ctxprune.errors import CtxpruneError
+from ctxprune.longform.segments import Transcript
+from ctxprune.serve.errors import ApiError
+from ctxprune.serve.metrics import ServerMetrics
+from ctxprune.serve.models import ServedModels
+from ctxprune.serve.responses import usage
+from ctxprune.serve.scheduler import BatchingOptions, QueueFull, Request, Scheduler, ShuttingDown
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    """A checked request: its audio file, the model, what to do with it, and by when."""
+
+    path: str
+    filename: str  # as the client named the upload (errors name it, not our temporary file)
+    model: str
+    task: str
+    language: str  # a code, or "auto"
+    prompt: str
+    temperatures: tuple[float, ...]
+    arrived: float  # time.monotonic()
+    deadline: float  # time.monotonic() by which it must be answered
+    max_audio_s: float
+    snap: bool
+
+
+def check_duration(result: Transcript, max_audio_s: float) -> None:
+    if result.duration > max_audio_s:
+        raise ApiError(
+            413, f"the audio is {result.duration:.0f} s long; this server takes at most {max_audio_s:.0f} s",
+            "file", "audio_too_long",
+        )  # fmt: skip
+
+
+def unreadable(a: AudioRequest, e: Exception) -> ApiError:
+    message = str(e).replace(a.path, a.filename)
+    return ApiError(400, f"could not read the audio: {message}", "file", "invalid_audio")
+
+
+class LocalBackend:
+    """`ServedModels` decoded by a `Scheduler` on a worker thread of this process."""
+
+    def __init__(self, models: ServedModels, batching: BatchingOptions):
+        self.models, self.batching = models, batching
+        self.scheduler = Scheduler(models.decoder, models.reads_context, batching, self._on_step)
+        self.metrics: ServerMetrics | None = None  # set by the server
+        self.ids = itertools.count()
+        self._step_seconds = 1.0  # a running mean, for Retry-After
+
+    names = property(lambda self: self.models.names)
+
+    def modules(self, name: str) -> list[str]:
+        return list(self.models[name].stack.space.names)
+
+    def reads_context(self, name: str) -> bool:
+        return self.models.reads_context(name)
+
+    def depth(self) -> int:
+        return self.scheduler.depth
+
+    def in_flight(self) -> int:
+        return self.scheduler.in_flight
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+
+    def _on_step(self, model: str, requests: list[Request], windows, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.step(model, windows, seconds)
+        self._step_seconds = 0.9 * self._step_seconds + 0.1 * seconds
+
+    def retry_after(self) -> str:
+        """Seconds until the queue has room, roughly: its depth in batches times a step."""
+        batches = self.scheduler.depth / self.batching.max_batch
+        return str(max(1, math.ceil(batches * self._step_seconds)))
+
+    async def transcribe(self, a: AudioRequest) -> tuple[Transcript, dict]:
+        transcriber = self.models[a.model]
+        try:
+            transcriber.check_request(a.task, a.language)
+        except CtxpruneError as e:
+            raise ApiError(400, str(e), "language") from None
+        try:
+            result, job = await asyncio.to_thread(
+                transcriber.file_job, next(self.ids), a.path, a.task, a.language, a.prompt
+            )
+        except CtxpruneError as e:
+            raise unreadable(a, e) from None
+        check_duration(result, a.max_audio_s)
+        request = Request(job, a.model, a.temperatures, (a.task, a.language), a.arrived)
+        await self._decode(request, a.deadline)
+        transcriber.collect(result, job)
+        await asyncio.to_thread(transcriber.finish, result, a.snap)
+        started = request.started or a.arrived
+        if self.metrics:
+            self.metrics.queue_wait.labels(a.model).observe(started - a.arrived)
+        return result, usage(job, transcriber.stack.space.names) | {"queue_s": round(started - a.arrived, 3)}
+
+    async def _decode(self, request: Request, deadline: float) -> None:
+        try:
+            future = self.scheduler.submit(request)
+        except QueueFull as e:
+            retry = {"Retry-After": self.retry_after()}
+            raise ApiError(429, f"{e}; retry later", code="queue_full", headers=retry) from None
+        except ShuttingDown as e:
+            raise ApiError(503, str(e), code="shutting_down") from None
+        waiting = asyncio.wrap_future(future)
+        done, _ = await asyncio.wait({waiting}, timeout=max(deadline - time.monotonic(), 0))
+        if not done:
+            request.cancel()
+            raise ApiError(504, "the request took longer than the server's timeout", code="timeout")
+        waiting.result()  # a failed step raises here (answered 500)
