@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMPS := .make
-APT_PACKAGES := espeak-ng pocketsphinx-testdata fortunes-de fortunes-es fortunes-it debian-reference-fr
+APT_PACKAGES := espeak-ng pocketsphinx-testdata fortunes-de fortunes-es fortunes-it debian-reference-fr \
+	chromium chromium-driver
 # the corpus voices outside Debian's main component (scripts/install_voices.sh says how)
 VOICE_PACKAGES := libttspico-utils mbrola mbrola-de6 mbrola-de7 mbrola-fr1 mbrola-fr4 mbrola-en1 mbrola-us1
 export HF_HUB_OFFLINE := 1
@@ -34,7 +35,7 @@ $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "ctxprune needs Python >= 3.11"'
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,base-model]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,base-model,ray]'
 	@touch $@
 
 demo: setup

@@ -15,12 +15,14 @@ import time
 from dataclasses import dataclass
 
 from ctxprune.errors import CtxpruneError
+from ctxprune.longform.decoder import Job
 from ctxprune.longform.segments import Transcript
 from ctxprune.serve.errors import ApiError
 from ctxprune.serve.metrics import ServerMetrics
 from ctxprune.serve.models import ServedModels
 from ctxprune.serve.responses import usage
 from ctxprune.serve.scheduler import BatchingOptions, QueueFull, Request, Scheduler, ShuttingDown
+from ctxprune.transcriber import Transcriber
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,28 @@ class AudioRequest:
     snap: bool
 
 
-def check_duration(result: Transcript, max_audio_s: float) -> None:
-    if result.duration > max_audio_s:
-        raise ApiError(
-            413, f"the audio is {result.duration:.0f} s long; this server takes at most {max_audio_s:.0f} s",
-            "file", "audio_too_long",
-        )  # fmt: skip
+def open_request(transcriber: Transcriber, a: AudioRequest, key: object) -> tuple[Transcript, Job]:
+    """The request's audio as one job of the long-form path, or the 4xx it deserves."""
+    try:
+        transcriber.check_request(a.task, a.language)
+    except CtxpruneError as e:
+        raise ApiError(400, str(e), "language") from None
+    try:
+        result, job = transcriber.file_job(key, a.path, a.task, a.language, a.prompt)
+    except CtxpruneError as e:
+        message = str(e).replace(a.path, a.filename)
+        raise ApiError(400, f"could not read the audio: {message}", "file", "invalid_audio") from None
+    if result.duration > a.max_audio_s:
+        long = f"the audio is {result.duration:.0f} s long; this server takes at most {a.max_audio_s:.0f} s"
+        raise ApiError(413, long, "file", "audio_too_long")
+    return result, job
 
 
-def unreadable(a: AudioRequest, e: Exception) -> ApiError:
-    message = str(e).replace(a.path, a.filename)
-    return ApiError(400, f"could not read the audio: {message}", "file", "invalid_audio")
+def finish_request(transcriber: Transcriber, a: AudioRequest, result: Transcript, job: Job) -> dict:
+    """Once its job is decoded: the transcript complete (segments snapped onto speech) and what ran."""
+    transcriber.collect(result, job)
+    transcriber.finish(result, a.snap)
+    return usage(job, transcriber.stack.space.names)
 
 
 class LocalBackend:
@@ -95,25 +108,14 @@ class LocalBackend:
 
     async def transcribe(self, a: AudioRequest) -> tuple[Transcript, dict]:
         transcriber = self.models[a.model]
-        try:
-            transcriber.check_request(a.task, a.language)
-        except CtxpruneError as e:
-            raise ApiError(400, str(e), "language") from None
-        try:
-            result, job = await asyncio.to_thread(
-                transcriber.file_job, next(self.ids), a.path, a.task, a.language, a.prompt
-            )
-        except CtxpruneError as e:
-            raise unreadable(a, e) from None
-        check_duration(result, a.max_audio_s)
+        result, job = await asyncio.to_thread(open_request, transcriber, a, next(self.ids))
         request = Request(job, a.model, a.temperatures, (a.task, a.language), a.arrived)
         await self._decode(request, a.deadline)
-        transcriber.collect(result, job)
-        await asyncio.to_thread(transcriber.finish, result, a.snap)
+        ran = await asyncio.to_thread(finish_request, transcriber, a, result, job)
         started = request.started or a.arrived
         if self.metrics:
             self.metrics.queue_wait.labels(a.model).observe(started - a.arrived)
-        return result, usage(job, transcriber.stack.space.names) | {"queue_s": round(started - a.arrived, 3)}
+        return result, ran | {"queue_s": round(started - a.arrived, 3)}
 
     async def _decode(self, request: Request, deadline: float) -> None:
         try:

@@ -53,9 +53,11 @@ def run_server(config: ServeConfig, host: str, port: int) -> None:
     backend = build_backend(config)
     app = create_app(backend, config.limits)
     b = config.batching
-    where = f"{config.replicas} Ray Serve replica(s)" if config.replicas else config.spec.device
+    policy = (
+        f"{config.replicas} Ray Serve replica(s), @serve.batch" if config.replicas else f"{b.policy} batching"
+    )
     stderr.print(
-        f"serving {', '.join(backend.names)} on http://{host}:{port} ({where}; {b.policy} batching, "
+        f"serving {', '.join(backend.names)} on http://{host}:{port} ({config.spec.device}; {policy}, "
         f"up to {b.max_batch} windows, {b.max_wait_s * 1000:g} ms wait, queue {b.max_queue})"
     )
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
