@@ -153,4 +153,5 @@ def load_stack(spec: StackSpec = StackSpec()) -> Stack:
         if predictor.space.times is not None:  # trained by latency: its measured times weigh sparsity
             space = space.with_times(predictor.space.times, predictor.space.times_device)
         policy = policy_for(predictor)
+        policy.space = space  # costs as measured on this model now: the same table as dense's
     return Stack(loaded, gated, space, Pipeline(gated, loaded.tokens, policy))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import ctxprune.flop_formulas  # noqa: F401  (CPU attention counted, as on CUDA)
 from ctxprune.gating.space import GateCost, GateSpace
 from ctxprune.models.whisper import GatedWhisper
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+import ctxprune.flop_formulas  # noqa: F401  (CPU attention counted, as on CUDA)
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.policy import LateStage, MaskPolicy, Masks, PredictedMasks, two_stage
 from ctxprune.gating.predictor import GateContext
