@@ -97,11 +97,12 @@ def start_server(args, policy: str) -> tuple[subprocess.Popen, str]:
         cmd += ["--adapter", str(args.adapter)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(args.out.with_suffix(f".{policy}.server.log"), "w")  # noqa: SIM115 (the server outlives this call; a pipe could fill and stall it)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(1200):
         if proc.poll() is not None:
-            sys.exit(f"error: the server exited: {proc.stderr.read()[-2000:]}")
+            sys.exit(f"error: the server exited; see {log.name}")
         try:
             if httpx2.get(url + "/health").status_code == 200:
                 return proc, url

@@ -28,8 +28,8 @@ setup() {
 
 bench() {  # $1: out name; the rest: bench arguments
   local name=$1; shift
-  python3 bench/serve_load.py --device cuda --dtype fp16 --workload $P/workload --max-batch 32 --max-queue 32 \
-    --out "$OUT/$name.json" "$@" 2>&1 | grep -v Warning | tail -60 | tee "$OUT/$name.log"
+  python3 -u bench/serve_load.py --device cuda --dtype fp16 --workload $P/workload --max-batch 32 --max-queue 32 \
+    --out "$OUT/$name.json" "$@" 2>&1 | grep --line-buffered -v Warning | tee "$OUT/$name.log"
 }
 
 case "${1:-}" in
@@ -43,13 +43,13 @@ case "${1:-}" in
     cp .carry/wheels-eval/*.whl "$stage/wheels/"
     # the versions pinned here (pyproject and the venv), for Python 3.12 there
     wheels=$(for p in silero-vad fastapi starlette uvicorn python-multipart pydantic pydantic-core annotated-types \
-      typing-inspection typing-extensions httpx2 httpcore2 truststore typer rich opentelemetry-api importlib-metadata; do
+      typing-inspection typing-extensions httpx2 httpcore2 truststore typer rich opentelemetry-api; do
       echo "$p==$(.venv/bin/pip show "$p" | sed -n 's/^Version: //p')"; done)
     .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-      --platform manylinux_2_28_x86_64 -d "$stage/wheels" $wheels
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d "$stage/wheels" $wheels
     git archive 6346808^ artifacts/gates/$CONTEXT_SET | tar -x -C "$stage"
     mv "$stage/artifacts/gates/$CONTEXT_SET" "$stage/" && rm -rf "$stage/artifacts"
-    .venv/bin/python -c "import sys; sys.path.insert(0, 'bench'); from serve_load import build_workload, DEMO_CORPUS
+    env -u CTXPRUNE_CACHE .venv/bin/python -c "import sys; sys.path.insert(0, 'bench'); from serve_load import build_workload, DEMO_CORPUS
 from pathlib import Path; build_workload(Path('$stage/workload'), DEMO_CORPUS)"
     tar cf - -C "$stage" ct2 wheels workload $CONTEXT_SET | xz -T2 -1 > "$stage/bundle.tar.xz"
     split_bundle "$stage/bundle.tar.xz" 42M

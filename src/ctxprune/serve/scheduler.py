@@ -132,6 +132,19 @@ class Scheduler:
     # the worker thread
 
     def _work(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # never leave requests waiting on a dead worker
+            with self._ready:
+                self._stopping = True
+                waiting = self.queue + [r for rs in self.active.values() for r in rs]
+                self.queue, self.active = [], {}
+            for r in waiting:
+                if not r.future.done():
+                    r.future.set_exception(e)
+            raise
+
+    def _loop(self) -> None:
         while True:
             with self._ready:
                 while not self.queue and not self.active and not self._stopping:
