@@ -59,7 +59,7 @@ from pathlib import Path; build_workload(Path('$stage/workload'), DEMO_CORPUS)"
     setup
     bench serve_load_gpu_context --gates $P/$CONTEXT_SET --adapter artifacts/lora-adapter \
       --policies "${POLICIES:-static,grouped,continuous}" --concurrency "${LEVELS:-1,8,32}" \
-      --duration "${DURATION:-8}" --overload-duration 30 ;;
+      --duration "${DURATION:-8}" --overload-duration "${OVERLOAD_S:-30}" ;;
   static)
     setup
     bench serve_load_gpu_static --gates artifacts/gates/decoder-flops-0.5-static \
