@@ -180,13 +180,18 @@ def summarize(
     records: list[dict], wall: float, alone: dict[str, str | None], durations: dict[str, float]
 ) -> dict:
     """`alone`: each request's text alone, None where two passes alone disagreed (a window fell back to
-    sampling). An answer is checked where its text alone is stable; it is "swapped" when it is exactly
-    another request's stable text and not its own; "lost" when it got neither an answer nor a 429."""
+    sampling). An answer is checked where its text alone is stable; it is "swapped" when it is not its
+    own text but exactly another request's (a text no other request gives alone); "lost" when it got
+    neither an answer nor a 429."""
     ok = [r for r in records if r["status"] == 200]
     checked = [r for r in ok if alone[r["id"]] is not None]
     exact = sum(r["text"] == alone[r["id"]] for r in checked)
     by_text = {t: i for i, t in alone.items() if t is not None}
-    swapped = sum(r["text"] != alone[r["id"]] and by_text.get(r["text"], r["id"]) != r["id"] for r in ok)
+    counts = Counter(t for t in alone.values() if t is not None)  # two requests may share a text alone
+    swapped = sum(
+        r["text"] != alone[r["id"]] and counts[r["text"]] == 1 and by_text[r["text"]] != r["id"]
+        for r in checked
+    )
     latencies = [r["latency"] for r in ok]
     return {
         "requests": len(records),

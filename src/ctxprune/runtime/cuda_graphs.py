@@ -48,7 +48,8 @@ class Captured:
             for t, s in zip(self.restore, saved, strict=True):
                 t.copy_(s)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # thread_local: another thread's CUDA call (a server's) cannot invalidate this capture
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.out = self.fn()
         self.graph.replay()
         return self.out

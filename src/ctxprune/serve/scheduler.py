@@ -131,6 +131,14 @@ class Scheduler:
 
     # the worker thread
 
+    @staticmethod
+    def _hand_back(r: Request) -> None:
+        """Resolve a finished request; its audio's device tensors are dropped here, on the thread that
+        owns the GPU (freed on another thread, they could break a CUDA graph being captured)."""
+        r.job.source = None
+        if not r.future.done():
+            r.future.set_result(r.job)
+
     def _work(self) -> None:
         try:
             self._loop()
@@ -184,7 +192,7 @@ class Scheduler:
             if self.lane(r) == lane:
                 self.queue.remove(r)
                 if r.job.done:  # cancelled while it waited
-                    r.future.set_result(r.job)
+                    self._hand_back(r)
                 else:
                     running.append(r)
         if not running:
@@ -203,6 +211,7 @@ class Scheduler:
             with self._ready:
                 self.active.pop(lane, None)
             for r in batch:
+                r.job.source = None
                 r.future.set_exception(e)
             return
         if self.on_step and live:
@@ -215,4 +224,4 @@ class Scheduler:
             else:
                 self.active.pop(lane, None)
         for r in done:
-            r.future.set_result(r.job)
+            self._hand_back(r)
