@@ -46,6 +46,7 @@ from pathlib import Path
 
 import httpx2
 import soundfile
+from prometheus_client.parser import text_string_to_metric_families
 
 from ctxprune.eval.librivox import librivox_references
 from ctxprune.eval.metrics import asr_scores, translation_scores
@@ -211,6 +212,41 @@ def summarize(
     }
 
 
+def server_counters(url: str, model: str) -> dict[str, float]:
+    """The server's cumulative step counters for `model` (its /metrics): steps, windows, mask groups,
+    FLOPs executed and dense."""
+    wanted = {
+        "ctxprune_batch_windows_count": "steps",
+        "ctxprune_batch_windows_sum": "windows",
+        "ctxprune_batch_signature_groups_sum": "mask_groups",
+    }
+    out = dict.fromkeys([*wanted.values(), "flops_executed", "flops_dense"], 0.0)
+    for family in text_string_to_metric_families(httpx2.get(url + "/metrics").text):
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            if sample.name in wanted:
+                out[wanted[sample.name]] = sample.value
+            elif sample.name == "ctxprune_flops_total":
+                out[f"flops_{sample.labels['kind']}"] = sample.value
+    return out
+
+
+def step_stats(before: dict[str, float], after: dict[str, float]) -> dict:
+    """What the server's steps were like during one level: windows and distinct masks per step, and the
+    FLOPs share of the windows decoded."""
+    d = {k: after[k] - before[k] for k in after}
+    steps = d["steps"] or 1
+    return {
+        "steps": int(d["steps"]),
+        "windows_per_step": round(d["windows"] / steps, 2),
+        "mask_groups_per_step": round(d["mask_groups"] / steps, 2),
+        "flops_executed_share": round(d["flops_executed"] / d["flops_dense"], 4)
+        if d["flops_dense"]
+        else None,
+    }
+
+
 def alone_texts(url: str, root: Path, items: list[dict], model: str) -> dict[str, str]:
     """Every request sent alone, one after the other: its text."""
     records, _ = asyncio.run(closed_loop(url, root, items, model, 1, 1e9, len(items)))
@@ -279,15 +315,17 @@ def run_policy(args, policy: str, items: list[dict], models: list[str], results:
             for c in args.levels:
                 warm_up = closed_loop(url, args.workload, items, model, c, 1e9, 2 * c, seed=1)
                 asyncio.run(warm_up)
+                before = server_counters(url, model)
                 run = closed_loop(url, args.workload, items, model, c, args.duration, args.count)
                 records, wall = asyncio.run(run)
                 summary = summarize(records, wall, results["alone"][model], durations) | {"concurrency": c}
+                summary["server"] = step_stats(before, server_counters(url, model))
                 runs[model]["levels"].append(summary)
                 print(
                     f"{policy:10} {model:30} c={c:3} {summary['throughput_rps']:6.2f} req/s "
                     f"p95 {summary['latency_p95_s'] or 0:6.2f} s errors {summary['errors']} "
                     f"differs {summary['text_differs_from_alone']}/{summary['checked']} "
-                    f"swapped {summary['swapped']}",
+                    f"swapped {summary['swapped']} {summary['server']}",
                     flush=True,
                 )
         if policy == args.overload_policy and args.overload:
