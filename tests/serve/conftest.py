@@ -29,6 +29,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(url + "/health").status_code == 200:
+                return
+        except httpx2.TransportError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not become healthy in {seconds:g} s")
+
+
 @contextmanager
 def running(backend, limits: Limits = LIMITS) -> Iterator[str]:
     """Serve `backend` until the block ends (then shut down gracefully, as on SIGTERM); the base URL."""
@@ -37,12 +48,7 @@ def running(backend, limits: Limits = LIMITS) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx2.get(url + "/health").status_code == 200:
-                break
-        except httpx2.TransportError:
-            time.sleep(0.05)
+    wait_healthy(url)
     try:
         yield url
     finally:

@@ -22,7 +22,7 @@ import soundfile as sf
 from ctxprune.serve.api import Limits
 from ctxprune.serve.local import LocalBackend
 from ctxprune.serve.scheduler import BatchingOptions
-from tests.serve.conftest import CLIP, CLIP_TEXT, STATIC, free_port, running
+from tests.serve.conftest import CLIP, CLIP_TEXT, STATIC, free_port, running, wait_healthy
 
 pytestmark = pytest.mark.real
 LIBRIVOX = sorted(Path(CLIP).parent.glob("*.wav"))
@@ -214,12 +214,7 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path):
     proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx2.get(url + "/health").status_code == 200:
-                    break
-            except httpx2.TransportError:
-                time.sleep(0.1)
+        wait_healthy(url)
         answers: list = []
         sender = threading.Thread(target=lambda: answers.append(post(url, upload(long), model="dense")))
         sender.start()

@@ -41,6 +41,9 @@ BeamsOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")]
 DtypeOpt = Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")]
+CudaGraphsOpt = Annotated[
+    bool, typer.Option(help="On CUDA, decode through captured CUDA graphs (one per mask signature).")
+]
 
 
 def set_threads(threads: int | None) -> None:

@@ -11,6 +11,7 @@ import typer
 from ctxprune.cli.common import (
     AdapterOpt,
     BeamsOpt,
+    CudaGraphsOpt,
     DeviceOpt,
     DtypeOpt,
     ModelOpt,
@@ -55,9 +56,7 @@ def serve(
     beams: BeamsOpt = 1,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
-    cuda_graphs: Annotated[
-        bool, typer.Option(help="On CUDA, decode through captured CUDA graphs (one per mask signature).")
-    ] = True,
+    cuda_graphs: CudaGraphsOpt = True,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
 ) -> None:

@@ -13,6 +13,7 @@ import typer
 from ctxprune.cli.common import (
     AdapterOpt,
     BeamsOpt,
+    CudaGraphsOpt,
     DeviceOpt,
     DtypeOpt,
     Int8Opt,
@@ -68,9 +69,7 @@ def transcribe(
     beams: BeamsOpt = 1,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
-    cuda_graphs: Annotated[
-        bool, typer.Option(help="On CUDA, decode through captured CUDA graphs (one per mask signature).")
-    ] = True,
+    cuda_graphs: CudaGraphsOpt = True,
     int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
