@@ -18,7 +18,8 @@ measured for each gate set model: the server must shed with 429 and lose nothing
 
 Usage: python bench/serve_load.py [--device cpu|cuda] [--dtype fp32|fp16] [--gates DIR ...] [--adapter DIR]
            [--policies static,continuous,grouped] [--concurrency 1,4,8] [--duration 20] [--count 400]
-           [--max-batch 16] [--max-queue 32] [--overload 2.0] [--out results/serve_load_cpu.json]
+           [--max-batch 16] [--max-queue 8] [--overload 2.0] [--ray-replicas N]
+           [--out results/serve_load_cpu.json]
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def start_server(args, policy: str) -> tuple[subprocess.Popen, str]:
         cmd += ["--adapter", str(args.adapter)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.ray_replicas:
+        cmd += ["--ray", "--replicas", str(args.ray_replicas)]
     log = open(args.out.with_suffix(f".{policy}.server.log"), "w")  # noqa: SIM115 (the server outlives this call; a pipe could fill and stall it)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -358,6 +361,7 @@ def main() -> None:
     ap.add_argument("--overload", type=float, default=2.0, help="Offered load, times the best measured.")
     ap.add_argument("--overload-duration", type=float, default=60.0)
     ap.add_argument("--overload-policy", default=None, help="Policy of the overload run (default: the last).")
+    ap.add_argument("--ray-replicas", type=int, default=0, help="Serve on Ray Serve replicas (--ray).")
     ap.add_argument("--corpus", type=Path, default=DEMO_CORPUS)
     ap.add_argument("--workload", type=Path, default=cache_dir() / "serve_workload")
     ap.add_argument("--out", type=Path, default=Path("results/serve_load_cpu.json"))
@@ -383,6 +387,7 @@ def main() -> None:
             "languages": dict(Counter(i["language"] for i in items)),
         },
         "server": {
+            "ray_replicas": args.ray_replicas,
             "max_batch": args.max_batch,
             "max_wait_ms": args.max_wait_ms,
             "max_queue": args.max_queue,
