@@ -226,5 +226,6 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 0, err
+    assert "stopped: 1 audio requests answered (200: 1), 1.5 min of audio" in " ".join(err.split())
     assert answers[0].status_code == 200
     assert answers[0].json()["text"].lower().count("young man") == 3

@@ -4,6 +4,8 @@ that several servers (tests, Ray replicas) do not share counters."""
 
 from __future__ import annotations
 
+import collections
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -60,6 +62,18 @@ class ServerMetrics:
         self.step_seconds.labels(model).observe(seconds)
         self.flops.labels(model, "executed").inc(sum(w.flops[0] for w in windows))
         self.flops.labels(model, "dense").inc(sum(w.flops[1] for w in windows))
+
+    def summary(self) -> str:
+        """One line for the end of a run: audio requests answered, by status, and the audio they held."""
+        statuses: collections.Counter = collections.Counter()
+        for sample in self.requests.collect()[0].samples:
+            if sample.name.endswith("_total") and sample.labels["endpoint"].startswith("/v1/audio/"):
+                statuses[sample.labels["status"]] += int(sample.value)
+        audio = sum(s.value for s in self.audio_seconds.collect()[0].samples if s.name.endswith("_total"))
+        by_status = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items())) or "none"
+        return (
+            f"{sum(statuses.values())} audio requests answered ({by_status}), {audio / 60:.1f} min of audio"
+        )
 
     def export(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -68,4 +68,4 @@ def run_server(config: ServeConfig, host: str, port: int) -> None:
         app, host=host, port=port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=int(config.limits.timeout_s),
     )  # fmt: skip
-    stderr.print("stopped")
+    stderr.print(f"stopped: {app.state.server.metrics.summary()}")
