@@ -48,11 +48,10 @@ class ServedModels:
         names = [DENSE] + [Path(g).name for g in gate_sets]
         if len(set(names)) != len(names):
             raise CtxpruneError(f"two models would share a name: {', '.join(names)} (rename a gate set dir)")
-        self.gate_sets = {Path(g).name: Path(g) for g in gate_sets}
-        self.spec, self.options, self.long_form, self.max_batch = spec, options, long_form, max_batch
+        self.options, self.long_form, self.max_batch = options, long_form, max_batch
         self.transcribers = {DENSE: Transcriber(spec, options, long_form)}
-        for name, path in self.gate_sets.items():
-            self.transcribers[name] = Transcriber(spec.with_gates(path), options, long_form)
+        for path in map(Path, gate_sets):
+            self.transcribers[path.name] = Transcriber(spec.with_gates(path), options, long_form)
         for t in self.transcribers.values():
             t.report_gates = True  # every segment says what ran, dense too (the web page draws it)
         self.decoder = cache(self._decoder)
