@@ -202,13 +202,39 @@ def test_a_request_past_its_timeout_gets_504_and_the_server_keeps_serving(served
     assert re.search(r'ctxprune_flops_total\{kind="dense",model="dense"\} [1-9]', metrics)
 
 
-def test_sigterm_finishes_the_request_in_flight(tmp_path):
-    """`ctxprune serve` as a user starts it; SIGTERM while a 60 s file decodes: the answer still
-    comes, complete, and the process exits cleanly."""
-    long = tmp_path / "long.wav"
+@pytest.fixture()
+def long(tmp_path) -> Path:
+    """89 s: the five LibriVox clips three times, 1 s apart (three 30 s windows at least)."""
+    path = tmp_path / "long.wav"
     clips = [sf.read(p, dtype="float32")[0] for p in LIBRIVOX]
     gap = np.zeros(16_000, dtype=np.float32)
-    sf.write(long, np.concatenate([x for c in clips * 3 for x in (c, gap)]), 16_000)
+    sf.write(path, np.concatenate([x for c in clips * 3 for x in (c, gap)]), 16_000)
+    return path
+
+
+def test_a_client_that_leaves_stops_its_request_at_the_next_window(served_models, long):
+    backend = LocalBackend(served_models, BatchingOptions(max_wait_s=0.0))
+    release = _held(backend)
+    with running(backend) as url:
+        with pytest.raises(httpx2.TimeoutException):
+            httpx2.post(
+                f"{url}/v1/audio/transcriptions", files=upload(long), data={"model": "dense"}, timeout=1.0
+            )
+        time.sleep(1.0)  # the handler polls for the disconnect
+        release.set()
+        while httpx2.get(url + "/health").json()["in_flight"]:
+            time.sleep(0.05)
+        good = post(url, model="dense", language="en")
+        assert good.status_code == 200 and words(good.json()["text"]) == words(CLIP_TEXT)
+        metrics = httpx2.get(url + "/metrics").text
+    assert 'ctxprune_requests_total{endpoint="/v1/audio/transcriptions",status="499"} 1.0' in metrics
+    # the long file's first window (already decoding) and the good request's one: nothing more
+    assert 'ctxprune_batch_windows_count{model="dense"} 2.0' in metrics
+
+
+def test_sigterm_finishes_the_request_in_flight(long):
+    """`ctxprune serve` as a user starts it; SIGTERM while a 89 s file decodes: the answer still
+    comes, complete, and the process exits cleanly."""
     port = free_port()
     cli = [sys.executable, "-m", "ctxprune.cli", "serve", "--port", str(port), "--gates", str(STATIC)]
     proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

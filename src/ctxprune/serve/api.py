@@ -20,7 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
@@ -75,6 +75,7 @@ class Server:
 
     async def answer(
         self,
+        http: Request,
         task: str,
         upload: UploadFile,
         model: str,
@@ -94,7 +95,7 @@ class Server:
             limits.snap,
         )  # fmt: skip
         try:
-            result, extra = await self.backend.transcribe(request)
+            result, extra = await self.backend.transcribe(request, http.is_disconnected)
         finally:
             path.unlink(missing_ok=True)
         if result.error:
@@ -140,11 +141,12 @@ def create_app(backend, limits: Limits = LIMITS) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=int(limits.max_upload_mb * 2**20), metrics=server.metrics)
     install_error_handlers(app)
 
-    async def audio(task: str, file, model, language, prompt, response_format, temperature) -> Response:
-        return await server.answer(task, file, model, language, prompt, response_format, temperature)
+    async def audio(http, task, file, model, language, prompt, response_format, temperature) -> Response:
+        return await server.answer(http, task, file, model, language, prompt, response_format, temperature)
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(
+        http: Request,
         file: Annotated[UploadFile, File()],
         model: Annotated[str, Form()],
         language: Annotated[str | None, Form()] = None,
@@ -152,10 +154,11 @@ def create_app(backend, limits: Limits = LIMITS) -> FastAPI:
         response_format: Annotated[str, Form()] = "json",
         temperature: Annotated[float, Form()] = 0.0,
     ) -> Response:
-        return await audio("transcribe", file, model, language, prompt, response_format, temperature)
+        return await audio(http, "transcribe", file, model, language, prompt, response_format, temperature)
 
     @app.post("/v1/audio/translations")
     async def translations(
+        http: Request,
         file: Annotated[UploadFile, File()],
         model: Annotated[str, Form()],
         language: Annotated[str | None, Form()] = None,  # OpenAI's API has none (it detects): a hint
@@ -163,7 +166,7 @@ def create_app(backend, limits: Limits = LIMITS) -> FastAPI:
         response_format: Annotated[str, Form()] = "json",
         temperature: Annotated[float, Form()] = 0.0,
     ) -> Response:
-        return await audio("translate", file, model, language, prompt, response_format, temperature)
+        return await audio(http, "translate", file, model, language, prompt, response_format, temperature)
 
     @app.get("/v1/models")
     async def list_models() -> dict:

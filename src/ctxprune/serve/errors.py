@@ -8,8 +8,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
-         429: "rate_limit_exceeded", 500: "server_error", 503: "server_error", 504: "timeout"}  # fmt: skip
+TYPES = {
+    400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
+    429: "rate_limit_exceeded", 499: "client_closed", 500: "server_error", 503: "server_error",
+    504: "timeout",
+}  # fmt: skip
 
 
 class ApiError(Exception):

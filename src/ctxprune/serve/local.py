@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ctxprune.errors import CtxpruneError
@@ -23,6 +24,9 @@ from ctxprune.serve.models import ServedModels
 from ctxprune.serve.responses import usage
 from ctxprune.serve.scheduler import BatchingOptions, QueueFull, Request, Scheduler, ShuttingDown
 from ctxprune.transcriber import Transcriber
+
+POLL_S = 0.25  # how often a waiting handler looks for its client's disconnect
+Disconnected = Callable[[], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -106,18 +110,20 @@ class LocalBackend:
         batches = self.scheduler.depth / self.batching.max_batch
         return str(max(1, math.ceil(batches * self._step_seconds)))
 
-    async def transcribe(self, a: AudioRequest) -> tuple[Transcript, dict]:
+    async def transcribe(self, a: AudioRequest, gone: Disconnected | None = None) -> tuple[Transcript, dict]:
         transcriber = self.models[a.model]
         result, job = await asyncio.to_thread(open_request, transcriber, a, next(self.ids))
         request = Request(job, a.model, a.temperatures, (a.task, a.language), a.arrived)
-        await self._decode(request, a.deadline)
+        await self._decode(request, a.deadline, gone)
         ran = await asyncio.to_thread(finish_request, transcriber, a, result, job)
         started = request.started or a.arrived
         if self.metrics:
             self.metrics.queue_wait.labels(a.model).observe(started - a.arrived)
         return result, ran | {"queue_s": round(started - a.arrived, 3)}
 
-    async def _decode(self, request: Request, deadline: float) -> None:
+    async def _decode(self, request: Request, deadline: float, gone: Disconnected | None) -> None:
+        """Wait for the request's job; stop it at the next window boundary when its deadline passes or
+        its client goes away (`gone()`, polled), as vLLM aborts a request whose client left."""
         try:
             future = self.scheduler.submit(request)
         except QueueFull as e:
@@ -126,8 +132,13 @@ class LocalBackend:
         except ShuttingDown as e:
             raise ApiError(503, str(e), code="shutting_down") from None
         waiting = asyncio.wrap_future(future)
-        done, _ = await asyncio.wait({waiting}, timeout=max(deadline - time.monotonic(), 0))
-        if not done:
-            request.cancel()
-            raise ApiError(504, "the request took longer than the server's timeout", code="timeout")
+        while not waiting.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                request.cancel()
+                raise ApiError(504, "the request took longer than the server's timeout", code="timeout")
+            await asyncio.wait({waiting}, timeout=min(left, POLL_S))
+            if not waiting.done() and gone is not None and await gone():
+                request.cancel()
+                raise ApiError(499, "the client closed the connection", code="client_closed")
         waiting.result()  # a failed step raises here (answered 500)

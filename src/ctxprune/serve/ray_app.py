@@ -128,7 +128,8 @@ class RayBackend:
         serve.delete("ctxprune")  # our application only (a cluster we joined keeps running)
         ray.shutdown()
 
-    async def transcribe(self, a: AudioRequest) -> tuple[Transcript, dict]:
+    async def transcribe(self, a: AudioRequest, gone=None) -> tuple[Transcript, dict]:
+        """`gone` (the client left) is not polled here: Ray cancels on the timeout only."""
         audio = await asyncio.to_thread(Path(a.path).read_bytes)
         self.pending += 1
         try:
