@@ -124,10 +124,10 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-async def send(http: httpx2.AsyncClient, url: str, root: Path, item: dict, model: str) -> dict:
+async def send(http: httpx2.AsyncClient, url: str, item: dict, model: str) -> dict:
     route = "transcriptions" if item["task"] == "transcribe" else "translations"
     data = {"model": model, "language": item["language"]}
-    files = {"file": (Path(item["audio"]).name, (root / item["audio"]).read_bytes())}
+    files = {"file": (Path(item["audio"]).name, item["bytes"])}
     t0 = time.perf_counter()
     try:
         r = await http.post(f"{url}/v1/audio/{route}", data=data, files=files)
@@ -140,7 +140,7 @@ async def send(http: httpx2.AsyncClient, url: str, root: Path, item: dict, model
     return record
 
 
-async def closed_loop(url, root, items, model, clients, duration, count, seed=0) -> tuple[list[dict], float]:
+async def closed_loop(url, items, model, clients, duration, count, seed=0) -> tuple[list[dict], float]:
     """`clients` clients, each sending its next request when answered, until time or count runs out."""
     order = [items[i % len(items)] for i in range(count)]
     random.Random(seed).shuffle(order)
@@ -150,7 +150,7 @@ async def closed_loop(url, root, items, model, clients, duration, count, seed=0)
 
     async def client(http):
         while time.perf_counter() < deadline and (item := next(queue, None)) is not None:
-            records.append(await send(http, url, root, item, model))
+            records.append(await send(http, url, item, model))
 
     limits = httpx2.Limits(max_connections=clients)
     async with httpx2.AsyncClient(timeout=600, limits=limits) as http:
@@ -159,14 +159,14 @@ async def closed_loop(url, root, items, model, clients, duration, count, seed=0)
         return records, time.perf_counter() - t0
 
 
-async def open_loop(url, root, items, model, rate, duration, seed=0) -> tuple[list[dict], float]:
+async def open_loop(url, items, model, rate, duration, seed=0) -> tuple[list[dict], float]:
     """Poisson arrivals at `rate` per second for `duration` seconds, whatever the answers."""
     rng = random.Random(seed)
     tasks = []
     async with httpx2.AsyncClient(timeout=600, limits=httpx2.Limits(max_connections=1000)) as http:
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < duration:
-            tasks.append(asyncio.create_task(send(http, url, root, rng.choice(items), model)))
+            tasks.append(asyncio.create_task(send(http, url, rng.choice(items), model)))
             await asyncio.sleep(rng.expovariate(rate))
         records = await asyncio.gather(*tasks)
         return list(records), time.perf_counter() - t0
@@ -250,9 +250,9 @@ def step_stats(before: dict[str, float], after: dict[str, float]) -> dict:
     }
 
 
-def alone_texts(url: str, root: Path, items: list[dict], model: str) -> dict[str, str]:
+def alone_texts(url: str, items: list[dict], model: str) -> dict[str, str]:
     """Every request sent alone, one after the other: its text."""
-    records, _ = asyncio.run(closed_loop(url, root, items, model, 1, 1e9, len(items)))
+    records, _ = asyncio.run(closed_loop(url, items, model, 1, 1e9, len(items)))
     bad = [r for r in records if r["status"] != 200]
     if bad:
         sys.exit(f"error: {model} failed alone on {bad[:3]}")
@@ -311,15 +311,15 @@ def run_policy(args, policy: str, items: list[dict], models: list[str], results:
         runs = results["policies"][policy] = {}
         for model in models:
             if model not in results["alone"]:  # the truth for every policy; a second pass finds sampling
-                first, second = (alone_texts(url, args.workload, items, model) for _ in range(2))
+                first, second = (alone_texts(url, items, model) for _ in range(2))
                 results["alone"][model] = {i: t if t == second[i] else None for i, t in first.items()}
                 results["quality"][model] = quality(items, first)
             runs[model] = {"levels": []}
             for c in args.levels:
-                warm_up = closed_loop(url, args.workload, items, model, c, 1e9, 2 * c, seed=1)
+                warm_up = closed_loop(url, items, model, c, 1e9, 2 * c, seed=1)
                 asyncio.run(warm_up)
                 before = server_counters(url, model)
-                run = closed_loop(url, args.workload, items, model, c, args.duration, args.count)
+                run = closed_loop(url, items, model, c, args.duration, args.count)
                 records, wall = asyncio.run(run)
                 summary = summarize(records, wall, results["alone"][model], durations) | {"concurrency": c}
                 summary["server"] = step_stats(before, server_counters(url, model))
@@ -335,7 +335,7 @@ def run_policy(args, policy: str, items: list[dict], models: list[str], results:
             results["overload"] = {"policy": policy, "factor": args.overload, "models": {}}
             for model in models:
                 rate = args.overload * max(lv["throughput_rps"] for lv in runs[model]["levels"])
-                run = open_loop(url, args.workload, items, model, rate, args.overload_duration)
+                run = open_loop(url, items, model, rate, args.overload_duration)
                 records, wall = asyncio.run(run)
                 summary = summarize(records, wall, results["alone"][model], durations)
                 results["overload"]["models"][model] = {"rate_rps": round(rate, 3), "summary": summary}
@@ -372,7 +372,9 @@ def main() -> None:
     args.overload_policy = args.overload_policy or policies[-1]
     items = build_workload(args.workload, args.corpus)
     for item in items:
-        item["duration"] = soundfile.info(str(args.workload / item["audio"])).duration
+        path = args.workload / item["audio"]
+        item["duration"] = soundfile.info(str(path)).duration
+        item["bytes"] = path.read_bytes()  # read once, not in the clients' loop
     models = ["dense"] + [g.name for g in args.gates]
     results = {
         "bench": "serve_load",

@@ -75,7 +75,7 @@ class Transcriber:
         lang = None if language == "auto" else language
         decoder = LongFormDecoder(self.stack.pipeline, task, self.long_form, self.options, batch_size)
         started, self._timing = {}, {}
-        jobs = self._vad_jobs(results, lang, vad_options) if vad else self._file_jobs(results, lang)
+        jobs = self._vad_jobs(results, lang, vad_options) if vad else self._file_jobs(results, task, language)
 
         def timed(jobs: Iterator[Job]) -> Iterator[Job]:
             for job in jobs:
@@ -150,12 +150,13 @@ class Transcriber:
         result.duration = round(stream.duration, 3)
         return stream
 
-    def _file_jobs(self, results: list[Transcript], language: str | None) -> Iterator[Job]:
-        n_mels = self.stack.gated.config.num_mel_bins
+    def _file_jobs(self, results: list[Transcript], task: str, language: str) -> Iterator[Job]:
         for i, r in enumerate(results):
-            stream = self._open(r)
-            source = StreamedMel(stream, n_mels, self.spec.device) if stream is not None else None
-            yield Job(i, source, language)
+            try:
+                results[i], job = self.file_job(i, r.path, task, language)
+            except CtxpruneError as e:
+                r.error, job = str(e), Job(i, None)
+            yield job
 
     def _vad_jobs(self, results: list[Transcript], language: str | None, vad: VadOptions) -> Iterator[Job]:
         """Per file: the speech windows, each a job; the file's language, unless given or detected per

@@ -65,6 +65,7 @@ def serve(
     Prometheus /metrics. `model` in a request is `dense` or a gate set's name."""
     with user_errors():
         set_threads(threads)
+        from ctxprune.errors import CtxpruneError
         from ctxprune.runtime.decoding import DecodeOptions
         from ctxprune.serve.api import Limits
         from ctxprune.serve.models import shipped_gate_sets
@@ -72,6 +73,8 @@ def serve(
         from ctxprune.serve.scheduler import BatchingOptions
         from ctxprune.stack import StackSpec
 
+        if ray and replicas < 1:
+            raise CtxpruneError("--replicas must be at least 1")
         config = ServeConfig(
             gate_sets=list(gates) if gates else shipped_gate_sets(),
             spec=StackSpec(model, adapter, None, parse_device(device), parse_dtype(dtype)),

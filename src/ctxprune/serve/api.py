@@ -141,32 +141,26 @@ def create_app(backend, limits: Limits = LIMITS) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=int(limits.max_upload_mb * 2**20), metrics=server.metrics)
     install_error_handlers(app)
 
-    async def audio(http, task, file, model, language, prompt, response_format, temperature) -> Response:
-        return await server.answer(http, task, file, model, language, prompt, response_format, temperature)
+    def audio_route(task: str):
+        """One route per task, the same form (OpenAI's translations take no `language`: a hint here)."""
 
-    @app.post("/v1/audio/transcriptions")
-    async def transcriptions(
-        http: Request,
-        file: Annotated[UploadFile, File()],
-        model: Annotated[str, Form()],
-        language: Annotated[str | None, Form()] = None,
-        prompt: Annotated[str, Form()] = "",
-        response_format: Annotated[str, Form()] = "json",
-        temperature: Annotated[float, Form()] = 0.0,
-    ) -> Response:
-        return await audio(http, "transcribe", file, model, language, prompt, response_format, temperature)
+        async def route(
+            http: Request,
+            file: Annotated[UploadFile, File()],
+            model: Annotated[str, Form()],
+            language: Annotated[str | None, Form()] = None,
+            prompt: Annotated[str, Form()] = "",
+            response_format: Annotated[str, Form()] = "json",
+            temperature: Annotated[float, Form()] = 0.0,
+        ) -> Response:
+            return await server.answer(
+                http, task, file, model, language, prompt, response_format, temperature
+            )
 
-    @app.post("/v1/audio/translations")
-    async def translations(
-        http: Request,
-        file: Annotated[UploadFile, File()],
-        model: Annotated[str, Form()],
-        language: Annotated[str | None, Form()] = None,  # OpenAI's API has none (it detects): a hint
-        prompt: Annotated[str, Form()] = "",
-        response_format: Annotated[str, Form()] = "json",
-        temperature: Annotated[float, Form()] = 0.0,
-    ) -> Response:
-        return await audio(http, "translate", file, model, language, prompt, response_format, temperature)
+        return route
+
+    app.post("/v1/audio/transcriptions", name="transcriptions")(audio_route("transcribe"))
+    app.post("/v1/audio/translations", name="translations")(audio_route("translate"))
 
     @app.get("/v1/models")
     async def list_models() -> dict:

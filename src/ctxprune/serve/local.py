@@ -100,7 +100,7 @@ class LocalBackend:
     def stop(self) -> None:
         self.scheduler.stop()
 
-    def _on_step(self, model: str, requests: list[Request], windows, seconds: float) -> None:
+    def _on_step(self, model: str, windows, seconds: float) -> None:
         if self.metrics:
             self.metrics.step(model, windows, seconds)
         self._step_seconds = 0.9 * self._step_seconds + 0.1 * seconds

@@ -71,13 +71,13 @@ class BatchingOptions:
             raise CtxpruneError("max batch and max queue must be at least 1, max wait at least 0")
 
 
-StepHook = Callable[[str, list[Request], list[Window], float], None]
+StepHook = Callable[[str, list[Window], float], None]
 
 
 class Scheduler:
-    """Owns the decoders; `submit` from any thread, one worker thread decodes. `decoders(model,
+    """Owns the decoders; `submit` from any thread, one worker thread decodes. `decoder_for(model,
     temperatures)` returns the lane's `LongFormDecoder`; `reads_context(model)` whether the model's masks
-    depend on the request; `on_step(model, requests, windows, seconds)` follows every step (metrics)."""
+    depend on the request; `on_step(model, windows, seconds)` follows every step (metrics)."""
 
     def __init__(
         self,
@@ -132,12 +132,16 @@ class Scheduler:
     # the worker thread
 
     @staticmethod
-    def _hand_back(r: Request) -> None:
-        """Resolve a finished request; its audio's device tensors are dropped here, on the thread that
-        owns the GPU (freed on another thread, they could break a CUDA graph being captured)."""
+    def _hand_back(r: Request, error: BaseException | None = None) -> None:
+        """Resolve a finished (or failed) request; its audio's device tensors are dropped here, on the
+        thread that owns the GPU (freed on another thread, they could break a CUDA graph being captured)."""
         r.job.source = None
-        if not r.future.done():
+        if r.future.done():
+            return
+        if error is None:
             r.future.set_result(r.job)
+        else:
+            r.future.set_exception(error)
 
     def _work(self) -> None:
         try:
@@ -148,8 +152,7 @@ class Scheduler:
                 waiting = self.queue + [r for rs in self.active.values() for r in rs]
                 self.queue, self.active = [], {}
             for r in waiting:
-                if not r.future.done():
-                    r.future.set_exception(e)
+                self._hand_back(r, e)
             raise
 
     def _loop(self) -> None:
@@ -211,11 +214,10 @@ class Scheduler:
             with self._ready:
                 self.active.pop(lane, None)
             for r in batch:
-                r.job.source = None
-                r.future.set_exception(e)
+                self._hand_back(r, e)
             return
         if self.on_step and live:
-            self.on_step(model, live, windows, time.monotonic() - t0)
+            self.on_step(model, windows, time.monotonic() - t0)
         with self._ready:
             done = [r for r in batch if r.job.done]
             running = [r for r in batch if not r.job.done]
