@@ -60,6 +60,6 @@ from pathlib import Path; build_workload(Path('$stage/workload'), DEMO_CORPUS)"
     setup
     bench serve_load_gpu_static --gates artifacts/gates/decoder-flops-0.5-static \
       --policies "${POLICIES:-continuous}" --concurrency "${LEVELS:-1,8,32}" --duration "${DURATION:-8}" \
-      --overload-duration 30 ;;
+      --overload-duration "${OVERLOAD_S:-30}" ;;
   *) sed -n 2,13p "$0"; exit 2 ;;
 esac
