@@ -14,7 +14,8 @@
 #                                                  # spread over the GPUs; repeat the call until all have cards
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
-# LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64) tune it.
+# LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVAL_LIMIT (rows per
+# task and language in eval; default all) tune it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
@@ -46,10 +47,15 @@ case "${1:-}" in
   label)
     remote_env; mkdir -p $R
     gpus=$(nvidia-smi -L | wc -l)
-    [ -f $R/module_damage.json ] || CUDA_VISIBLE_DEVICES=$((gpus - 1)) python3 bench/module_damage.py $P/corpus \
-      --split test --limit 20 --out $R/module_damage.json > $R/module_damage.log 2>&1 &
+    # the damage table on the second GPU, where there is one (on one GPU it would slow the labels)
+    [ -f $R/module_damage.json ] || [ "$gpus" -lt 2 ] || CUDA_VISIBLE_DEVICES=$((gpus - 1)) python3 \
+      bench/module_damage.py $P/corpus --split test --limit 20 --out $R/module_damage.json > $R/module_damage.log 2>&1 &
+    # labels carried from an earlier machine (.carry-labels/, from $OUT of this step) are reused: the
+    # labeller only decodes the rows they lack
+    [ -f .carry-labels/pseudo_labels.tar.gz ] && tar xzf .carry-labels/pseudo_labels.tar.gz -C $P/corpus
     CUDA_VISIBLE_DEVICES=0 ctxprune data pseudo-label $P/corpus --batch-size 128 --workers 12 | tail -2
-    wait; grep -v USDT $R/module_damage.log | tail -33 ;;
+    tar czf "$OUT/pseudo_labels.tar.gz" -C $P/corpus pseudo_labels
+    wait; [ ! -f $R/module_damage.log ] || grep -v USDT $R/module_damage.log | tail -33 ;;
   ddp)
     # The same decoder run for STEPS steps of BATCH utterances per process: on one GPU, then on two under
     # torchrun (twice the utterances per step); nothing else runs meanwhile.
@@ -74,12 +80,17 @@ case "${1:-}" in
       if [ "$where" = both ]; then  # encoder gates: a larger LoRA, the encoder output distilled too
         extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0 --encoder-target "$enc")
       fi
+      # latency runs weigh one set of branch times, measured by the first on an idle GPU
+      [ "$by" = latency ] && extra+=(--set "branch_times=$P/runs/branch_times.json")
       CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout "${LIMIT:-540}" python3 -m ctxprune.cli train gates \
         --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
         --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
         --set lr=1e-2 --set alpha=100 --set "target_warmup=$((steps / 3))" --set warmup=50 \
         --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=2 \
         --set "eval_every=$((steps / 6))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
+      if [ "$by" = latency ]; then  # wait for the shared times (the first latency run writes them)
+        for _ in $(seq 120); do [ -f $P/runs/branch_times.json ] && break; sleep 1; done
+      fi
       n=$((n + 1))
     done
     wait || true
@@ -90,7 +101,8 @@ case "${1:-}" in
       run=$(dirname "$card") name=$(basename "$(dirname "$card")")
       [ -d "$P/gates/$name" ] || { mkdir -p "$P/gates/$name" && cp -r "$run"/predictor/* "$run"/*.json "$run"/config.yaml "$run"/*.jsonl "$P/gates/$name/"; }
     done
-    split=$2 common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32)
+    split=$2 common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
+      ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
     [ -f "$R/$split-dense.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --json "$R/$split-dense.json" > "$R/$split-dense.log" 2>&1 &
     for g in $P/gates/*/; do
       name=$(basename "$g")

@@ -71,3 +71,26 @@ def test_latency_weighting_measures_each_gate_and_keeps_the_times(task, tmp_path
     t.save(tmp_path / "p")
     loaded = GatePredictor.from_pretrained(tmp_path / "p", space=space)
     assert loaded.space.times == space.times  # stored with the predictor: the card's weights travel
+
+
+def test_runs_that_share_a_branch_times_file_weigh_alike(task, tmp_path):
+    import json
+
+    from ctxprune.errors import CtxpruneError
+
+    shared = tmp_path / "times.json"
+    first = task(sparsity_by="latency", where="decoder", branch_times=str(shared))
+    assert shared.is_file()  # the first run measured and wrote them
+    record = json.loads(shared.read_text())
+    record["gates"]["dec.0.ffn"]["per_token"] = 123.0  # the second run reads, not measures: it sees this
+    shared.write_text(json.dumps(record))
+    second = task(sparsity_by="latency", where="decoder", branch_times=str(shared))
+    names = second.predictor.space.names
+    assert second.predictor.space.times[names.index("dec.0.ffn")].per_token == 123.0
+    assert (
+        second.predictor.space.times[names.index("dec.0.cross_attn")]
+        == first.predictor.space.times[names.index("dec.0.cross_attn")]
+    )
+    shared.write_text(json.dumps({**record, "device": "another GPU"}))
+    with pytest.raises(CtxpruneError, match="measured on another GPU"):
+        task(sparsity_by="latency", where="decoder", branch_times=str(shared))

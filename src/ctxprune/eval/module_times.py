@@ -9,16 +9,20 @@ every op, so CPU times are reported with the profiled run's wall time and used a
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from ctxprune.errors import CtxpruneError
 from ctxprune.gating.space import GateCost
 from ctxprune.models.whisper import GatedWhisper
+from ctxprune.paths import write_json_atomic
 
 LABEL = "gate:"
 
@@ -103,6 +107,22 @@ def gate_time_costs(
         fit = torch.linalg.lstsq(a, b).solution.flatten().clamp_min(0).tolist()
         out.append(GateCost(*fit))
     return tuple(out)
+
+
+def write_gate_times(path: Path, names: list[str], times: tuple[GateCost, ...], device: str) -> None:
+    """Branch times as JSON, by gate name, with the device they were measured on."""
+    gates = {n: asdict(t) for n, t in zip(names, times, strict=True)}
+    write_json_atomic(path, {"device": device, "gates": gates})
+
+
+def read_gate_times(path: Path, names: list[str], device: str) -> tuple[GateCost, ...]:
+    """Branch times written by `write_gate_times`; refused if measured elsewhere or for other gates."""
+    record = json.loads(path.read_text())
+    if record["device"] != device:
+        raise CtxpruneError(f"{path}: branch times measured on {record['device']}, not on this {device}")
+    if sorted(record["gates"]) != sorted(names):
+        raise CtxpruneError(f"{path}: branch times for other gates than this model's; delete it to measure")
+    return tuple(GateCost(**record["gates"][n]) for n in names)
 
 
 _UNITS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))  # per utterance, per token, per position

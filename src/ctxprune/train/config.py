@@ -36,6 +36,7 @@ class TrainConfig:
     target: float = 0.5
     where: str = "decoder"
     sparsity_by: str = "flops"  # flops | count | latency (measured branch times on this device)
+    branch_times: str | None = None  # latency: a JSON of branch times shared by runs (written if absent)
     encoder_target: float | None = None  # where=both: the encoder's own target (`target` is the decoder's)
     context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
     alpha: float = 4.0

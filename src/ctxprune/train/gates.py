@@ -21,7 +21,7 @@ from ctxprune.data.dataset import batch_features
 from ctxprune.data.manifest import read_manifest
 from ctxprune.data.synth import LANGUAGES
 from ctxprune.errors import CtxpruneError
-from ctxprune.eval.module_times import gate_time_costs
+from ctxprune.eval.module_times import gate_time_costs, read_gate_times, write_gate_times
 from ctxprune.eval.suite import device_name, rows_sparsity
 from ctxprune.gating.policy import Masks, StraightThrough, encoder_then_late, policy_for, two_stage
 from ctxprune.gating.predictor import GateContext, GatePredictor
@@ -51,11 +51,17 @@ def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
     return [SparsityTarget(STACK_PREFIX[config.where], config.target)]
 
 
-def measured_times(gw: GatedWhisper, special: WhisperTokens) -> tuple:
-    """Branch times on this device; under torchrun every process takes rank 0's, so that all weigh alike."""
+def measured_times(gw: GatedWhisper, special: WhisperTokens, shared: str | None = None) -> tuple:
+    """Branch times on this device; under torchrun every process takes rank 0's, so that all weigh alike.
+    With `shared` (a JSON file), runs that share it weigh alike too: the first measures and writes it,
+    the others read it (runs started side by side on one GPU would otherwise time each other's work)."""
+    if shared and Path(shared).is_file():
+        return read_gate_times(Path(shared), gw.gate_names, device_name(str(gw.device)))
     times = [gate_time_costs(gw, special.prompt("en", "transcribe"))]
     if dist.is_initialized():
         dist.broadcast_object_list(times, src=0)
+    if shared and (not dist.is_initialized() or dist.get_rank() == 0):
+        write_gate_times(Path(shared), gw.gate_names, times[0], device_name(str(gw.device)))
     return times[0]
 
 
@@ -66,7 +72,8 @@ def gated_stacks(where: str) -> list[str]:
 def build_predictor(gw: GatedWhisper, config: TrainConfig, special: WhisperTokens) -> GatePredictor:
     space = whisper_gate_space(gw)
     if config.sparsity_by == "latency":  # each gate weighs its time at batch 1 on this device
-        space = space.with_times(measured_times(gw, special), device_name(str(gw.device)))
+        times = measured_times(gw, special, config.branch_times)
+        space = space.with_times(times, device_name(str(gw.device)))
     frozen = [n for n in space.names if not n.startswith(STACK_PREFIX[config.where])]  # gates not trained
     predictor_config = whisper_predictor_config(
         gw.config,
