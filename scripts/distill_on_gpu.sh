@@ -50,9 +50,9 @@ case "${1:-}" in
     # the damage table on the second GPU, where there is one (on one GPU it would slow the labels)
     [ -f $R/module_damage.json ] || [ "$gpus" -lt 2 ] || CUDA_VISIBLE_DEVICES=$((gpus - 1)) python3 \
       bench/module_damage.py $P/corpus --split test --limit 20 --out $R/module_damage.json > $R/module_damage.log 2>&1 &
-    # labels carried from an earlier machine (.carry-labels/, from $OUT of this step) are reused: the
-    # labeller only decodes the rows they lack
-    [ -f .carry-labels/pseudo_labels.tar.gz ] && tar xzf .carry-labels/pseudo_labels.tar.gz -C $P/corpus
+    # the committed labels of the full corpus (seed 0) by Whisper base, from an earlier run of this step
+    # ($OUT/pseudo_labels.tar.gz): the labeller only decodes the rows they lack
+    tar xzf artifacts/pseudo-labels/full-seed0-base.tar.gz -C $P/corpus
     CUDA_VISIBLE_DEVICES=0 ctxprune data pseudo-label $P/corpus --batch-size 128 --workers 12 | tail -2
     tar czf "$OUT/pseudo_labels.tar.gz" -C $P/corpus pseudo_labels
     wait; [ ! -f $R/module_damage.log ] || grep -v USDT $R/module_damage.log | tail -33 ;;

@@ -14,6 +14,7 @@ from ctxprune.eval.measures import (
     per_language_delta,
     reduction,
     seed_mean,
+    task_means,
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord
 from ctxprune.models.whisper_tokens import TASKS
@@ -96,8 +97,18 @@ def _target_latency(model: CandidateResult | None, benches: list[tuple[Path, Ben
     return _target(name, None, f"not measured: no cuda bench file with {model.name!r} and dense at batch 1")
 
 
+MIN_SEEDS = 3  # a win over fewer seeds per side is not counted: seeds of one config differ by more
+
+
+def _spread(models: list[CandidateResult], task: str, metric: str, spec: str) -> str:
+    """The seeds' range of a config's task mean, and how many there are."""
+    values = [task_means(m, task)[metric] for m in models]
+    return f"[{min(values):{spec}}-{max(values):{spec}}, {len(values)} seed(s)]"
+
+
 def _target_baselines(split: str, models: list[CandidateResult]) -> dict:
-    """Context-aware gating beats static and random gating of the same target on mean quality."""
+    """Context-aware gating beats static and random gating of the same target on mean quality over at
+    least `MIN_SEEDS` seeds each; the seeds' range is shown beside each mean."""
     name = "context_beats_static_random"
     configs = by_config(models)
     lines, wins = [], []
@@ -117,14 +128,18 @@ def _target_baselines(split: str, models: list[CandidateResult]) -> dict:
                 cq, oq = seed_mean(ctx, task, metric), seed_mean(rivals[0], task, metric)
                 if math.isnan(cq) or math.isnan(oq):
                     continue
-                win = cq < oq if task == "transcribe" else cq > oq
+                seeds = min(len(ctx), len(rivals[0]))
+                win = (cq < oq if task == "transcribe" else cq > oq) and seeds >= MIN_SEEDS
                 wins.append(win)
                 spec = ".3f" if task == "transcribe" else ".1f"
                 cg, og = seed_mean(ctx, task, "gflops_total"), seed_mean(rivals[0], task, "gflops_total")
+                verdict = "context wins" if win else "context loses"
+                if seeds < MIN_SEEDS:
+                    verdict = f"not conclusive, fewer than {MIN_SEEDS} seeds"
                 lines.append(
                     f"{where}/{by}/{target} {task}: context {metric.upper()} {cq:{spec}} "
-                    f"({cg:.2f} GFLOPs) vs {other} {oq:{spec}} ({og:.2f} GFLOPs, {len(rivals[0])} seed(s)): "
-                    f"{'context wins' if win else 'context loses'}"
+                    f"{_spread(ctx, task, metric, spec)} ({cg:.2f} GFLOPs) vs {other} {oq:{spec}} "
+                    f"{_spread(rivals[0], task, metric, spec)} ({og:.2f} GFLOPs): {verdict}"
                 )
     if not wins:
         return _target(
