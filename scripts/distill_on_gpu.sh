@@ -117,5 +117,5 @@ case "${1:-}" in
     tar czf "$OUT/results.tar.gz" -C $P results
     tar czf "$OUT/logs.tar.gz" -C $P/runs $(cd $P/runs && ls -d *.log */metrics.jsonl */card.json 2>/dev/null)
     ls -l "$OUT" ;;
-  *) sed -n '2,18p' "$0"; exit 2 ;;
+  *) sed -n '2,19p' "$0"; exit 2 ;;
 esac
