@@ -108,9 +108,7 @@ class Transcriber:
         server); its result once the job is done: `collect`, then `finish`. Unreadable audio raises."""
         self.check_request(task, language)
         result = Transcript(path=str(path), task=task)
-        stream = AudioStream(path)
-        result.duration = round(stream.duration, 3)
-        source = StreamedMel(stream, self.stack.gated.config.num_mel_bins, self.spec.device)
+        source = StreamedMel(self._stream(result), self.stack.gated.config.num_mel_bins, self.spec.device)
         text = prompt.strip()  # as openai-whisper: the prompt's tokens with a leading space
         tokens = self.stack.loaded.tokenizer.encode(" " + text, add_special_tokens=False) if text else []
         job = Job(key, source, None if language == "auto" else language, task, tokens)
@@ -141,14 +139,20 @@ class Transcriber:
     def _file(job: Job) -> int:
         return job.key[0] if isinstance(job.key, tuple) else job.key
 
+    @staticmethod
+    def _stream(result: Transcript) -> AudioStream:
+        """The file's audio, streamed; its duration noted in the result. Unreadable audio raises."""
+        stream = AudioStream(result.path)
+        result.duration = round(stream.duration, 3)
+        return stream
+
     def _open(self, result: Transcript) -> AudioStream | None:
+        """`_stream`, with unreadable audio noted as the result's error instead."""
         try:
-            stream = AudioStream(result.path)
+            return self._stream(result)
         except CtxpruneError as e:
             result.error = str(e)
             return None
-        result.duration = round(stream.duration, 3)
-        return stream
 
     def _file_jobs(self, results: list[Transcript], task: str, language: str) -> Iterator[Job]:
         for i, r in enumerate(results):
