@@ -12,7 +12,7 @@
 #   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
 #   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target]; runs
 #                                                  # spread over the GPUs; repeat the call until all have cards
-#                                                  # (at most five per H200: a run holds about 23 GB)
+#                                                  # (at most five per H200: six ran out of memory)
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVAL_LIMIT (rows per
