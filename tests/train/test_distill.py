@@ -9,6 +9,7 @@ from ctxprune.data.pseudo_labels import load_pseudo_labels, teacher_name
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.train.distill import DistillWeights, distillation_loss, hidden_loss, join_sequences, kl_loss
 from ctxprune.train.gates import GateTask
+from ctxprune.train.objective import teacher_forced_logits
 
 
 def test_kl_is_zero_for_equal_distributions_and_reads_only_target_positions():
@@ -85,3 +86,16 @@ def test_a_gate_step_distills_on_rows_without_a_reference(quick, tiny_whisper, t
     assert task.predictor.late_bias.grad.abs().sum() > 0
     lora = [p for n, p in task.peft.named_parameters() if "lora_B" in n]
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+
+
+def test_sequences_that_share_an_utterance_share_its_cross_attention_keys(tiny_whisper):
+    """Projecting K/V once per utterance and repeating them is the same as repeating the encoder output."""
+    gw = GatedWhisper(tiny_whisper)
+    torch.manual_seed(0)
+    encoder_out = torch.randn(2, gw.config.max_source_positions, gw.config.d_model)
+    utterance = torch.tensor([0, 1, 1, 0])
+    ids = torch.randint(0, gw.config.vocab_size, (4, 5))
+    with torch.no_grad():
+        shared = teacher_forced_logits(gw, encoder_out, ids, utterance=utterance)
+        repeated = teacher_forced_logits(gw, encoder_out.index_select(0, utterance), ids)
+    torch.testing.assert_close(shared, repeated)

@@ -31,7 +31,7 @@ def test_an_encoder_target_holds_each_stack_to_its_own(quick):
 
 
 def test_parameter_groups_freeze_the_predictor_after_calibration(task):
-    t = task(lr=0.01, context_lr_scale=0.1)
+    t = task(lr=0.01, context_lr_scale=0.1, steps=1000)
     groups = t.parameter_groups()
     assert [(g["name"], g["base_lr"]) for g in groups] == [
         ("gate_biases", 0.01),
@@ -39,6 +39,14 @@ def test_parameter_groups_freeze_the_predictor_after_calibration(task):
     ]
     assert all(g["freezes_after_calibration"] for g in groups)
     assert sum(len(g["params"]) for g in groups) == len(list(t.predictor.parameters()))
+
+
+def test_short_runs_give_the_gate_biases_the_rate_to_cross_zero(task):
+    """From keep logit 3, 360 steps before the tail need a rate of 6 / 360, not the 1e-2 asked for."""
+    t = task(lr=0.01, steps=400, deterministic_tail=0.1)
+    assert t.predictor.config.initial_keep_logit == 3.0
+    assert t.parameter_groups()[0]["base_lr"] == pytest.approx(6 / 360)
+    assert t.parameter_groups()[1]["base_lr"] == pytest.approx(0.01 * t.config.context_lr_scale)
 
 
 def test_loss_reaches_the_gates_and_predicts_the_early_gates_once(task, tiny_corpus, tiny_model_dir):

@@ -140,7 +140,7 @@ def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(qu
     run = Run(config)
     lora_before = {n: p.detach().clone() for n, p in run.params.items() if n.startswith("lora.")}
     assert lora_before and [g["base_lr"] for g in run.optimizer.param_groups] == pytest.approx(
-        [0.05, 0.005, 1e-5]
+        [3.0, 0.005, 1e-5]  # two steps: the gate biases get the rate to travel 6 logits in them
     )
     assert all(".decoder." in n for n in lora_before)  # where=decoder: no LoRA in the encoder
     run.train()

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from ctxprune.data.audio import load_audio
-from ctxprune.data.features import frames_of, log_mel, pad_or_trim
+from ctxprune.data.features import frames_of, log_mel, packed, padded
 from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.errors import CtxpruneError
 
@@ -88,8 +88,9 @@ class Collate:
     With a tokenizer and `WhisperTokens`, `decoder_input_ids`/`labels` hold prompt + reference tokens +
     end-of-text per row (labels padded with -100, ignored by the losses; a row without a reference has
     no label). With `pseudo_labels` (token ids by utterance id), `teacher_input_ids`/`teacher_labels`
-    hold the same for the teacher's own output. With `waveforms`, `audio` holds the padded 30 s
-    waveforms instead of `features`, for a log-mel on the training device (data/features.py)."""
+    hold the same for the teacher's own output. With `waveforms`, `audio` and `audio_lengths` hold
+    the waveforms packed end to end instead of `features`, for padding and log-mel on the training
+    device (data/features.py)."""
 
     def __init__(
         self,
@@ -117,11 +118,10 @@ class Collate:
             "targets": [e.target for e in examples],
             "examples": examples,
         }
-        padded = torch.from_numpy(np.stack([pad_or_trim(c) for c in chunks]))
         if self.waveforms:
-            out["audio"] = padded
+            out["audio"], out["audio_lengths"] = packed(chunks)
         else:
-            out["features"] = log_mel(padded, self.n_mels)
+            out["features"] = log_mel(padded(*packed(chunks)), self.n_mels)
         if self.tokenizer is not None:
             references = [
                 None
@@ -157,5 +157,5 @@ class Collate:
 def batch_features(batch: dict, device: torch.device, n_mels: int) -> Tensor:
     """The batch's log-mel on `device`, computed there when the collate sent waveforms."""
     if "audio" in batch:
-        return log_mel(batch["audio"].to(device), n_mels)
+        return log_mel(padded(batch["audio"], batch["audio_lengths"], device), n_mels)
     return batch["features"].to(device)

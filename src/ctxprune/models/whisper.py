@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from ctxprune.gating.skip import Gates, keep_of, run_branch
+from ctxprune.gating.skip import Gates, SoftGates, keep_of, run_branch
 from ctxprune.models.kv_cache import KVCache
 
 # the gate-name prefix of each stack a run can gate ("both" = every gate)
@@ -116,8 +116,20 @@ class GatedWhisper(nn.Module):
             dtype or p.dtype,
         )
 
-    def prefill_cross(self, encoder_out: Tensor, cache: KVCache, gates: Gates = None) -> None:
-        """Cross-attention K/V, once per utterance, only for rows that keep that layer's cross-attention."""
+    def prefill_cross(
+        self, encoder_out: Tensor, cache: KVCache, gates: Gates = None, utterance: Tensor | None = None
+    ) -> None:
+        """Cross-attention K/V, once per utterance, only for rows that keep that layer's cross-attention.
+
+        With `utterance` (training: several target sequences per utterance), cache row r holds the K/V
+        of `encoder_out[utterance[r]]`: projected once per utterance, then repeated."""
+        if utterance is not None:
+            if not (gates is None or isinstance(gates, SoftGates)):
+                raise ValueError("prefill_cross: `utterance` is for training (soft or no gates)")
+            for i in range(len(self.decoder.layers)):
+                k, v = self.cross_kv(i, encoder_out)
+                cache.write_cross(i, None, k.index_select(0, utterance), v.index_select(0, utterance))
+            return
         for i in range(len(self.decoder.layers)):
             keep = keep_of(gates, f"dec.{i}.cross_attn")
             rows = None

@@ -87,15 +87,11 @@ def distillation_loss(
     ids, labels, utterance, is_ref = (t.to(device) for t in join_sequences(batch, with_refs))
     gates = SoftGates(keep.index_select(0, utterance), gw.gate_names)
     student_hidden: list[Tensor] | None = [] if weights.hidden else None
-    student = teacher_forced_logits(
-        gw, student_encoder.index_select(0, utterance), ids, gates, student_hidden
-    )
+    student = teacher_forced_logits(gw, student_encoder, ids, gates, student_hidden, utterance)
     with torch.no_grad(), teacher_mode():
         dense_encoder = teacher_encoder()
         teacher_hidden: list[Tensor] | None = [] if weights.hidden else None
-        teacher = teacher_forced_logits(
-            gw, dense_encoder.index_select(0, utterance), ids, None, teacher_hidden
-        )
+        teacher = teacher_forced_logits(gw, dense_encoder, ids, None, teacher_hidden, utterance)
     terms = {"kl": kl_loss(student, teacher, labels, weights.temperature)}
     if weights.label and with_refs:
         ref = labels.masked_fill(~is_ref[:, None], -100)

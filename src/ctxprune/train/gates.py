@@ -134,16 +134,26 @@ class GateTask:
             named.update({f"lora.{n}": p for n, p in self.peft.named_parameters() if "lora_" in n})
         return named
 
+    def gate_bias_lr(self) -> float:
+        """`lr`, but at least enough for a bias to travel twice its initial keep logit before the
+        deterministic tail: Adam moves a parameter by about its rate per step, and a static gate can
+        only close through its bias (at 400 steps and lr 1e-2 the static sets' biases had not crossed
+        zero when the tail began, so calibration alone chose their masks)."""
+        c = self.config
+        travel_steps = max(1, round(c.steps * (1 - c.deterministic_tail)))
+        return max(c.lr, 2 * self.predictor.config.initial_keep_logit / travel_steps)
+
     def parameter_groups(self) -> list[dict]:
-        """The gate biases at `lr`, the predictor's context pathway at `lr * context_lr_scale`, and a
-        joint LoRA at its own `lora_lr`. The predictor groups freeze once the gates are calibrated."""
+        """The gate biases at `gate_bias_lr()`, the predictor's context pathway at `lr *
+        context_lr_scale`, and a joint LoRA at its own `lora_lr`. The predictor groups freeze once the
+        gates are calibrated."""
         c, named = self.config, self.named_parameters()
         predictor = [(n, p) for n, p in named.items() if n.startswith("predictor.")]
         groups = [
             {
                 "name": "gate_biases",
                 "params": [p for n, p in predictor if n.endswith("_bias")],
-                "base_lr": c.lr,
+                "base_lr": self.gate_bias_lr(),
             },
             {
                 "name": "predictor_context",

@@ -31,13 +31,16 @@ def teacher_forced_logits(
     decoder_input_ids: Tensor,
     gates: Gates = None,
     hidden: list[Tensor] | None = None,
+    utterance: Tensor | None = None,
 ) -> Tensor:
-    """Logits at every position of `decoder_input_ids`, all fed at once (each layer's output to `hidden`)."""
-    n = decoder_input_ids.shape[1]
+    """Logits at every position of `decoder_input_ids`, all fed at once (each layer's output to `hidden`).
+    With `utterance`, row r of the ids belongs to `encoder_out[utterance[r]]` (its cross-attention
+    K/V are projected once per utterance)."""
+    rows, n = decoder_input_ids.shape
     device = encoder_out.device.type
     # under autocast the projections write K/V in the autocast dtype, whatever the encoder output's
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else encoder_out.dtype
-    cache = gw.new_cache(encoder_out.shape[0], n, dtype=dtype)
-    gw.prefill_cross(encoder_out, cache, gates)
+    cache = gw.new_cache(rows, n, dtype=dtype)
+    gw.prefill_cross(encoder_out, cache, gates, utterance)
     positions = torch.arange(n, device=encoder_out.device)
     return gw.decode(decoder_input_ids, positions, cache, gates, length=n, hidden=hidden)
