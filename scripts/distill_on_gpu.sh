@@ -9,6 +9,7 @@
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus
 #   there: scripts/distill_on_gpu.sh label         # the teacher's pseudo-labels of the train split; the
 #                                                  # single-module damage table (bench/module_damage.py)
+#   there: scripts/distill_on_gpu.sh bench         # a training step's time: loader, model, both (JSON)
 #   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
 #   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target]; runs
 #                                                  # spread over the GPUs; repeat the call until all have cards
@@ -57,6 +58,10 @@ case "${1:-}" in
     CUDA_VISIBLE_DEVICES=0 ctxprune data pseudo-label $P/corpus --batch-size 128 --workers 12 | tail -2
     tar czf "$OUT/pseudo_labels.tar.gz" -C $P/corpus pseudo_labels
     wait; [ ! -f $R/module_damage.log ] || grep -v USDT $R/module_damage.log | tail -33 ;;
+  bench)
+    # where a training step's time goes: loader alone, model step alone, both (bench/train_step.py)
+    remote_env; mkdir -p $R
+    python3 bench/train_step.py $P/corpus --workers 2 6 --repeats "${REPEATS:-12}" --out $R/train_step.json 2>&1 | grep -v USDT ;;
   ddp)
     # The same decoder run for STEPS steps of BATCH utterances per process: on one GPU, then on two under
     # torchrun (twice the utterances per step); nothing else runs meanwhile.
@@ -87,7 +92,7 @@ case "${1:-}" in
         --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
         --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
         --set lr=1e-2 --set alpha=100 --set "target_warmup=$((steps / 3))" --set warmup=50 \
-        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=2 \
+        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=3 \
         --set "eval_every=$((steps / 6))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
       if [ "$by" = latency ]; then  # wait for the shared times (the first latency run writes them)
         for _ in $(seq 120); do [ -f $P/runs/branch_times.json ] && break; sleep 1; done
@@ -117,5 +122,5 @@ case "${1:-}" in
     tar czf "$OUT/results.tar.gz" -C $P results
     tar czf "$OUT/logs.tar.gz" -C $P/runs $(cd $P/runs && ls -d *.log */metrics.jsonl */card.json 2>/dev/null)
     ls -l "$OUT" ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;
 esac
