@@ -34,7 +34,7 @@ case "${1:-}" in
     .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only
     cmp "$stage/corpus/plan.jsonl" "${CORPUS:?set CORPUS to the full corpus built here}/plan.jsonl"
     tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
-    split_bundle "$stage/bundle.tar.xz" 40M
+    split_bundle "$stage/bundle.tar.xz" 37M
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
   receive) receive_chunk "$2" ;;
   setup)
