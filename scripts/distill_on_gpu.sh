@@ -16,7 +16,8 @@
 #                                                  # (at most five per H200: six ran out of memory)
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
-# LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVAL_LIMIT (rows per
+# LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
+# per run, default 6), EVAL_LIMIT (rows per
 # task and language in eval; default all) tune it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,7 +94,7 @@ case "${1:-}" in
         --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
         --set lr=1e-2 --set alpha=100 --set "target_warmup=$((steps / 3))" --set warmup=50 \
         --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=3 \
-        --set "eval_every=$((steps / 6))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
+        --set "eval_every=$((steps / ${EVALS:-6}))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
       if [ "$by" = latency ]; then  # wait for the shared times (the first latency run writes them)
         for _ in $(seq 120); do [ -f $P/runs/branch_times.json ] && break; sleep 1; done
       fi
