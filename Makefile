@@ -35,7 +35,7 @@ $(STAMPS)/venv: pyproject.toml
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "ctxprune needs Python >= 3.11"'
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,base-model,ray]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,base-model,ray,speaker]'
 	@touch $@
 
 demo: setup

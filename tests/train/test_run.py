@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from ctxprune.data.pseudo_labels import generate_pseudo_labels, teacher_name
+from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM, embed_corpus
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.predictor import GatePredictor
 from ctxprune.stack import StackSpec, load_stack
@@ -51,6 +52,24 @@ def test_gate_training_moves_sparsity_to_target_ends_without_noise_and_writes_a_
 def test_static_baseline_has_no_context(quick):
     card = Run(quick(steps=2, context=[])).train()
     assert card["kind"] == "static" and card["context"] == []
+
+
+def test_a_speaker_context_trains_on_cached_vectors_and_evaluates_on_fresh_ones(quick, tiny_corpus):
+    """Training reads `data speaker-embed`'s cache; the final dev evaluation and the calibration embed
+    the audio they load, and the shipped set asks for the vector it was trained with."""
+    embed_corpus(tiny_corpus, "train")
+    config = quick(steps=4, context=["task", "language", SPEAKER], calibrate=True)
+    run = Run(config)
+    batch = run.collate([run.train_set[i] for i in range(3)])
+    assert batch["vectors"][SPEAKER].shape == (3, SPEAKER_DIM)
+    before = run.predictor.projections[SPEAKER][1].weight.detach().clone()
+    card = run.train()
+    assert not torch.equal(run.predictor.projections[SPEAKER][1].weight, before)
+    assert card["context"] == ["task", "language", SPEAKER] and card["dev"] and "calibration" in card
+    stack = load_stack(StackSpec(model=config.model, gates=Path(config.out) / "predictor"))
+    assert stack.pipeline.policy.reads(SPEAKER)
+    with pytest.raises(CtxpruneError, match="speaker"):  # a caller that forgets the vector is told
+        stack.run(torch.zeros(1, 80, 3000), torch.tensor([3000]), ["transcribe"], ["de"])
 
 
 def test_a_latency_weighted_set_records_its_branch_times_and_loads_with_them(quick):

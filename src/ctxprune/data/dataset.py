@@ -4,7 +4,7 @@ function that turns a batch into Whisper features, context tags and (optionally)
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,8 @@ class Collate:
     no label). With `pseudo_labels` (token ids by utterance id), `teacher_input_ids`/`teacher_labels`
     hold the same for the teacher's own output. With `waveforms`, `audio` and `audio_lengths` hold
     the waveforms packed end to end instead of `features`, for padding and log-mel on the training
-    device (data/features.py)."""
+    device (data/features.py). With `vectors` (context input name -> vectors by row id, e.g. the cached
+    speaker vectors), `vectors` holds each one's [batch, dim] tensor."""
 
     def __init__(
         self,
@@ -100,6 +101,7 @@ class Collate:
         max_target_tokens: int = 200,
         pseudo_labels: dict[str, list[int]] | None = None,
         waveforms: bool = False,
+        vectors: dict[str, Callable[[list[str]], Tensor]] | None = None,
     ):
         self.n_mels = n_mels
         self.tokenizer = tokenizer
@@ -107,6 +109,7 @@ class Collate:
         self.max_target_tokens = max_target_tokens
         self.pseudo_labels = pseudo_labels
         self.waveforms = waveforms
+        self.vectors = vectors or {}
 
     def __call__(self, batch: list[tuple[Example, np.ndarray]]) -> dict:
         examples = [ex for ex, _ in batch]
@@ -118,6 +121,8 @@ class Collate:
             "targets": [e.target for e in examples],
             "examples": examples,
         }
+        if self.vectors:
+            out["vectors"] = {name: by_ids([e.id for e in examples]) for name, by_ids in self.vectors.items()}
         if self.waveforms:
             out["audio"], out["audio_lengths"] = packed(chunks)
         else:

@@ -10,6 +10,7 @@ import torch
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example
+from ctxprune.data.speaker import context_vectors
 from ctxprune.eval.metrics import asr_scores, translation_scores
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
@@ -61,9 +62,11 @@ def evaluate(
     gw = pipeline.gw
     device, dtype = gw.device, next(gw.model.parameters()).dtype
     for batch in group_batches(examples, batch_size):
-        feats, frames = features_for([load_audio(corpus / e.audio) for e in batch], gw.config.num_mel_bins)
+        chunks = [load_audio(corpus / e.audio) for e in batch]
+        feats, frames = features_for(chunks, gw.config.num_mel_bins)
         tasks, languages = [e.task for e in batch], [e.language for e in batch]
-        result = pipeline.run(feats.to(device, dtype), frames, tasks, languages, options=options)
+        vectors = context_vectors(pipeline.policy.reads, chunks)
+        result = pipeline.run(feats.to(device, dtype), frames, tasks, languages, vectors, options=options)
         if options.count_flops:
             group = flops[(batch[0].task, batch[0].language)]
             group[0] += result.flops_encoder

@@ -16,6 +16,7 @@ import torch
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example
+from ctxprune.data.speaker import context_vectors
 from ctxprune.eval.quality import group_batches
 from ctxprune.eval.suite import device_name, stack_sparsity
 from ctxprune.gating.logit_shifts import Calibration, calibrate_shift
@@ -45,11 +46,13 @@ def calibrate_predictor(
     device, dtype = gw.device, next(gw.model.parameters()).dtype
     batches = []
     for batch in group_batches(examples, batch_size):
-        feats, frames = features_for([load_audio(corpus / e.audio) for e in batch], gw.config.num_mel_bins)
+        chunks = [load_audio(corpus / e.audio) for e in batch]
+        feats, frames = features_for(chunks, gw.config.num_mel_bins)
         ctx = GateContext(
             task=[e.task for e in batch],
             language=[e.language or UNKNOWN_LANGUAGE for e in batch],
             audio=pooled_log_mel(feats, frames),
+            vectors=context_vectors(policy.reads, chunks),
         )
         batches.append((ctx, feats if policy.reads_encoder else None, frames))
         if on_progress:

@@ -19,6 +19,7 @@ from transformers import WhisperForConditionalGeneration
 
 from ctxprune.data.dataset import batch_features
 from ctxprune.data.manifest import read_manifest
+from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM
 from ctxprune.data.synth import LANGUAGES
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.module_times import gate_time_costs, read_gate_times, write_gate_times
@@ -82,6 +83,7 @@ def build_predictor(gw: GatedWhisper, config: TrainConfig, special: WhisperToken
         context=list(config.context),
         hidden=config.hidden,
         force_keep=frozen,
+        vectors={SPEAKER: SPEAKER_DIM} if SPEAKER in config.context else {},
     )
     return GatePredictor(predictor_config)
 
@@ -242,7 +244,8 @@ class GateTask:
         tau, noise = self.schedule(step), self.noise_at(step)
         device = p.early_head.weight.device
         feats, frames = batch_features(batch, device, self.gw.config.num_mel_bins), batch["frames"]
-        ctx = GateContext(batch["tasks"], batch["languages"], audio=pooled_log_mel(feats, frames))
+        vectors = {name: v.to(device) for name, v in batch.get("vectors", {}).items()}
+        ctx = GateContext(batch["tasks"], batch["languages"], pooled_log_mel(feats, frames), vectors=vectors)
         policy = self.policy.in_mode(StraightThrough(tau, noise, generator))
         dtype = next(self.gw.model.parameters()).dtype
 

