@@ -121,6 +121,17 @@ def test_markdown_references_existing_pngs(built):
     assert "1.0 absolute WER point = 0.01" in md
 
 
+def test_a_rebuilt_report_leaves_no_plot_of_the_earlier_one(built):
+    out, summary = built
+    (out / "keep_test_context_00_gone.png").write_bytes(b"old")
+    (out / "notes.png").write_bytes(b"the user's")
+    files = sorted(out.parent.glob("*.json"))
+    again = build_report(files, out, title="synthetic")
+    assert not (out / "keep_test_context_00_gone.png").exists() and (out / "notes.png").exists()
+    written = [Path(f).name for f in again["files"] if f.endswith(".png")]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted([*written, "notes.png"])
+
+
 def test_targets_verdicts(built):
     out, summary = built
     targets = {t["name"]: t for t in summary["targets"]}

@@ -34,6 +34,9 @@ from ctxprune.paths import write_bytes_atomic, write_json_atomic
 PAPER_ASR_TIME, PAPER_ASR_WER, PAPER_ST_TIME = -0.286, 0.028, -0.343
 
 
+PLOT_PATTERNS = ("pareto_*.png", "keep_*.png", "latency_*.png")  # the names of the plots it writes
+
+
 def build_report(results: list[Path], out: Path, title: str = "ctxprune report") -> dict:
     """Write report.html, report.md, their PNGs and summary.json into `out`; return the summary.
 
@@ -59,6 +62,10 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     for name, data in pngs.items():
         write_bytes_atomic(out / name, data)
         written.append(out / name)
+    for pattern in PLOT_PATTERNS:  # an earlier report's plots in the same directory would look current
+        for stale in out.glob(pattern):
+            if stale.name not in pngs:
+                stale.unlink()
     write_bytes_atomic(out / "report.html", render_html(title, blocks, pngs).encode())
     write_bytes_atomic(out / "report.md", render_md(blocks).encode())
     written += [out / "report.html", out / "report.md", out / "summary.json"]
