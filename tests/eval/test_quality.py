@@ -92,6 +92,8 @@ def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus,
         assert group["sparsity_count"] == pytest.approx(1 - sum(keep.values()) / len(keep))
         assert 0.0 < group["sparsity_flops"] < 1.0
         assert group["gflops_encoder"] > 0 and group["gflops_decoder"] > 0
+    # the tiny random model never says end-of-text within 3 tokens: every row hits the cap
+    assert {group["capped"] for group in out.values()} == {1.0}
 
 
 def test_evaluate_without_counting_flops_reports_no_gflops(tiny_stack, tiny_corpus, rows):

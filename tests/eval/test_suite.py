@@ -74,7 +74,7 @@ def test_mixed_rows_take_every_group_in_turn(tiny_corpus):
 
 
 def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(real_whisper, tiny_corpus):
-    gate_set = ARTIFACTS / "gates" / "decoder-flops-0.5-static"
+    gate_set = ARTIFACTS / "gates" / "decoder-flops-0.5-context"
     record = evaluate_candidates(
         [Candidate("dense", "dense"), Candidate.gate_set(gate_set)],
         tiny_corpus,
@@ -86,9 +86,10 @@ def test_shipped_gate_set_on_the_real_model_skips_the_decoder_flops_it_claims(re
     dense, pruned = record["models"]
     for key, d in dense["groups"].items():
         p = pruned["groups"][key]
-        assert 0.3 < p["achieved_sparsity"] < 0.7
+        assert 0.3 < p["achieved_sparsity"] < 0.8  # the context set skips more when translating
         assert p["gflops_decoder"] < 0.85 * d["gflops_decoder"]  # the LM head always runs
         assert p["gflops_encoder"] == pytest.approx(d["gflops_encoder"], rel=0.01)
+        assert d["capped"] == p["capped"] == 0.0  # both end on end-of-text within 24 tokens here
     assert Path(record["models"][1]["gates"]) == gate_set
 
 

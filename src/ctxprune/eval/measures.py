@@ -34,7 +34,7 @@ def fmt(x: float | None, spec: str) -> str:
 
 
 def task_means(model: CandidateResult, task: str) -> dict[str, float]:
-    """Mean over languages of quality, executed GFLOPs and achieved sparsity."""
+    """Mean over languages of quality, executed GFLOPs, achieved sparsity and the capped share."""
     groups = list(model.task_groups(task).values())
 
     def mean_of(metric: str) -> float:
@@ -51,6 +51,7 @@ def task_means(model: CandidateResult, task: str) -> dict[str, float]:
         "gflops_decoder": mean(dec),
         "gflops_total": mean([e + d for e, d in zip(enc, dec, strict=True)]),
         "sparsity": mean([num(s) for s in sparsity]),
+        "capped": mean([num(g.capped) for g in groups]),
     }
 
 

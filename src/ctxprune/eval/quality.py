@@ -52,13 +52,15 @@ def evaluate(
     on_progress: Callable[[int], None] | None = None,
     options: DecodeOptions = GREEDY,
 ) -> dict:
-    """Per (task, language): WER/CER or BLEU/chrF, the mean share of gates skipped (by count and by
-    FLOPs), and each gate's keep rate; with `options.count_flops`, the executed GFLOPs per utterance of
+    """Per (task, language): WER/CER or BLEU/chrF, the share of rows whose decode hit the length cap
+    (`capped`: no end-of-text, a repetition loop as a rule), the mean share of gates skipped (by count
+    and by FLOPs), and each gate's keep rate; with `options.count_flops`, the executed GFLOPs per utterance of
     the encoder and decoder phases, measured by FlopCounterMode (each batch holds one group)."""
     hyps: dict[tuple[str, str], list[str]] = defaultdict(list)
     refs: dict[tuple[str, str], list[str]] = defaultdict(list)
     masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     flops: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    capped: dict[tuple[str, str], int] = defaultdict(int)  # rows that hit the length cap (loops, mostly)
     gw = pipeline.gw
     device, dtype = gw.device, next(gw.model.parameters()).dtype
     for batch in group_batches(examples, batch_size):
@@ -72,7 +74,8 @@ def evaluate(
             group[0] += result.flops_encoder
             group[1] += result.flops_decoder
         texts = tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
-        for e, text, mask in zip(batch, texts, result.mask, strict=True):
+        for e, text, mask, row in zip(batch, texts, result.mask, result.tokens, strict=True):
+            capped[(e.task, e.language)] += len(row) >= options.max_new_tokens
             hyps[(e.task, e.language)].append(text.strip())
             refs[(e.task, e.language)].append(e.target)
             masks[(e.task, e.language)].append(mask)
@@ -92,6 +95,7 @@ def evaluate(
         out[f"{task}/{language}"] = {
             **scores,
             "n": len(hyps[key]),
+            "capped": capped[key] / len(hyps[key]),
             **(
                 {
                     "gflops_encoder": flops[key][0] / len(hyps[key]) / 1e9,

@@ -42,6 +42,7 @@ class GroupResult:
     chrf: float | None = None
     bleu_signature: str | None = None
     n: int | None = None
+    capped: float | None = None  # share of rows that hit the decode length cap
     gflops_encoder: float | None = None
     gflops_decoder: float | None = None
     sparsity_flops: float | None = None

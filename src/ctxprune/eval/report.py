@@ -136,7 +136,13 @@ def _split_blocks(split: str, ev: EvalRecord, pngs: dict[str, bytes]) -> list[Bl
     meta = ", ".join(f"{k}: {getattr(ev, k)}" for k in keys if getattr(ev, k))
     blocks: list[Block] = [("h", 2, f"Split: {split}"), ("p", meta or "no run metadata")]
     blocks.append(("h", 3, "What it saves, what it costs"))
-    blocks.append(("p", "Means over languages; GFLOPs are executed per utterance; deltas are against dense."))
+    blocks.append(
+        (
+            "p",
+            "Means over languages; GFLOPs are executed per utterance; deltas are against dense; "
+            "capped: the share of rows whose decode hit the length cap (a repetition loop, as a rule).",
+        )
+    )
     dense = ev.dense()
     for task in TASKS:
         blocks.append(("table", *_cost_table(models, dense, task)))
@@ -162,7 +168,7 @@ def _cost_table(
     spec = ".3f" if task == "transcribe" else ".1f"
     m_head, s_head = metric.upper(), "CER" if task == "transcribe" else "chrF"
     headers = [f"{task} model", "kind", "where", "by", "target", m_head, s_head, f"Δ{m_head}"]
-    headers += ["GFLOPs enc+dec", "GFLOPs dec", "sparsity"]
+    headers += ["GFLOPs enc+dec", "GFLOPs dec", "sparsity", "capped"]
     rows = []
     for m in models:
         t = task_means(m, task)
@@ -171,6 +177,7 @@ def _cost_table(
         row = [str(m.name), *(str(c or NA) for c in config), fmt(num(m.target_sparsity), ".2f")]
         row += [fmt(t[metric], spec), fmt(t[second], spec), fmt(delta, "+" + spec)]
         row += [fmt(t["gflops_total"], ".2f"), fmt(t["gflops_decoder"], ".2f"), fmt(t["sparsity"], ".1%")]
+        row.append(fmt(t["capped"], ".1%"))
         rows.append(row)
     return headers, rows
 
