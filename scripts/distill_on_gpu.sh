@@ -4,7 +4,7 @@
 #
 #   here:  CORPUS=/path/to/full scripts/distill_on_gpu.sh pack
 #                       # .carry-xfer/1..N: one xz stream of the base model (CTranslate2 parts), the voices
-#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in 40 MiB chunks
+#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in 37 MiB chunks
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus
 #   there: scripts/distill_on_gpu.sh label         # the teacher's pseudo-labels of the train split; the
@@ -17,8 +17,7 @@
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
-# per run, default 6), EVAL_LIMIT (rows per
-# task and language in eval; default all) tune it.
+# per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all) tune it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
@@ -93,7 +92,7 @@ case "${1:-}" in
         --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
         --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
         --set lr=1e-2 --set alpha=100 --set "target_warmup=$((steps / 3))" --set warmup=50 \
-        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=3 \
+        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=4 \
         --set "eval_every=$((steps / ${EVALS:-6}))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
       if [ "$by" = latency ]; then  # wait for the shared times (the first latency run writes them)
         for _ in $(seq 120); do [ -f $P/runs/branch_times.json ] && break; sleep 1; done

@@ -123,13 +123,8 @@ class GatedWhisper(nn.Module):
 
         With `utterance` (training: several target sequences per utterance), cache row r holds the K/V
         of `encoder_out[utterance[r]]`: projected once per utterance, then repeated."""
-        if utterance is not None:
-            if not (gates is None or isinstance(gates, SoftGates)):
-                raise ValueError("prefill_cross: `utterance` is for training (soft or no gates)")
-            for i in range(len(self.decoder.layers)):
-                k, v = self.cross_kv(i, encoder_out)
-                cache.write_cross(i, None, k.index_select(0, utterance), v.index_select(0, utterance))
-            return
+        if utterance is not None and not (gates is None or isinstance(gates, SoftGates)):
+            raise ValueError("prefill_cross: `utterance` is for training (soft or no gates)")
         for i in range(len(self.decoder.layers)):
             keep = keep_of(gates, f"dec.{i}.cross_attn")
             rows = None
@@ -140,7 +135,10 @@ class GatedWhisper(nn.Module):
             label = f"gate:dec.{i}.cross_attn" if self.label_branches else None
             with torch.profiler.record_function(label) if label else nullcontext():
                 src = encoder_out if rows is None else encoder_out.index_select(0, rows)
-                cache.write_cross(i, rows, *self.cross_kv(i, src))
+                k, v = self.cross_kv(i, src)
+                if utterance is not None:
+                    k, v = k.index_select(0, utterance), v.index_select(0, utterance)
+                cache.write_cross(i, rows, k, v)
 
     def cross_kv(self, i: int, encoder_out: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder layer `i`'s cross-attention keys and values of an encoder output, split into heads."""

@@ -92,6 +92,11 @@ class TrainConfig:
         if self.steps < 1 or self.batch_size < 1:
             raise CtxpruneError("--steps and --batch-size must be at least 1")
 
+    @property
+    def tail_start(self) -> int:
+        """The first step of the deterministic tail (the inference masks, after calibration)."""
+        return round(self.steps * (1 - self.deterministic_tail))
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
 

@@ -142,8 +142,7 @@ class GateTask:
         only close through its bias (at 400 steps and lr 1e-2 the static sets' biases had not crossed
         zero when the tail began, so calibration alone chose their masks)."""
         c = self.config
-        travel_steps = max(1, round(c.steps * (1 - c.deterministic_tail)))
-        return max(c.lr, 2 * self.predictor.config.initial_keep_logit / travel_steps)
+        return max(c.lr, 2 * self.predictor.config.initial_keep_logit / max(1, c.tail_start))
 
     def parameter_groups(self) -> list[dict]:
         """The gate biases at `gate_bias_lr()`, the predictor's context pathway at `lr *

@@ -138,7 +138,7 @@ class Run:
     def _calibrate_if_due(self, step: int) -> None:
         """Calibrate once, at the start of the deterministic tail (or at the end, with no tail)."""
         config = self.config
-        due = step >= round(config.steps * (1 - config.deterministic_tail))
+        due = step >= config.tail_start
         if self.task.calibrates and config.calibrate and self.calibration is None and due:
             self.calibration = self.task.calibrate(self.device)
             self._log({"step": step, "calibration": self.calibration})
