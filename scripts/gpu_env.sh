@@ -34,6 +34,14 @@ stage_model() {  # here: the CTranslate2 base model reassembled into $1 (for a b
   done
 }
 
+device_wheels() {  # here: into $1, the cp312 wheels of what ctxprune imports that the GPU machine lacks
+  mkdir -p "$1"
+  "${PYTHON:-.venv/bin/python}" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 -d "$1" soundfile==0.14.0 cffi==2.0.0 pycparser==2.23 soxr==1.1.0 \
+    jiwer==4.0.0 rapidfuzz==3.14.3
+}
+
 split_bundle() {  # here: file $1 into .carry-xfer/1..N, chunks of $2 (one per call), its sha256 beside chunk 1
   rm -rf .carry-xfer && mkdir -p .carry-xfer
   split -b "$2" -d -a 1 "$1" .carry-xfer/chunk.

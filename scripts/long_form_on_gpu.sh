@@ -15,7 +15,7 @@ case "${1:-}" in
   pack)
     stage=$(mktemp -d) && mkdir -p "$stage"/{ct2,wheels,fixture}
     stage_model "$stage/ct2"
-    cp .carry/wheels-eval/*.whl "$stage/wheels/"
+    device_wheels "$stage/wheels"
     .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
       --platform manylinux_2_28_x86_64 -d "$stage/wheels" onnxruntime==1.24.4 flatbuffers==25.12.19 \
       silero-vad==6.2.3 webvtt-py==0.6.0

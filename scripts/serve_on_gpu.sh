@@ -36,7 +36,7 @@ case "${1:-}" in
   pack)
     stage=$(mktemp -d) && mkdir -p "$stage"/{ct2,wheels}
     stage_model "$stage/ct2"
-    cp .carry/wheels-eval/*.whl "$stage/wheels/"
+    device_wheels "$stage/wheels"
     # the versions pinned here (pyproject and the venv), for Python 3.12 there
     wheels=$(for p in silero-vad fastapi starlette uvicorn python-multipart pydantic pydantic-core annotated-types \
       typing-inspection typing-extensions httpx2 httpcore2 truststore typer rich opentelemetry-api; do

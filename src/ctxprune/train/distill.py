@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.profiler import record_function
 
 from ctxprune.gating.skip import SoftGates
 from ctxprune.models.whisper import GatedWhisper
@@ -87,12 +88,14 @@ def distillation_loss(
     ids, labels, utterance, is_ref = (t.to(device) for t in join_sequences(batch, with_refs))
     gates = SoftGates(keep.index_select(0, utterance), gw.gate_names)
     student_hidden: list[Tensor] | None = [] if weights.hidden else None
-    student = teacher_forced_logits(gw, student_encoder, ids, gates, student_hidden, utterance)
-    with torch.no_grad(), teacher_mode():
+    with record_function("phase: student decoder"):
+        student = teacher_forced_logits(gw, student_encoder, ids, gates, student_hidden, utterance)
+    with torch.no_grad(), teacher_mode(), record_function("phase: teacher"):
         dense_encoder = teacher_encoder()
         teacher_hidden: list[Tensor] | None = [] if weights.hidden else None
         teacher = teacher_forced_logits(gw, dense_encoder, ids, None, teacher_hidden, utterance)
-    terms = {"kl": kl_loss(student, teacher, labels, weights.temperature)}
+    with record_function("phase: KL"):
+        terms = {"kl": kl_loss(student, teacher, labels, weights.temperature)}
     if weights.label and with_refs:
         ref = labels.masked_fill(~is_ref[:, None], -100)
         terms["label_ce"] = F.cross_entropy(student.float().flatten(0, 1), ref.flatten(), ignore_index=-100)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.profiler import record_function
 from transformers import WhisperForConditionalGeneration
 
 from ctxprune.data.dataset import batch_features
@@ -242,14 +243,15 @@ class GateTask:
         p, names = self.predictor, list(self.predictor.space.names)
         tau, noise = self.schedule(step), self.noise_at(step)
         device = p.early_head.weight.device
-        feats, frames = batch_features(batch, device, self.gw.config.num_mel_bins), batch["frames"]
+        with record_function("phase: log-mel"):
+            feats, frames = batch_features(batch, device, self.gw.config.num_mel_bins), batch["frames"]
         vectors = {name: v.to(device) for name, v in batch.get("vectors", {}).items()}
         ctx = GateContext(batch["tasks"], batch["languages"], pooled_log_mel(feats, frames), vectors=vectors)
         policy = self.policy.in_mode(StraightThrough(tau, noise, generator))
         dtype = next(self.gw.model.parameters()).dtype
 
         def encoder(early: Masks) -> Tensor:
-            with torch.set_grad_enabled(self.encoder_grad):
+            with torch.set_grad_enabled(self.encoder_grad), record_function("phase: encoder"):
                 return self.gw.encode(feats.to(dtype), SoftGates(early.values, names))
 
         masks, encoder_out = two_stage(
