@@ -13,8 +13,11 @@
 #                                                  # the model step's time goes (profiler; JSON)
 #   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
 #   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target]; runs
-#                                                  # spread over the GPUs; repeat the call until all have cards
-#                                                  # (at most five per H200: six ran out of memory)
+#                                                  # spread over the GPUs (at most five per H200: six ran out
+#                                                  # of memory); repeat the call until all have cards. Each
+#                                                  # call returns the runs (no checkpoints) in $OUT, so a
+#                                                  # machine lost between calls costs the schedule, not the
+#                                                  # runs (here: cat runs.tar.gz.* | tar xz)
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
@@ -25,6 +28,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_env.sh
 R=$P/results
+
+save_runs() {  # $OUT/runs.tar.gz.00, .01, ...: every run but its checkpoints (15 MB pieces: $OUT's file limit)
+  tar czf - --exclude=checkpoint -C $P runs | split -b 15M -d - "$OUT/runs.tar.gz."
+}
 
 case "${1:-}" in
   pack)
@@ -103,6 +110,7 @@ case "${1:-}" in
       n=$((n + 1))
     done
     wait || true
+    save_runs  # a machine released between calls loses /root/persist: every call brings the runs home
     for log in $P/runs/*.log; do echo "$(basename "$log"): $(tr '\r' '\n' < "$log" | grep -v '^\s*$' | grep -v USDT | tail -1 | cut -c1-140)"; done ;;
   eval)
     remote_env; mkdir -p $R $P/gates
@@ -119,6 +127,7 @@ case "${1:-}" in
         --json "$R/$split-$name.json" > "$R/$split-$name.log" 2>&1 &
     done
     wait || true
+    tar czf "$OUT/results.tar.gz" -C $P results
     ls $R ;;
   pack-results)
     tar czf "$OUT/gates.tar.gz" -C $P gates
