@@ -1,5 +1,7 @@
 """Bench: do the speaker vectors (`data/speaker.py`) tell a corpus's voices apart? For each voice, the
-mean cosine between its own rows' vectors and the mean cosine to every other voice's rows, as JSON.
+mean cosine between its own rows' vectors and the mean cosine to every other voice's rows, as JSON;
+and what embedding costs on this machine (one thread, as the cache is made): seconds per file, each
+voice's rows one timed call after a warm-up file, median and quartiles over the voices.
 
 Usage: python bench/speaker_vectors.py CORPUS [--split test] [--rows 4] [--out results/speaker_vectors.json]
 """
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
+import time
 from pathlib import Path
 
 from ctxprune.data.audio import load_audio
@@ -30,7 +34,20 @@ def main() -> None:
         if e.task == "transcribe":
             by_voice.setdefault(e.voice, []).append(e)
     rows = {v: es[: args.rows] for v, es in sorted(by_voice.items()) if len(es) >= args.rows}
-    vectors = {v: embedder()([load_audio(args.corpus / e.audio) for e in es]) for v, es in rows.items()}
+    audio = {v: [load_audio(args.corpus / e.audio) for e in es] for v, es in rows.items()}
+    start = time.perf_counter()
+    embed = embedder()
+    open_s = time.perf_counter() - start
+    embed(next(iter(audio.values()))[:1])  # warm-up: the feature code's first call compiles
+    vectors, per_file = {}, []
+    for v, chunks in audio.items():
+        start = time.perf_counter()
+        vectors[v] = embed(chunks)
+        per_file.append((time.perf_counter() - start) / len(chunks))
+    seconds = sum(len(c) for cs in audio.values() for c in cs) / 16_000 / sum(map(len, audio.values()))
+    q = statistics.quantiles(per_file, n=4)
+    cost = {"open_s": open_s, "s_per_file_median": statistics.median(per_file), "s_per_file_p25": q[0]}
+    cost |= {"s_per_file_p75": q[2], "audio_s_per_file": seconds, "threads": 1}
     voices = {}
     for v, own in vectors.items():
         same = [float(a @ b) for a, b in itertools.combinations(own, 2)]
@@ -42,11 +59,16 @@ def main() -> None:
             "to_others": sum(other) / len(other),
         }
     write_json_atomic(
-        args.out, {"bench": "speaker_vectors", "split": args.split, "rows": args.rows, "voices": voices}
+        args.out,
+        {"bench": "speaker_vectors", "split": args.split, "rows": args.rows, "cost": cost, "voices": voices},
     )
     for v, r in voices.items():
         print(f"{v:8s} {r['family']:7s} {r['language']}  within {r['within']:.3f}", end="")
         print(f"  to others {r['to_others']:.3f}")
+    print(
+        f"embedding: {cost['s_per_file_median']:.3f} s per file [{q[0]:.3f}-{q[2]:.3f}] for "
+        f"{seconds:.1f} s of audio on average, one thread; {open_s:.1f} s to open the graphs"
+    )
     print(f"wrote {args.out}")
 
 

@@ -30,7 +30,7 @@ def test_vectors_are_unit_length_and_tell_the_corpus_voices_apart(tiny_corpus):
 
 
 def test_the_cache_resumes_and_equals_embedding_on_the_fly(tiny_corpus, monkeypatch):
-    monkeypatch.setattr(speaker, "SHARD_ROWS", 2)
+    monkeypatch.setattr(speaker, "SHARD_FILES", 2)
     total = embed_corpus(tiny_corpus, "dev", workers=2)
     shards = sorted((tiny_corpus / "context_vectors" / SPEAKER / "dev").glob("*.safetensors"))
     assert len(shards) == -(-total // 2) >= 2
@@ -41,7 +41,9 @@ def test_the_cache_resumes_and_equals_embedding_on_the_fly(tiny_corpus, monkeypa
     assert progress[0] == 2 * (len(shards) - 1)  # the shards on disk count as done
     assert shards[0].stat().st_mtime_ns == kept and shards[-1].exists()
 
-    rows = read_manifest(tiny_corpus, "dev", with_reference=False)[:5]
+    rows = read_manifest(tiny_corpus, "dev", with_reference=False)
+    assert total == len({r.audio for r in rows}) < len(rows)  # one vector per audio file, rows share them
+    rows = rows[:5]
     cached = SpeakerVectors(tiny_corpus, "dev")([r.id for r in rows])
     fresh = embedder()([load_audio(tiny_corpus / r.audio) for r in rows])
     torch.testing.assert_close(cached, fresh)

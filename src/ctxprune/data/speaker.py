@@ -4,9 +4,11 @@ log-mel, 80-frame windows, each embedded and L2-normalized, then the mean, norma
 onnxruntime on the CPU.
 
 Training reads the vectors from a cache beside the corpus (`ctxprune data speaker-embed CORPUS`):
-`CORPUS/context_vectors/speaker/<split>/NNNNN.safetensors`, shards of `SHARD_ROWS` rows (one [rows, 256]
-float32 tensor, the row ids in its metadata), written atomically one by one, so an interrupted run
-resumes at the first missing shard; `<split>.done.json` once all are there. Evaluation and calibration
+`CORPUS/context_vectors/speaker/<split>/NNNNN.safetensors`, shards of `SHARD_FILES` audio files (one
+[files, 256] float32 tensor, the files' paths in its metadata), written atomically one by one, so an
+interrupted run resumes at the first missing shard; `<split>.done.json` once all are there. Vectors are
+per audio file, not per row: a corpus's transcription and translation rows share their audio (56,731
+files for the `full` train split's 100,163 rows). Evaluation and calibration
 embed the audio they load with the same function (`context_vectors`).
 """
 
@@ -32,7 +34,7 @@ from ctxprune.paths import write_json_atomic
 
 SPEAKER = "speaker"  # the context input's name (`--context ...,speaker`)
 SPEAKER_DIM = 256
-SHARD_ROWS = 2048
+SHARD_FILES = 2048
 
 
 class SpeakerEmbedder:
@@ -82,56 +84,56 @@ def _done_path(corpus: Path, split: str) -> Path:
     return _split_dir(corpus, split).with_suffix(".done.json")
 
 
-def _embed_shard(corpus: Path, ids: list[str], audio: list[str], out: Path) -> int:
+def _embed_shard(corpus: Path, audio: list[str], out: Path) -> int:
     vectors = embedder()([load_audio(corpus / a) for a in audio])
     tmp = out.with_suffix(".tmp")
-    save_file({"vectors": vectors.contiguous()}, str(tmp), metadata={"ids": json.dumps(ids)})
+    save_file({"vectors": vectors.contiguous()}, str(tmp), metadata={"audio": json.dumps(audio)})
     tmp.replace(out)
-    return len(ids)
+    return len(audio)
 
 
 def embed_corpus(
     corpus: Path, split: str, workers: int = 1, on_progress: Callable[[int, int], None] | None = None
 ) -> int:
-    """Embed every row of `split` (resuming after the shards already written); returns the row count."""
+    """Embed every audio file of `split` (resuming after the shards already written); returns the count
+    of files."""
     corpus = Path(corpus)
-    rows = read_manifest(corpus, split, with_reference=False)
+    audio = list(dict.fromkeys(e.audio for e in read_manifest(corpus, split, with_reference=False)))
     out = _split_dir(corpus, split)
     out.mkdir(parents=True, exist_ok=True)
-    shards = [rows[i : i + SHARD_ROWS] for i in range(0, len(rows), SHARD_ROWS)]
+    shards = [audio[i : i + SHARD_FILES] for i in range(0, len(audio), SHARD_FILES)]
     todo = [(j, s) for j, s in enumerate(shards) if not (out / f"{j:05d}.safetensors").exists()]
-    done = len(rows) - sum(len(s) for _, s in todo)
+    done = len(audio) - sum(len(s) for _, s in todo)
     if on_progress:
-        on_progress(done, len(rows))
+        on_progress(done, len(audio))
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        jobs = [
-            pool.submit(
-                _embed_shard, corpus, [e.id for e in s], [e.audio for e in s], out / f"{j:05d}.safetensors"
-            )
-            for j, s in todo
-        ]
+        jobs = [pool.submit(_embed_shard, corpus, s, out / f"{j:05d}.safetensors") for j, s in todo]
         for job in jobs:
             done += job.result()
             if on_progress:
-                on_progress(done, len(rows))
-    write_json_atomic(_done_path(corpus, split), {"rows": len(rows), "shards": len(shards)})
-    return len(rows)
+                on_progress(done, len(audio))
+    write_json_atomic(_done_path(corpus, split), {"audio_files": len(audio), "shards": len(shards)})
+    return len(audio)
 
 
 class SpeakerVectors:
-    """A split's cached vectors by row id."""
+    """A split's cached vectors by row id (through the row's audio file)."""
 
     def __init__(self, corpus: Path, split: str):
-        if not _done_path(corpus, split).exists():
+        done = _done_path(corpus, split)
+        if not done.exists() or "audio_files" not in json.loads(done.read_text()):
             raise CtxpruneError(
-                f"no speaker vectors for {corpus}'s {split} split; run: ctxprune data speaker-embed {corpus}"
+                f"no speaker vectors for {corpus}'s {split} split (or a cache of an older layout); run: "
+                f"ctxprune data speaker-embed {corpus}"
             )
-        parts, self.index = [], {}
+        parts, by_audio = [], {}
         for shard in sorted(_split_dir(corpus, split).glob("*.safetensors")):
             with safe_open(str(shard), "pt") as f:
-                ids = json.loads(f.metadata()["ids"])
+                audio = json.loads(f.metadata()["audio"])
                 parts.append(f.get_tensor("vectors"))
-            self.index.update({i: len(self.index) + k for k, i in enumerate(ids)})
+            by_audio.update({a: len(by_audio) + k for k, a in enumerate(audio)})
+        rows = read_manifest(Path(corpus), split, with_reference=False)
+        self.index = {e.id: by_audio[e.audio] for e in rows if e.audio in by_audio}
         self.vectors = torch.cat(parts) if parts else torch.zeros(0, SPEAKER_DIM)
 
     def __call__(self, ids: list[str]) -> Tensor:
