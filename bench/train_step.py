@@ -11,6 +11,10 @@ Every variant runs `--warmup` steps first, then `--repeats` timed steps (the dev
 each); means (the throughput: loader workers deliver in bursts), medians, quartiles and extremes are
 reported.
 
+Before those, `--widths N` (default 300) measures how wide the decoder pass is over the first N
+batches, with the pseudo-labels as cached and with the teacher's loops cut (`loop_label_tokens`):
+every row of a batch is padded to its widest sequence.
+
 With `--encoder-target E` the model step of a run with encoder gates (the recipe's: `where=both`, LoRA
 rank 64 on both stacks, hidden states distilled) is timed too, as `model/both`.
 
@@ -23,12 +27,13 @@ With `--loader-only` only the loader variants run (with `--workers 0`: the colla
 calling process; a CPU machine cannot take a batch of 64 through the model in useful time).
 
 Usage: python bench/train_step.py CORPUS [--batch-size 64] [--workers 2 6] [--repeats 20] [--loader-only]
-                                  [--profile N] [--encoder-target E] [--out PATH]
+                                  [--profile N] [--encoder-target E] [--widths N] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -41,9 +46,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.data import DataLoader
 
 from ctxprune.data.features import CHUNK_SAMPLES, pad_or_trim
+from ctxprune.data.pseudo_labels import load_pseudo_labels, teacher_name
 from ctxprune.paths import write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.train.config import TrainConfig
+from ctxprune.train.distill import join_sequences
 from ctxprune.train.run import Run
 
 
@@ -188,6 +195,33 @@ class Bench:
             bar.advance(task)
         return _summary(seconds)
 
+    def decoder_widths(self, n: int) -> dict:
+        """The decoder pass's width (pseudo-label and reference rows joined and padded, as distillation
+        feeds them) over the first `n` batches, with the pseudo-labels as cached and with the loops cut
+        (`loop_label_tokens`), and the share of its positions that carry a target."""
+        run, c = self.run, self.run.config
+        cached = load_pseudo_labels(Path(c.data), teacher_name(c.model, c.adapter))
+        silence = np.zeros(160, dtype=np.float32)  # the widths do not depend on the audio
+        result = {}
+        for name, labels in (("as_cached", cached), ("loops_cut", run.collate.pseudo_labels)):
+            collate = copy.copy(run.collate)
+            collate.pseudo_labels, collate.waveforms = labels, True
+            widths, filled = [], []
+            for rows in self.batches[:n]:
+                batch = collate([(run.train_set.examples[i], silence) for i in rows])
+                ids, targets, _, _ = join_sequences(batch, with_references=True)
+                widths.append(ids.shape[1])
+                filled.append(float((targets != -100).float().mean()))
+            q = statistics.quantiles(widths, n=10)
+            result[name] = {
+                "mean_width": statistics.mean(widths),
+                "median_width": statistics.median(widths),
+                "p90_width": q[8],
+                "target_share": statistics.mean(filled),
+            }
+        result["loop_label_tokens"], result["batches"] = c.loop_label_tokens, n
+        return result
+
     def model_step(self, bar=None) -> dict:
         """The model step alone: one batch, already loaded, stepped on again and again."""
         fixed = next(self.loader("packed", 0, 1))
@@ -222,6 +256,9 @@ def main() -> None:
     ap.add_argument("--loader-only", action="store_true", help="time the loader variants only (CPU)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N model steps")
     ap.add_argument(
+        "--widths", type=int, default=300, metavar="N", help="decoder pass widths over N batches (0: none)"
+    )
+    ap.add_argument(
         "--encoder-target",
         type=float,
         metavar="E",
@@ -232,6 +269,7 @@ def main() -> None:
     if args.repeats < 2:
         ap.error("--repeats must be at least 2 (quartiles need two timings)")
     bench = Bench(args)
+    widths = bench.decoder_widths(args.widths) if args.widths else None
     results = bench.measure()
     device = bench.device
     record = {
@@ -240,6 +278,8 @@ def main() -> None:
         "torch": torch.__version__,
         "results": results,
     }
+    if widths:
+        record["decoder_widths"] = widths
     if args.profile:
         record["profile"] = {"decoder": bench.profiled(args.profile)}
     if args.encoder_target is not None and not args.loader_only:
@@ -253,6 +293,13 @@ def main() -> None:
     for name, r in results.items():
         spread = f"[{r['p25_s']:.3f}-{r['p75_s']:.3f}]"
         print(f"{name:18s} mean {r['mean_s']:.3f} s  median {r['median_s']:.3f} {spread}")
+    if widths:
+        for name in ("as_cached", "loops_cut"):
+            w = widths[name]
+            print(
+                f"decoder width, pseudo-labels {name:9s}: mean {w['mean_width']:.1f}, "
+                f"p90 {w['p90_width']:.0f}, {w['target_share']:.0%} of positions carry a target"
+            )
     for run, prof in record.get("profile", {}).items():
         launches, kernel_ms = prof["kernel_launches_per_step"], prof["kernel_ms_per_step"]
         print(

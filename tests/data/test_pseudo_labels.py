@@ -59,6 +59,13 @@ def test_labels_are_the_teachers_greedy_tokens_for_every_row(tiny_stack, tiny_co
     assert load_pseudo_labels(corpus, "t") == labels
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
+    # rows whose decode hit the cap (every row here, at 5 tokens) can be cut short; ended rows cannot
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    short = load_pseudo_labels(corpus, "t", unfinished_tokens=2)
+    for row in rows:
+        assert short[row["id"]] == (row["tokens"] if row["ended"] else row["tokens"][:2])
+    assert any(not row["ended"] and len(row["tokens"]) > 2 for row in rows)
+
 
 def test_teachers_are_named_by_their_weights(tiny_model_dir):
     assert teacher_name() == BASE_TEACHER

@@ -10,6 +10,7 @@ from ctxprune.models.whisper import GatedWhisper
 from ctxprune.train.distill import DistillWeights, distillation_loss, hidden_loss, join_sequences, kl_loss
 from ctxprune.train.gates import GateTask
 from ctxprune.train.objective import teacher_forced_logits
+from tests.conftest import make_tiny_whisper
 
 
 def test_kl_is_zero_for_equal_distributions_and_reads_only_target_positions():
@@ -88,14 +89,24 @@ def test_a_gate_step_distills_on_rows_without_a_reference(quick, tiny_whisper, t
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
 
 
-def test_sequences_that_share_an_utterance_share_its_cross_attention_keys(tiny_whisper):
-    """Projecting K/V once per utterance and repeating them is the same as repeating the encoder output."""
-    gw = GatedWhisper(tiny_whisper)
+def test_sequences_that_share_an_utterance_share_its_cross_attention_keys():
+    """Keeping K/V once per utterance (its rows stacked along the query axis) gives the logits and the
+    gradients of repeating the encoder output per row, also when utterances have unequal row counts."""
+    gw = GatedWhisper(make_tiny_whisper())  # its own: other tests freeze or step the shared one
     torch.manual_seed(0)
-    encoder_out = torch.randn(2, gw.config.max_source_positions, gw.config.d_model)
-    utterance = torch.tensor([0, 1, 1, 0])
-    ids = torch.randint(0, gw.config.vocab_size, (4, 5))
-    with torch.no_grad():
-        shared = teacher_forced_logits(gw, encoder_out, ids, utterance=utterance)
-        repeated = teacher_forced_logits(gw, encoder_out.index_select(0, utterance), ids)
-    torch.testing.assert_close(shared, repeated)
+    encoder_out = torch.randn(3, gw.config.max_source_positions, gw.config.d_model)
+    utterance = torch.tensor([0, 1, 1, 0, 1, 2])  # utterance 1 has three rows, utterance 2 one
+    ids = torch.randint(0, gw.config.vocab_size, (6, 5))
+    weight = gw.decoder.layers[0].encoder_attn.k_proj.weight
+    runs = {}
+    for name in ("shared", "repeated"):
+        source = encoder_out.clone().requires_grad_(True)
+        if name == "shared":
+            logits = teacher_forced_logits(gw, source, ids, utterance=utterance)
+        else:
+            logits = teacher_forced_logits(gw, source.index_select(0, utterance), ids)
+        logits.square().mean().backward()
+        runs[name] = (logits.detach(), source.grad, weight.grad.clone())
+        weight.grad = None
+    for shared, repeated in zip(runs["shared"], runs["repeated"], strict=True):
+        torch.testing.assert_close(shared, repeated)

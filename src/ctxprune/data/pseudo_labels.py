@@ -67,8 +67,12 @@ def _complete_rows(path: Path) -> dict[str, dict]:
     return rows
 
 
-def load_pseudo_labels(corpus: Path, teacher: str, split: str = "train") -> dict[str, list[int]]:
-    """Token ids by utterance id; refuses labels that are missing or unfinished."""
+def load_pseudo_labels(
+    corpus: Path, teacher: str, split: str = "train", unfinished_tokens: int | None = None
+) -> dict[str, list[int]]:
+    """Token ids by utterance id; refuses labels that are missing or unfinished. With
+    `unfinished_tokens`, a row whose decode hit the length cap instead of ending (a loop, as a rule)
+    keeps only its first that many tokens."""
     path = labels_path(corpus, teacher, split)
     if not _done_path(corpus, teacher, split).exists():
         raise CtxpruneError(
@@ -77,7 +81,10 @@ def load_pseudo_labels(corpus: Path, teacher: str, split: str = "train") -> dict
             + ("" if teacher == BASE_TEACHER else " with the run's --model and --adapter")
             + " first"
         )
-    return {i: row["tokens"] for i, row in _complete_rows(path).items()}
+    rows = _complete_rows(path).items()
+    if unfinished_tokens is None:
+        return {i: row["tokens"] for i, row in rows}
+    return {i: row["tokens"] if row["ended"] else row["tokens"][:unfinished_tokens] for i, row in rows}
 
 
 @torch.inference_mode()

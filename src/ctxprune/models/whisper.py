@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 from ctxprune.gating.skip import Gates, SoftGates, keep_of, run_branch
-from ctxprune.models.kv_cache import KVCache
+from ctxprune.models.kv_cache import KVCache, SharedSources
 
 # the gate-name prefix of each stack a run can gate ("both" = every gate)
 STACK_PREFIX = {"encoder": "enc.", "decoder": "dec.", "both": ""}
@@ -102,7 +102,9 @@ class GatedWhisper(nn.Module):
         return layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
 
     # ---------------------------------------------------------------- decoder
-    def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
+    def new_cache(
+        self, batch: int, max_len: int, device=None, dtype=None, sources: int | None = None
+    ) -> KVCache:
         c = self.config
         p = next(self.model.parameters())
         return KVCache(
@@ -114,6 +116,7 @@ class GatedWhisper(nn.Module):
             c.max_source_positions,
             device or p.device,
             dtype or p.dtype,
+            sources,
         )
 
     def prefill_cross(
@@ -121,10 +124,13 @@ class GatedWhisper(nn.Module):
     ) -> None:
         """Cross-attention K/V, once per utterance, only for rows that keep that layer's cross-attention.
 
-        With `utterance` (training: several target sequences per utterance), cache row r holds the K/V
-        of `encoder_out[utterance[r]]`: projected once per utterance, then repeated."""
+        With `utterance` (training: several target sequences per utterance; a cache made with `sources`
+        = the utterances), row r reads the K/V of `encoder_out[utterance[r]]`, projected and kept once
+        per utterance (`SharedSources`)."""
         if utterance is not None and not (gates is None or isinstance(gates, SoftGates)):
             raise ValueError("prefill_cross: `utterance` is for training (soft or no gates)")
+        if utterance is not None:
+            cache.shared = SharedSources(utterance, encoder_out.shape[0])
         for i in range(len(self.decoder.layers)):
             keep = keep_of(gates, f"dec.{i}.cross_attn")
             rows = None
@@ -136,8 +142,6 @@ class GatedWhisper(nn.Module):
             with torch.profiler.record_function(label) if label else nullcontext():
                 src = encoder_out if rows is None else encoder_out.index_select(0, rows)
                 k, v = self.cross_kv(i, src)
-                if utterance is not None:
-                    k, v = k.index_select(0, utterance), v.index_select(0, utterance)
                 cache.write_cross(i, rows, k, v)
 
     def cross_kv(self, i: int, encoder_out: Tensor) -> tuple[Tensor, Tensor]:
@@ -207,6 +211,4 @@ class GatedWhisper(nn.Module):
         layer = self.decoder.layers[i]
         attn = layer.encoder_attn
         q = _split_heads(attn.q_proj(layer.encoder_attn_layer_norm(h)), attn.num_heads)
-        keys, values = cache.read_cross(i, rows)
-        out = F.scaled_dot_product_attention(q, keys, values, scale=attn.scaling)
-        return attn.out_proj(_merge_heads(out))
+        return attn.out_proj(_merge_heads(cache.cross_attention(i, rows, q, attn.scaling)))

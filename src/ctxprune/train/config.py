@@ -53,6 +53,9 @@ class TrainConfig:
     label_weight: float = 0.0  # cross-entropy on the references, where a row has one
     hidden_weight: float = 0.0  # normalized MSE of the decoder layers' outputs (and the encoder output)
     temperature: float = 2.0  # of the KL term (scaled by T^2)
+    # a pseudo-label whose decode hit the length cap (a loop, as a rule) trains on its first N tokens:
+    # one such row in a batch widened every row's decoder pass to 128 tokens (see docs/architecture.md)
+    loop_label_tokens: int = 48
     # optimisation
     steps: int = 2000
     batch_size: int = 32
@@ -89,8 +92,8 @@ class TrainConfig:
             raise CtxpruneError("loss weights must be >= 0 and the temperature > 0")
         if self.kind == "gates" and self.kl_weight + self.label_weight + self.hidden_weight == 0:
             raise CtxpruneError("all loss weights are 0: set kl_weight, label_weight or hidden_weight")
-        if self.steps < 1 or self.batch_size < 1:
-            raise CtxpruneError("--steps and --batch-size must be at least 1")
+        if self.steps < 1 or self.batch_size < 1 or self.loop_label_tokens < 1:
+            raise CtxpruneError("--steps, --batch-size and loop_label_tokens must be at least 1")
 
     @property
     def tail_start(self) -> int:

@@ -35,12 +35,13 @@ def teacher_forced_logits(
 ) -> Tensor:
     """Logits at every position of `decoder_input_ids`, all fed at once (each layer's output to `hidden`).
     With `utterance`, row r of the ids belongs to `encoder_out[utterance[r]]` (its cross-attention
-    K/V are projected once per utterance)."""
+    K/V are projected and kept once per utterance)."""
     rows, n = decoder_input_ids.shape
     device = encoder_out.device.type
     # under autocast the projections write K/V in the autocast dtype, whatever the encoder output's
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else encoder_out.dtype
-    cache = gw.new_cache(rows, n, dtype=dtype)
+    sources = None if utterance is None else encoder_out.shape[0]
+    cache = gw.new_cache(rows, n, dtype=dtype, sources=sources)
     gw.prefill_cross(encoder_out, cache, gates, utterance)
     positions = torch.arange(n, device=encoder_out.device)
     return gw.decode(decoder_input_ids, positions, cache, gates, length=n, hidden=hidden)

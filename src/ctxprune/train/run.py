@@ -90,7 +90,11 @@ class Run:
             self.gw.config.num_mel_bins,
             self.loaded.tokenizer,
             self.loaded.tokens,
-            pseudo_labels=load_pseudo_labels(Path(config.data), teacher_name(config.model, config.adapter))
+            pseudo_labels=load_pseudo_labels(
+                Path(config.data),
+                teacher_name(config.model, config.adapter),
+                unfinished_tokens=config.loop_label_tokens,
+            )
             if distills
             else None,
             waveforms=self.device.type == "cuda",  # the log-mel is then computed on the GPU
