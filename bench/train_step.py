@@ -27,7 +27,8 @@ With `--loader-only` only the loader variants run (with `--workers 0`: the colla
 calling process; a CPU machine cannot take a batch of 64 through the model in useful time).
 
 Usage: python bench/train_step.py CORPUS [--batch-size 64] [--workers 2 6] [--repeats 20] [--loader-only]
-                                  [--profile N] [--encoder-target E] [--widths N] [--out PATH]
+                                  [--profile N] [--encoder-target E] [--widths N] [--widths-only]
+                                  [--out PATH]
 """
 
 from __future__ import annotations
@@ -258,6 +259,7 @@ def main() -> None:
     ap.add_argument(
         "--widths", type=int, default=300, metavar="N", help="decoder pass widths over N batches (0: none)"
     )
+    ap.add_argument("--widths-only", action="store_true", help="measure the decoder widths, nothing else")
     ap.add_argument(
         "--encoder-target",
         type=float,
@@ -266,11 +268,13 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_step.json"))
     args = ap.parse_args()
+    if args.widths_only and not args.widths:
+        ap.error("--widths-only needs --widths N with N > 0")
     if args.repeats < 2:
         ap.error("--repeats must be at least 2 (quartiles need two timings)")
     bench = Bench(args)
     widths = bench.decoder_widths(args.widths) if args.widths else None
-    results = bench.measure()
+    results = {} if args.widths_only else bench.measure()
     device = bench.device
     record = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -280,9 +284,9 @@ def main() -> None:
     }
     if widths:
         record["decoder_widths"] = widths
-    if args.profile:
+    if args.profile and not args.widths_only:
         record["profile"] = {"decoder": bench.profiled(args.profile)}
-    if args.encoder_target is not None and not args.loader_only:
+    if args.encoder_target is not None and not (args.loader_only or args.widths_only):
         del bench  # one model on the device at a time
         both = Bench(args, encoder_target=args.encoder_target, **ENCODER_RUN)
         record["encoder_run"] = {"encoder_target": args.encoder_target, **ENCODER_RUN}
