@@ -99,7 +99,7 @@ class SharedSources:
         self.depth = int(onehot.sum(0).max())  # rows of the most shared utterance (one host sync)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-        rows, heads, t, d = q.shape
+        _, heads, t, d = q.shape
         n = k.shape[0]
         stacked = q.new_zeros(n, self.depth, heads, t, d).index_put((self.utterance, self.slot), q)
         stacked = stacked.permute(0, 2, 1, 3, 4).reshape(n, heads, self.depth * t, d)
