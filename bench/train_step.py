@@ -205,8 +205,8 @@ class Bench:
         silence = np.zeros(160, dtype=np.float32)  # the widths do not depend on the audio
         result = {}
         for name, labels in (("as_cached", cached), ("loops_cut", run.collate.pseudo_labels)):
-            collate = copy.copy(run.collate)
-            collate.pseudo_labels, collate.waveforms = labels, True
+            collate = copy.copy(run.collate)  # sends waveforms packed: no log-mel of the silence
+            collate.pseudo_labels = labels
             widths, filled = [], []
             for rows in self.batches[:n]:
                 batch = collate([(run.train_set.examples[i], silence) for i in rows])
@@ -223,12 +223,9 @@ class Bench:
         result["loop_label_tokens"], result["batches"] = c.loop_label_tokens, n
         return result
 
-    def model_step(self, bar=None) -> dict:
+    def model_step(self, bar) -> dict:
         """The model step alone: one batch, already loaded, stepped on again and again."""
         fixed = next(self.loader("packed", 0, 1))
-        if bar is None:
-            with progress_bar() as bar:
-                return self.timed(bar, "model", iter(lambda: fixed, None), self.step)
         return self.timed(bar, "model", iter(lambda: fixed, None), self.step)
 
     def measure(self) -> dict:
@@ -290,7 +287,8 @@ def main() -> None:
         del bench  # one model on the device at a time
         both = Bench(args, encoder_target=args.encoder_target, **ENCODER_RUN)
         record["encoder_run"] = {"encoder_target": args.encoder_target, **ENCODER_RUN}
-        results["model/both"] = both.model_step()
+        with progress_bar() as bar:
+            results["model/both"] = both.model_step(bar)
         if args.profile:
             record["profile"]["both"] = both.profiled(args.profile)
     write_json_atomic(args.out, record)

@@ -33,6 +33,8 @@ save_runs() {  # $OUT/runs.tar.gz.00, .01, ...: every run but its checkpoints (1
   tar czf - --exclude=checkpoint -C $P runs | split -b 15M -d - "$OUT/runs.tar.gz."
 }
 
+save_results() { tar czf "$OUT/results.tar.gz" -C $P results; }  # the evaluations and benches
+
 case "${1:-}" in
   pack)
     # espeak-ng, Pico and MBROLA with their library closure (scripts/corpus_on_gpu.sh prepare makes it)
@@ -127,11 +129,11 @@ case "${1:-}" in
         --json "$R/$split-$name.json" > "$R/$split-$name.log" 2>&1 &
     done
     wait || true
-    tar czf "$OUT/results.tar.gz" -C $P results
+    save_results
     ls $R ;;
   pack-results)
     tar czf "$OUT/gates.tar.gz" -C $P gates
-    tar czf "$OUT/results.tar.gz" -C $P results
+    save_results
     tar czf "$OUT/logs.tar.gz" -C $P/runs $(cd $P/runs && ls -d *.log */metrics.jsonl */card.json 2>/dev/null)
     ls -l "$OUT" ;;
   *) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 2 ;;

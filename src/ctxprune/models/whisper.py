@@ -127,9 +127,9 @@ class GatedWhisper(nn.Module):
         With `utterance` (training: several target sequences per utterance; a cache made with `sources`
         = the utterances), row r reads the K/V of `encoder_out[utterance[r]]`, projected and kept once
         per utterance (`SharedSources`)."""
-        if utterance is not None and not (gates is None or isinstance(gates, SoftGates)):
-            raise ValueError("prefill_cross: `utterance` is for training (soft or no gates)")
         if utterance is not None:
+            if not (gates is None or isinstance(gates, SoftGates)):
+                raise ValueError("prefill_cross: `utterance` is for training (soft or no gates)")
             cache.shared = SharedSources(utterance, encoder_out.shape[0])
         for i in range(len(self.decoder.layers)):
             keep = keep_of(gates, f"dec.{i}.cross_attn")
@@ -141,8 +141,7 @@ class GatedWhisper(nn.Module):
             label = f"gate:dec.{i}.cross_attn" if self.label_branches else None
             with torch.profiler.record_function(label) if label else nullcontext():
                 src = encoder_out if rows is None else encoder_out.index_select(0, rows)
-                k, v = self.cross_kv(i, src)
-                cache.write_cross(i, rows, k, v)
+                cache.write_cross(i, rows, *self.cross_kv(i, src))
 
     def cross_kv(self, i: int, encoder_out: Tensor) -> tuple[Tensor, Tensor]:
         """Decoder layer `i`'s cross-attention keys and values of an encoder output, split into heads."""
