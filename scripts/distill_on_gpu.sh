@@ -87,7 +87,8 @@ case "${1:-}" in
     python3 scripts/ddp_speedup.py $P/ddp/gpu1 $P/ddp/gpu2 --out $R/ddp_speedup.json ;;
   train)
     remote_env; shift; mkdir -p $P/runs
-    gpus=$(nvidia-smi -L | wc -l) n=0
+    # one deadline for the call: a run started late (after the wait for the branch times) stops with the rest
+    gpus=$(nvidia-smi -L | wc -l) n=0 deadline=$((SECONDS + ${LIMIT:-540}))
     for spec in "$@"; do
       IFS=: read -r target where by kind seed enc <<< "$spec"
       context=task,language,audio,encoder; [ "$kind" = static ] && context=none
@@ -100,7 +101,7 @@ case "${1:-}" in
       fi
       # latency runs weigh one set of branch times, measured by the first on an idle GPU
       [ "$by" = latency ] && extra+=(--set "branch_times=$P/runs/branch_times.json")
-      CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout "${LIMIT:-540}" python3 -m ctxprune.cli train gates \
+      CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout $((deadline - SECONDS > 1 ? deadline - SECONDS : 1)) python3 -m ctxprune.cli train gates \
         --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
         --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
         --set lr=1e-2 --set alpha=100 --set "target_warmup=$((steps / 3))" --set warmup=50 \

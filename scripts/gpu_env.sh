@@ -3,7 +3,8 @@
 # (scripts/train_on_gpu.sh setup unpacks it there).
 . scripts/voice_links.sh
 P=/root/persist
-export CTXPRUNE_CACHE=$P/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ESPEAK_ROOT=$P/espeak/root
+# unbuffered: a run stopped by `timeout` keeps its last log lines
+export CTXPRUNE_CACHE=$P/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ESPEAK_ROOT=$P/espeak/root PYTHONUNBUFFERED=1
 
 remote_env() {
   export PYTHONPATH="/tmp/site:$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"

@@ -9,6 +9,7 @@ import pytest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.report import build_report
 
+LAT = "ctx-lat-0.5"
 GATES = [f"enc.{i}.{m}" for i in range(2) for m in ("attn", "ffn")] + [
     f"dec.{i}.{m}" for i in range(2) for m in ("self_attn", "cross_attn", "ffn")
 ]
@@ -27,16 +28,16 @@ def group(quality: dict, gflops_decoder: float, keep: float) -> dict:
     }
 
 
-def model(name, kind, wer, bleu, target=None, seed=None) -> dict:
-    """`wer` and `bleu` are per language: {"de": ..., "fr": ...}."""
+def model(name, kind, wer, bleu, target=None, seed=None, where="decoder", by="flops") -> dict:
+    """`wer` and `bleu` are per language: {"de": ..., "fr": ...}; `target` is also the skipped share."""
     keep = 1.0 if target is None else 1 - target
     groups = {f"transcribe/{k}": group({"wer": v, "cer": v / 2}, 4 * keep, keep) for k, v in wer.items()}
     groups |= {f"translate/{k}": group({"bleu": v, "chrf": 2 * v}, 4 * keep, keep) for k, v in bleu.items()}
     return {
         "name": name,
         "kind": kind,
-        "where": None if kind == "dense" else "decoder",
-        "sparsity_by": None if kind == "dense" else "flops",
+        "where": None if kind == "dense" else where,
+        "sparsity_by": None if kind == "dense" else by,
         "target_sparsity": target,
         "seed": seed,
         "groups": groups,
@@ -72,6 +73,10 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
         model("static-0.5", "static", {"de": 0.200, "fr": 0.230}, {"de": 22.0, "fr": 27.0}, 0.5),
         model("random-0.5-s0", "random", {"de": 0.400, "fr": 0.450}, {"de": 10.0, "fr": 12.0}, 0.5, 0),
         model("random-0.5-s1", "random", {"de": 0.420, "fr": 0.430}, {"de": 11.0, "fr": 13.0}, 0.5, 1),
+        # within 1 point on both tasks (met)
+        model(LAT, "context", {"de": 0.175, "fr": 0.205}, {"de": 25.5, "fr": 29.9}, 0.5, by="latency"),
+        # 30% of the whole model skipped, WER +0.015 and BLEU -1.5 at worst: within 2 points (met)
+        model("both-0.3", "context", {"de": 0.185, "fr": 0.210}, {"de": 24.5, "fr": 30.0}, 0.3, where="both"),
     ]
     unseen = [
         model("dense", "dense", {"de": 0.250, "fr": 0.300}, {"de": 20.0, "fr": 25.0}),
@@ -88,7 +93,7 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
                 "device_name": "Test GPU",
                 "threads": 2,
                 "versions": {},
-                "results": [bench_row("dense", 100.0), bench_row(ctx, 62.0), bench_row("static-0.5", 65.0)],
+                "results": [bench_row("dense", 100.0), bench_row(LAT, 62.0), bench_row(ctx, 80.0)],
             }
         )
     )
@@ -138,13 +143,20 @@ def test_targets_verdicts(built):
     assert {n: t["met"] for n, t in targets.items()} == {
         "wer_rise_at_50_decoder": True,
         "bleu_drop_at_50_decoder": False,
-        "gpu_latency_batch1": True,
+        "quality_decoder_latency_0.5": True,
+        "quality_decoder_flops_0.7": None,  # no such set
+        "quality_decoder_latency_0.7": None,
+        "quality_whole_model_25": True,
+        "gpu_latency_batch1": True,  # the latency-weighted set, not the FLOP-weighted one (80 ms)
         "context_beats_static_random": False,  # better means, but one seed each: not counted
         "unseen_wer_gap": False,
     }
     assert "not conclusive, fewer than 3 seeds" in targets["context_beats_static_random"]["detail"]
     assert "worst language de" in targets["bleu_drop_at_50_decoder"]["detail"]
-    assert "38.0%" in targets["gpu_latency_batch1"]["detail"]
+    assert (
+        "38.0%" in targets["gpu_latency_batch1"]["detail"] and LAT in targets["gpu_latency_batch1"]["detail"]
+    )
+    assert "both-0.3 skips 30.0%" in targets["quality_whole_model_25"]["detail"]
     assert "worst language de" in targets["unseen_wer_gap"]["detail"]
     assert json.loads((out / "summary.json").read_text())["targets"] == summary["targets"]
 
@@ -160,6 +172,17 @@ def test_missing_unseen_and_bench_are_not_measured(tmp_path):
     assert targets["gpu_latency_batch1"] is None
     assert targets["context_beats_static_random"] is None
     assert targets["unseen_wer_gap"] is None
+    assert targets["quality_whole_model_25"] is None
+
+
+def test_an_encoder_set_that_skips_too_little_misses_the_whole_model_target(tmp_path):
+    models = [
+        model("dense", "dense", {"de": 0.1}, {"de": 20.0}),
+        model("both-0.2", "context", {"de": 0.1}, {"de": 20.0}, 0.2, where="both"),  # no loss, 20% skipped
+    ]
+    summary = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "out")
+    target = next(t for t in summary["targets"] if t["name"] == "quality_whole_model_25")
+    assert target["met"] is False and "skips 20.0%" in target["detail"]
 
 
 @pytest.mark.parametrize(
