@@ -137,7 +137,9 @@ def _target_whole_model(split: str, dense: CandidateResult | None, models: list[
     model = max(sets, key=_whole_model_sparsity)
     skipped = _whole_model_sparsity(model)
     quality = _target_both_tasks(name, split, dense, model, 2.0)
-    met = quality["met"] if skipped >= WHOLE_MODEL - EPS or quality["met"] is None else False
+    met = quality["met"]
+    if met is not None and skipped < WHOLE_MODEL - EPS:
+        met = False  # within quality, but too little skipped
     detail = (
         f"{model.name} skips {skipped:.1%} of whole-model FLOPs (need {WHOLE_MODEL:.0%}); {quality['detail']}"
     )
