@@ -65,16 +65,21 @@ def per_language_delta(
     return {lang: p for lang, p in pairs.items() if not any(math.isnan(v) for v in p)}
 
 
-def paper_models(models: list[CandidateResult]) -> list[CandidateResult]:
-    """The configuration the paper reports: context-aware, decoder only, 50% of decoder FLOPs."""
+def context_models(models: list[CandidateResult], by: str, target: float) -> list[CandidateResult]:
+    """The context-aware decoder sets of one weighting and target, in the evaluation's order."""
     return [
         m
         for m in models
         if m.kind == "context"
         and m.where == "decoder"
-        and m.sparsity_by == "flops"
-        and m.target_sparsity == 0.5
+        and m.sparsity_by == by
+        and m.target_sparsity == target
     ]
+
+
+def paper_models(models: list[CandidateResult]) -> list[CandidateResult]:
+    """The configuration the paper reports: context-aware, decoder only, 50% of decoder FLOPs."""
+    return context_models(models, "flops", 0.5)
 
 
 def by_config(models: list[CandidateResult]) -> dict[Config, list[CandidateResult]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ctxprune.eval.measures import (
     PRIMARY,
     by_config,
+    context_models,
     mean,
     num,
     paper_models,
@@ -54,17 +55,7 @@ def judge_targets(
 
 def _context_model(models: list[CandidateResult], by: str, target: float) -> CandidateResult | None:
     """The first context-aware decoder set of this weighting and target (the paper's choice of seed)."""
-    return next(
-        (
-            m
-            for m in models
-            if m.kind == "context"
-            and m.where == "decoder"
-            and m.sparsity_by == by
-            and m.target_sparsity == target
-        ),
-        None,
-    )
+    return next(iter(context_models(models, by, target)), None)
 
 
 def _target(name: str, met: bool | None, detail: str) -> dict:
