@@ -16,7 +16,7 @@ Phases, each with its variants interleaved in a rotating order after warm-up rou
 
 Usage: python bench/runtimes.py CORPUS [--device cuda] [--dtype fp16] [--rows 9] [--batch 16]
          [--fixed-tokens 32] [--repeats 10] [--warmup 2] [--beam-rows 9] [--threads N]
-         [--out results/runtimes_gpu.json]
+         [--loop-guard] [--out results/runtimes_gpu.json]
 """
 
 from __future__ import annotations
@@ -70,12 +70,17 @@ class Bench:
         dtype = DTYPES[self.args.dtype]
         return feats.to(self.device, dtype), frames, [e.task for e in rows], [e.language for e in rows]
 
-    def ours(self, name: str, inputs, graphs: bool, fixed: int | None = None, beams: int = 1):
-        """A call that decodes `inputs` (a list of batches) with stack `name`; returns its results."""
+    def ours(
+        self, name: str, inputs, graphs: bool, fixed: int | None = None, beams: int = 1, guard: bool = False
+    ):
+        """A call that decodes `inputs` (a list of batches) with stack `name`; returns its results.
+        With `guard`, the loop guard runs (and a gated row that loops is decoded again dense)."""
         stack = self.stacks[name]
         n = fixed or self.args.max_new_tokens
         path = "graphs" if graphs else "gather"
-        options = DecodeOptions(beams=beams, max_new_tokens=n, min_new_tokens=fixed or 0, path=path)
+        options = DecodeOptions(
+            beams=beams, max_new_tokens=n, min_new_tokens=fixed or 0, path=path, loop_guard=guard
+        )
 
         def call():
             return [stack.run(f, fr, t, lang, options=options) for f, fr, t, lang in inputs]
@@ -143,6 +148,9 @@ def main() -> None:
     ap.add_argument("--beam-rows", type=int, default=9)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--gate-sets", nargs="*", default=GATE_SETS)
+    ap.add_argument(
+        "--loop-guard", action="store_true", help="natural batch 1 also with the loop guard (variants +guard)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     args.dtype = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
@@ -171,6 +179,11 @@ def main() -> None:
         if cuda:
             variants["ours-dense-graphs"] = b.ours("dense", b.rows1, True)
         variants |= {f"ours-{s}": b.ours(s, b.rows1, cuda) for s in sets}
+        if args.loop_guard:
+            variants[f"ours-dense{'-graphs' if cuda else '-eager'}+guard"] = b.ours(
+                "dense", b.rows1, cuda, guard=True
+            )
+            variants |= {f"ours-{s}+guard": b.ours(s, b.rows1, cuda, guard=True) for s in sets}
         summary, outputs = b.timed(variants, bar, "natural b1", per=rows)
         hf_tps = None
         for name, s in summary.items():

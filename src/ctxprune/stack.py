@@ -4,11 +4,14 @@ set; loaded, it is a `Stack` whose pipeline decodes under the gate set's mask po
 A gate set is a directory holding a gate predictor and, when it was trained jointly with the gates, a
 small LoRA of its own (in `lora/`). Both LoRAs are merged into the weights at load time, so the pruned
 model runs plain upstream modules with no LoRA overhead. A gate set records the sha256 of the adapter it
-was trained on and refuses to load on top of another one.
+was trained on and refuses to load on top of another one. A gate set with its own LoRA also keeps its
+teacher (the weights before that merge): where the loop guard stops a pruned row, the teacher decodes it
+again (`runtime.pipeline`), since the student with every gate open is not the dense model.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import warnings
@@ -104,7 +107,9 @@ class Stack:
 
     def with_policy(self, policy: MaskPolicy) -> Stack:
         """The same weights decoding under another policy (a random baseline, say)."""
-        return Stack(self.loaded, self.gated, self.space, Pipeline(self.gated, self.loaded.tokens, policy))
+        teacher = self.pipeline.teacher if self.pipeline.teacher is not self.gated else None
+        pipeline = Pipeline(self.gated, self.loaded.tokens, policy, teacher)
+        return Stack(self.loaded, self.gated, self.space, pipeline)
 
     def run(
         self,
@@ -138,15 +143,17 @@ def load_stack(spec: StackSpec = StackSpec()) -> Stack:
     hf = loaded.model
     if adapter is not None:
         hf = merge_adapter(hf, adapter)
+    teacher = None  # the dense model the loop guard falls back to, where it is not `hf` with all gates open
     if gate_set is not None and (gate_set / GATE_LORA).is_dir():
+        teacher = copy.deepcopy(hf)
         hf = merge_adapter(hf, gate_set / GATE_LORA)
-    loaded.model = hf.to(spec.device, spec.dtype).eval()
+    loaded.model = _placed(hf, spec)
     space = whisper_gate_space(GatedWhisper(loaded.model))
     if spec.int8:
-        loaded.model = torch.ao.quantization.quantize_dynamic(
-            loaded.model, {torch.nn.Linear}, dtype=torch.qint8
-        )
+        loaded.model = _quantized(loaded.model)
     gated = GatedWhisper(loaded.model)
+    if teacher is not None:
+        teacher = GatedWhisper(_quantized(_placed(teacher, spec)) if spec.int8 else _placed(teacher, spec))
     policy: MaskPolicy = DenseMasks(space)
     if gate_set is not None:
         predictor = GatePredictor.from_pretrained(gate_set, space).to(spec.device)
@@ -154,4 +161,12 @@ def load_stack(spec: StackSpec = StackSpec()) -> Stack:
             space = space.with_times(predictor.space.times, predictor.space.times_device)
         policy = policy_for(predictor)
         policy.space = space  # costs as measured on this model now: the same table as dense's
-    return Stack(loaded, gated, space, Pipeline(gated, loaded.tokens, policy))
+    return Stack(loaded, gated, space, Pipeline(gated, loaded.tokens, policy, teacher))
+
+
+def _placed(model: WhisperForConditionalGeneration, spec: StackSpec) -> WhisperForConditionalGeneration:
+    return model.to(spec.device, spec.dtype).eval()
+
+
+def _quantized(model: WhisperForConditionalGeneration) -> WhisperForConditionalGeneration:
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -1,6 +1,8 @@
 """A request through the runtime: context features, two-stage mask decisions, and decoding with the
 decided masks, on every execution path."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from ctxprune.models.whisper_context import pooled_encoder, pooled_log_mel, whis
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.runtime.decoding import DecodeOptions
 from ctxprune.runtime.greedy import greedy_decode
-from ctxprune.runtime.pipeline import Pipeline
+from ctxprune.runtime.pipeline import Fallback, Pipeline
 
 
 def _pipeline(gw, special, predictor=None):
@@ -227,3 +229,44 @@ def test_fixed_context_refuses_a_missing_audio_input(tiny_whisper, tiny_tokens, 
     fixed.load(GateContext(["transcribe"] * 2, ["en", "de"], audio=audio), frames)
     with pytest.raises(CtxpruneError, match="'audio'"):
         fixed.load(GateContext(["transcribe"] * 2, ["en", "de"]), frames)
+
+
+def test_loop_guard_decodes_gated_rows_that_looped_again_dense(
+    tiny_whisper, tiny_tokens, random_features, monkeypatch
+):
+    """Rows the guard stops (forced here for rows 0 and 2: the tiny model does not loop) are decoded
+    again with every gate open, on a dense encoder where theirs was pruned; the FLOPs count both."""
+    from ctxprune.runtime.decoding import BatchDecoding
+
+    gw = GatedWhisper(tiny_whisper)
+    pruned, dense = _pipeline(gw, tiny_tokens, _predictor(gw, seed=1)), _pipeline(gw, tiny_tokens)
+    args = (random_features, torch.full((4,), 3000), ["transcribe"] * 4, ["en", "de", "de", "en"])
+    options = DecodeOptions(max_new_tokens=6, count_flops=True, loop_guard=True)
+    plain = pruned.run(*args, options=replace(options, loop_guard=False))
+    enc_gates = [i for i, n in enumerate(gw.gate_names) if n.startswith("enc.")]
+    rerun = [r for r in (0, 2) if not plain.mask[r, enc_gates].all()]
+    assert not plain.mask[[0, 2]].all(-1).any() and len(rerun) == 1  # both gated, one encoder pruned
+
+    real = BatchDecoding.decode
+
+    def rows_0_and_2_loop(self, enc, prompts, mask, opts):
+        out = real(self, enc, prompts, mask, opts)
+        return out._replace(looped=[r in (0, 2) and not bool(mask[r].all()) for r in range(len(mask))])
+
+    monkeypatch.setattr(BatchDecoding, "decode", rows_0_and_2_loop)
+    guarded = pruned.run(*args, options=options)
+    alone = dense.run(random_features[[0, 2]], args[1][:2], ["transcribe"] * 2, ["en", "de"], options=options)
+    assert [guarded.tokens[0], guarded.tokens[2]] == alone.tokens != [plain.tokens[0], plain.tokens[2]]
+    assert guarded.tokens[1::2] == plain.tokens[1::2] and torch.equal(guarded.mask, plain.mask)
+    first = [Fallback(len(plain.tokens[r]), r in rerun) for r in (0, 2)]
+    assert guarded.fallback == [first[0], None, first[1], None]
+    assert guarded.flops_decoder == plain.flops_decoder + alone.flops_decoder
+    from ctxprune.models.whisper_costs import count_flops
+
+    assert guarded.flops_encoder == plain.flops_encoder + count_flops(
+        lambda: gw.encode(random_features[rerun])
+    )
+    for r, ((executed, whole), (before, _)) in enumerate(
+        zip(guarded.flops(pruned.space, 4), plain.flops(pruned.space, 4), strict=True)
+    ):
+        assert executed > whole if r in (0, 2) else executed == before  # a second decoding costs more

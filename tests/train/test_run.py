@@ -178,6 +178,10 @@ def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(qu
     layer = trained[f"base_model.model.{name}"]
     expected = layer.base_layer.weight + layer.get_delta_weight("default")
     torch.testing.assert_close(loaded[name].weight, expected.detach(), atol=1e-3, rtol=1e-3)
+    # the loop guard's teacher: the adapted model before the gate set's LoRA, with the same encoder
+    kept = dict(stack.pipeline.teacher.model.named_modules())[name].weight
+    torch.testing.assert_close(kept, layer.base_layer.weight.detach())
+    assert stack.pipeline.teacher_shares_encoder and not torch.equal(kept, loaded[name].weight)
     for k, v in run.predictor.state_dict().items():
         torch.testing.assert_close(stack.policy.predictor.state_dict()[k], v)
 

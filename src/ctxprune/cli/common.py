@@ -39,6 +39,13 @@ Int8Opt = Annotated[bool, typer.Option("--int8", help="Dynamic int8 quantization
 BeamsOpt = Annotated[
     int, typer.Option(help="Beam search with this many beams (Whisper's length penalty); 1: greedy.")
 ]
+LoopGuardOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Stop a decoding that loops (3 copies of a block of up to 32 tokens, at least 24 tokens) and "
+        "decode a pruned row that looped again with every gate open; the FLOPs count both decodings."
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")]
 DtypeOpt = Annotated[str, typer.Option(help="fp32 | fp16 | bf16.")]
 CudaGraphsOpt = Annotated[

@@ -55,12 +55,16 @@ def evaluate(
     """Per (task, language): WER/CER or BLEU/chrF, the share of rows whose decode hit the length cap
     (`capped`: no end-of-text, a repetition loop as a rule), the mean share of gates skipped (by count
     and by FLOPs), and each gate's keep rate; with `options.count_flops`, the executed GFLOPs per utterance of
-    the encoder and decoder phases, measured by FlopCounterMode (each batch holds one group)."""
+    the encoder and decoder phases, measured by FlopCounterMode (each batch holds one group); with
+    `options.loop_guard`, the shares of rows whose answer the guard stopped (`looped`) and of rows decoded
+    again with every gate open (`fallback`, whose cost the GFLOPs include)."""
     hyps: dict[tuple[str, str], list[str]] = defaultdict(list)
     refs: dict[tuple[str, str], list[str]] = defaultdict(list)
     masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
     flops: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     capped: dict[tuple[str, str], int] = defaultdict(int)  # rows that hit the length cap (loops, mostly)
+    looped: dict[tuple[str, str], int] = defaultdict(int)  # with the loop guard: answers it stopped
+    fallback: dict[tuple[str, str], int] = defaultdict(int)  # with the loop guard: rows decoded again
     gw = pipeline.gw
     device, dtype = gw.device, next(gw.model.parameters()).dtype
     for batch in group_batches(examples, batch_size):
@@ -74,8 +78,14 @@ def evaluate(
             group[0] += result.flops_encoder
             group[1] += result.flops_decoder
         texts = tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
-        for e, text, mask, row in zip(batch, texts, result.mask, result.tokens, strict=True):
+        stopped = result.looped or [False] * len(batch)
+        again = result.fallback or [None] * len(batch)
+        for e, text, mask, row, hit, first in zip(
+            batch, texts, result.mask, result.tokens, stopped, again, strict=True
+        ):
             capped[(e.task, e.language)] += len(row) >= options.max_new_tokens
+            looped[(e.task, e.language)] += hit
+            fallback[(e.task, e.language)] += first is not None
             hyps[(e.task, e.language)].append(text.strip())
             refs[(e.task, e.language)].append(e.target)
             masks[(e.task, e.language)].append(mask)
@@ -96,6 +106,11 @@ def evaluate(
             **scores,
             "n": len(hyps[key]),
             "capped": capped[key] / len(hyps[key]),
+            **(
+                {"looped": looped[key] / len(hyps[key]), "fallback": fallback[key] / len(hyps[key])}
+                if options.loop_guard
+                else {}
+            ),
             **(
                 {
                     "gflops_encoder": flops[key][0] / len(hyps[key]) / 1e9,

@@ -22,6 +22,7 @@ from ctxprune.gating.policy import LateStage, Masks
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.loops import LoopGuard
 from ctxprune.runtime.suppression import Suppression
 from ctxprune.runtime.timestamps import TimestampRules, sample, sot_index
 
@@ -115,7 +116,8 @@ class GraphedGreedy:
     """Greedy decoding of one signature group with the choice of token inside the graphs: each replay
     decodes a token for every row, suppresses (and applies the timestamp rules), picks, records it and
     feeds it to the next replay, so that the host only replays and reads one end flag (a `greedy.Lane`).
-    `scores` and `timestamps` as for `greedy.StepLane`; `sot_index` is where `<|startoftranscript|>` sits
+    `scores`, `timestamps` and `loop_guard` as for `greedy.StepLane`; `sot_index` is where
+    `<|startoftranscript|>` sits
     in the prompts (the no-speech probability)."""
 
     def __init__(
@@ -129,6 +131,7 @@ class GraphedGreedy:
         timestamps: bool = False,
         temperature: float = 0.0,
         sot_index: int = 0,
+        loop_guard: bool = False,
     ):
         self.steps, self.special, self.min_new_tokens = steps, special, min_new_tokens
         self.temperature, self.sot_index = temperature, sot_index
@@ -142,8 +145,11 @@ class GraphedGreedy:
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.out = torch.full((batch, max_new_tokens), special.eot, dtype=torch.long, device=device)
         self.count = torch.zeros(1, dtype=torch.long, device=device)
+        self.guard = LoopGuard(batch, device) if loop_guard else None
         self._start = Captured(self._run_start, capture)
         state = (steps.position, steps.token, self.done, self.out, self.count)
+        if self.guard is not None:
+            state += (self.guard.tail, self.guard.looped)
         if self.rules is not None:
             r = self.rules
             state += (r.last, r.penultimate, r.last_timestamp, r.generated, r.sum_logprob, r.no_speech_prob)
@@ -171,7 +177,10 @@ class GraphedGreedy:
         if self.rules is not None:
             self.rules.record(scores, nxt, self.done)
         self.out.index_copy_(1, self.count, nxt[:, None])
-        self.done |= nxt == self.special.eot
+        ended = nxt == self.special.eot
+        if self.guard is not None:
+            ended |= self.guard(nxt, self.done)
+        self.done |= ended
         self.steps.token.copy_(nxt[:, None])
         self.count.add_(1)
         return self.done.all()
@@ -179,6 +188,8 @@ class GraphedGreedy:
     def _run_start(self) -> Tensor:
         self.done.zero_()
         self.count.zero_()
+        if self.guard is not None:
+            self.guard.reset()
         logits = self.steps.run_prefill_all()
         if self.rules is not None:
             self.rules.reset(logits[:, self.sot_index])
@@ -260,11 +271,12 @@ class GraphPool:
         scores: bool = False,
         timestamps: bool = False,
         temperature: float = 0.0,
+        loop_guard: bool = False,
     ) -> GraphedGreedy:
         """A greedy lane for rows that all share `mask_row`, bound to `encoder_out` and `prompts`."""
         batch, prompt_len = prompts.shape
         sot = sot_index(prompt_len, timestamps)
-        choice = (max_new_tokens, min_new_tokens, scores, timestamps, temperature, sot)
+        choice = (max_new_tokens, min_new_tokens, scores, timestamps, temperature, sot, loop_guard)
         key = ("greedy", mask_row, batch, prompt_len, max_len, choice, encoder_out.dtype)
 
         def build(plan: MaskPlan) -> GraphedGreedy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -47,12 +48,16 @@ class DecodeOptions:
     timestamps: bool = False  # Whisper's timestamp tokens and rules, and the long-form scores
     scores: bool = False  # the long-form scores (log-probability sums, no-speech probability) only
     temperature: float = 0.0  # > 0: sample (the long-form fallback); greedy only
+    loop_guard: bool = False  # greedy: a row that loops ends there (runtime/loops.py); the pipeline
+    # then decodes a gated row again with every gate open
 
     def __post_init__(self):
         if self.beams < 1:
             raise CtxpruneError(f"beams must be at least 1 (--beams), got {self.beams}")
         if self.beams > 1 and self.temperature > 0:
             raise CtxpruneError("beam search does not sample; a temperature > 0 decodes with one beam")
+        if self.beams > 1 and self.loop_guard:
+            raise CtxpruneError("the loop guard watches greedy decoding; use it with one beam")
         if self.path not in PATHS:
             raise CtxpruneError(f"unknown decoding path {self.path!r}; use one of: {', '.join(PATHS)}")
 
@@ -68,6 +73,14 @@ class DecodeOptions:
 
 
 GREEDY = DecodeOptions()
+
+
+class Decoded(NamedTuple):
+    """`BatchDecoding.decode`'s answer, one entry per row."""
+
+    tokens: list[list[int]]  # prompt and end-of-text excluded
+    scores: list[tuple[float, int, float]]  # (sum of log-probabilities, tokens scored, no-speech prob.)
+    looped: list[bool]  # stopped by the loop guard
 
 
 def decoder_signature(mask_row: list[bool], decoder_gate: list[bool]) -> tuple[bool, ...]:
@@ -120,7 +133,7 @@ class BatchDecoding:
         options: DecodeOptions = GREEDY,
     ) -> list[list[int]]:
         """Token ids per row (prompt and end-of-text excluded); see `decode`."""
-        return self.decode(encoder_out, prompts, mask, options)[0]
+        return self.decode(encoder_out, prompts, mask, options).tokens
 
     @torch.inference_mode()
     def decode(
@@ -129,12 +142,12 @@ class BatchDecoding:
         prompts: Tensor | list[list[int]],
         mask: Tensor,
         options: DecodeOptions = GREEDY,
-    ) -> tuple[list[list[int]], list[tuple[float, int, float]]]:
-        """Token ids per row (prompt and end-of-text excluded), and per row (sum of the chosen tokens'
+    ) -> Decoded:
+        """Token ids per row (prompt and end-of-text excluded), per row (sum of the chosen tokens'
         log-probabilities, tokens scored, no-speech probability), zeros unless `options.timestamps` or
-        `options.scores`. `mask` is [batch, n_gates] bool. `prompts` is a tensor when every row's prompt
-        has the same length (it stays on the device), else token lists (rows with previous text), which
-        never share a group across lengths."""
+        `options.scores`, and which rows the loop guard stopped. `mask` is [batch, n_gates] bool.
+        `prompts` is a tensor when every row's prompt has the same length (it stays on the device), else
+        token lists (rows with previous text), which never share a group across lengths."""
         o = options
         device = encoder_out.device
         lengths = None if isinstance(prompts, Tensor) else [len(p) for p in prompts]
@@ -158,7 +171,7 @@ class BatchDecoding:
             if o.beams > 1:
                 enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
             pool = self.pool(path == "graphs")
-            choice = (o.min_new_tokens, o.scores, o.timestamps, o.temperature)
+            choice = (o.min_new_tokens, o.scores, o.timestamps, o.temperature, o.loop_guard)
             if signature is None:
                 plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, device)
                 steps = EagerSteps(self.gw, enc, plan, max_len)
@@ -175,14 +188,16 @@ class BatchDecoding:
                 tokens, kept = beam_search(steps, pr, self.special, n, *beam)
                 for r, row, score in zip(rows, tokens, kept, strict=True):
                     out[r], scores[r] = row, score
-            return out, scores
+            return Decoded(out, scores, [False] * len(mask))
         decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None)
+        looped = [False] * len(mask)
         for (rows, _), group, lane, limit in zip(groups, decoded, lanes, limits, strict=True):
-            rules = lane.rules
+            rules, guard = lane.rules, lane.guard
             sums = rules.sum_logprob.tolist() if rules is not None else [0.0] * len(rows)
             no_speech = rules.no_speech_prob.tolist() if rules is not None else [0.0] * len(rows)
+            stopped = guard.looped.tolist() if guard is not None else [False] * len(rows)
             for i, (r, tokens) in enumerate(zip(rows, group, strict=True)):
-                out[r] = tokens[:limit]
-                scored = len(out[r]) + (len(out[r]) < limit)  # end-of-text counts when it was chosen
-                scores[r] = (sums[i], scored, no_speech[i])
-        return out, scores
+                out[r], looped[r] = tokens[:limit], stopped[i]
+                ended = len(out[r]) < limit and not looped[r]  # end-of-text counts when it was chosen
+                scores[r] = (sums[i], len(out[r]) + ended, no_speech[i])
+        return Decoded(out, scores, looped)

@@ -12,6 +12,7 @@ from torch import Tensor
 from ctxprune.gating.skip import Gates
 from ctxprune.models.whisper import GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.loops import LoopGuard
 from ctxprune.runtime.steps import EagerSteps, Steps
 from ctxprune.runtime.suppression import Suppression
 from ctxprune.runtime.timestamps import TimestampRules, sample, sot_index
@@ -39,6 +40,7 @@ class Lane(Protocol):
     prompts: Tensor
     special: WhisperTokens
     rules: TimestampRules | None  # the long-form state, where the lane keeps scores
+    guard: LoopGuard | None  # where loops stop rows: which rows it stopped
 
     def start(self) -> Tensor: ...
 
@@ -51,7 +53,8 @@ class StepLane:
     """A `Lane` over any `Steps`, the choice of token on the host's stream. `cuda_graphs.GraphedGreedy`
     is a `Lane` with the choice inside its graphs. With `scores` the lane keeps the long-form scores
     (`runtime.timestamps`); with `timestamps` (prompts without `<|notimestamps|>`) Whisper's timestamp
-    rules apply too; `temperature` > 0 samples."""
+    rules apply too; `temperature` > 0 samples; with `loop_guard` a row that loops ends there
+    (`runtime.loops`)."""
 
     def __init__(
         self,
@@ -62,16 +65,21 @@ class StepLane:
         scores: bool = False,
         timestamps: bool = False,
         temperature: float = 0.0,
+        loop_guard: bool = False,
     ):
         self.steps, self.prompts, self.special, self.min_new_tokens = steps, prompts, special, min_new_tokens
         self.scores, self.timestamps, self.temperature = scores or timestamps, timestamps, temperature
+        self.loop_guard = loop_guard
         self.rules: TimestampRules | None = None
+        self.guard: LoopGuard | None = None
         self.out: list[Tensor] = []
 
     def start(self) -> Tensor:
         logits = self.steps.prompt(self.prompts)
         self.suppress = Suppression(self.special, logits.shape[-1], logits.device, self.min_new_tokens)
         self.done = torch.zeros(self.prompts.shape[0], dtype=torch.bool, device=logits.device)
+        if self.loop_guard:
+            self.guard = LoopGuard(self.prompts.shape[0], logits.device)
         if self.scores:
             vocab, rows = logits.shape[-1], len(self.prompts)
             self.rules = TimestampRules(self.special, vocab, rows, logits.device, apply=self.timestamps)
@@ -90,7 +98,10 @@ class StepLane:
         if self.rules is not None:
             self.rules.record(scores, nxt, self.done)
         self.out.append(nxt)
-        self.done |= nxt == self.special.eot
+        ended = nxt == self.special.eot
+        if self.guard is not None:
+            ended |= self.guard(nxt, self.done)
+        self.done |= ended
         return self.done.all()
 
     def generated(self) -> list[list[int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -21,11 +22,18 @@ from ctxprune.gating.policy import LateStage, MaskPolicy, Masks, PredictedMasks,
 from ctxprune.gating.predictor import GateContext
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.gating.space import GateSpace
-from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper import DECODER_PREFIX, GatedWhisper
 from ctxprune.models.whisper_context import UNKNOWN_LANGUAGE, pooled_encoder, pooled_log_mel
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.decoding import GREEDY, BatchDecoding, DecodeOptions
 from ctxprune.runtime.greedy import detect_language
+
+
+class Fallback(NamedTuple):
+    """A row the loop guard stopped, decoded again by the dense teacher."""
+
+    tokens: int  # the length of the gated decoding that looped
+    encoded_again: bool  # the teacher's encoder ran too (the row's encoder was pruned, or not the teacher's)
 
 
 @dataclass
@@ -37,17 +45,33 @@ class GatedResult:
     flops_decoder: int | None = None  # language detection and decoding
     # with timestamps: per row (sum of the chosen tokens' log-probabilities, tokens scored, no-speech prob.)
     scores: list[tuple[float, int, float]] | None = None
+    looped: list[bool] | None = None  # with the loop guard: the row's final decoding was stopped by it
+    fallback: list[Fallback | None] | None = None  # with the loop guard: rows the teacher decoded again
 
     def flops(self, space: GateSpace, prompt_len: int) -> list[tuple[float, float]]:
-        """(executed, dense) FLOPs per utterance, from measured component costs and the decoded length."""
+        """(executed, dense) FLOPs per utterance, from measured component costs and the decoded length;
+        a row decoded again counts both decodings (and its dense encoder, where it ran twice)."""
         dense = [True] * len(space)
+        fallback = self.fallback or [None] * len(self.tokens)
         out = []
-        for row, keep in zip(self.tokens, self.mask.tolist(), strict=True):
+        for row, keep, first in zip(self.tokens, self.mask.tolist(), fallback, strict=True):
             n = len(row) + 1  # the generated tokens plus end-of-text
-            out.append(
-                (space.executed_flops(keep, prompt_len, n), space.executed_flops(dense, prompt_len, n))
-            )
+            whole = space.executed_flops(dense, prompt_len, n)
+            executed = space.executed_flops(keep, prompt_len, n)
+            if first is not None:
+                reused = 0.0 if first.encoded_again else _encoder_flops(space)
+                executed = space.executed_flops(keep, prompt_len, first.tokens) + whole - reused
+            out.append((executed, whole))
         return out
+
+
+def _encoder_gates(space: GateSpace) -> list[int]:
+    return [i for i, n in enumerate(space.names) if not n.startswith(DECODER_PREFIX)]
+
+
+def _encoder_flops(space: GateSpace) -> float:
+    """The dense encoder's FLOPs: its front-end (the ungated per-utterance cost) and its branches."""
+    return space.ungated.per_utterance + sum(space.costs[i].per_utterance for i in _encoder_gates(space))
 
 
 class FixedContext:
@@ -90,11 +114,22 @@ class FixedContext:
 class Pipeline:
     """Decode batches with per-utterance masks from a `MaskPolicy` (dense, random, static, predicted)."""
 
-    def __init__(self, gw: GatedWhisper, special: WhisperTokens, policy: MaskPolicy):
+    def __init__(
+        self,
+        gw: GatedWhisper,
+        special: WhisperTokens,
+        policy: MaskPolicy,
+        teacher: GatedWhisper | None = None,
+    ):
+        """`teacher`: the dense model that decodes the rows the loop guard stopped again, where it is not
+        `gw` with every gate open (a gate set's own LoRA is merged into `gw`, not into its teacher)."""
         if policy.space.names != tuple(gw.gate_names):
             raise ValueError("the mask policy's gate space does not match this model")
         self.gw, self.special, self.policy = gw, special, policy
         self.decoding = BatchDecoding(gw, special)
+        self.teacher = teacher or gw
+        self.teacher_decoding = BatchDecoding(teacher, special) if teacher is not None else self.decoding
+        self.teacher_shares_encoder = teacher is None or same_encoder(gw, teacher)
         self.decoder_gate = torch.tensor(self.decoding.decoder_gate)
         self._fixed: dict[tuple[int, torch.device], FixedContext] = {}  # by batch size and device
 
@@ -181,11 +216,54 @@ class Pipeline:
                 languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
             if prompts is None:
                 prompts = self._prompts(languages, tasks, options.timestamps, prefixes, device)
-            tokens, scores = self.decoding.decode(encoder_out, prompts, mask, options)
-        result = GatedResult(tokens, list(languages), mask)
+            decoded = self.decoding.decode(encoder_out, prompts, mask, options)
+        result = GatedResult(decoded.tokens, list(languages), mask)
         if options.timestamps or options.scores:
-            result.scores = scores
+            result.scores = decoded.scores
         if options.count_flops:
             result.flops_encoder = encoder_counter.get_total_flops()
             result.flops_decoder = decoder_counter.get_total_flops()
+        if options.loop_guard:
+            result.looped, result.fallback = decoded.looped, [None] * len(tasks)
+            self._decode_looped_again(result, features, encoder_out, prompts, options)
         return result
+
+    def _decode_looped_again(
+        self, result: GatedResult, features: Tensor, encoder_out: Tensor, prompts, options: DecodeOptions
+    ) -> None:
+        """Gated rows that looped, decoded again by the dense teacher: it answers where the pruned model
+        failed. The encoder output is reused where a row's encoder ran dense on the teacher's encoder
+        weights. What this costs is added to the measured FLOPs and recorded in `result.fallback`."""
+        keep = result.mask.tolist()
+        rows = [r for r, hit in enumerate(result.looped) if hit and not all(keep[r])]
+        if not rows:
+            return
+        encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
+        index = torch.tensor(rows, device=encoder_out.device)
+        with encoder_counter if options.count_flops else nullcontext():
+            enc = encoder_out.index_select(0, index)
+            encoded = [i for i, r in enumerate(rows) if not self._encoder_reused(keep[r])]
+            if encoded:  # rows whose encoder was pruned (or is not the teacher's): the teacher's encoder
+                enc[encoded] = self.teacher.encode(features[[rows[i] for i in encoded]])
+        with decoder_counter if options.count_flops else nullcontext():
+            pr = prompts.index_select(0, index) if isinstance(prompts, Tensor) else [prompts[r] for r in rows]
+            dense = torch.ones(len(rows), len(self.space), dtype=torch.bool)
+            again = self.teacher_decoding.decode(enc, pr, dense, options)
+        for i, r in enumerate(rows):
+            result.fallback[r] = Fallback(len(result.tokens[r]), i in encoded)
+            result.tokens[r], result.looped[r] = again.tokens[i], again.looped[i]
+            if result.scores is not None:
+                result.scores[r] = again.scores[i]
+        if options.count_flops:
+            result.flops_encoder += encoder_counter.get_total_flops()
+            result.flops_decoder += decoder_counter.get_total_flops()
+
+    def _encoder_reused(self, keep: list[bool]) -> bool:
+        """Whether the teacher can decode on this row's encoder output."""
+        return self.teacher_shares_encoder and all(keep[i] for i in _encoder_gates(self.space))
+
+
+def same_encoder(a: GatedWhisper, b: GatedWhisper) -> bool:
+    """Whether two models' encoders hold the same weights (a decoder-only LoRA leaves it alone)."""
+    pairs = zip(a.encoder.state_dict().values(), b.encoder.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in pairs)
