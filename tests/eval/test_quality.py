@@ -2,6 +2,7 @@
 (task, language), on the tiny random Whisper and the tiny German corpus."""
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -9,7 +10,7 @@ from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.eval.quality import evaluate, group_batches, limit_per_group
 from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
-from ctxprune.runtime.decoding import DecodeOptions
+from ctxprune.runtime.decoding import BatchDecoding, DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
 
 
@@ -94,6 +95,32 @@ def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus,
         assert group["gflops_encoder"] > 0 and group["gflops_decoder"] > 0
     # the tiny random model never says end-of-text within 3 tokens: every row hits the cap
     assert {group["capped"] for group in out.values()} == {1.0}
+
+
+def test_evaluate_with_the_loop_guard_reports_looped_and_fallback_shares(
+    tiny_stack, tiny_corpus, rows, monkeypatch
+):
+    """Every pruned row is made to loop (the tiny model does not): each is decoded again by the dense
+    model, whose answers do not loop, and the decoder's GFLOPs count both decodings."""
+    pipeline = tiny_stack.with_policy(RandomMasks(RandomGates(tiny_stack.space, 0.5, "dec.", 0))).pipeline
+    real = BatchDecoding.decode
+
+    def pruned_rows_loop(self, enc, prompts, mask, opts):
+        out = real(self, enc, prompts, mask, opts)
+        return out._replace(looped=[not bool(m.all()) for m in mask])
+
+    monkeypatch.setattr(BatchDecoding, "decode", pruned_rows_loop)
+    options = DecodeOptions(max_new_tokens=3, count_flops=True, loop_guard=True)
+    args = (pipeline, tiny_stack.loaded.tokenizer, tiny_corpus, rows)
+    guarded, plain = (
+        evaluate(*args, options=options),
+        evaluate(*args, options=replace(options, loop_guard=False)),
+    )
+    for key, group in guarded.items():
+        assert group["fallback"] == 1.0 and group["looped"] == 0.0
+        assert group["gflops_decoder"] > plain[key]["gflops_decoder"]
+        assert group["gflops_encoder"] == plain[key]["gflops_encoder"]  # the encoder ran dense: reused
+        assert "fallback" not in plain[key] and "looped" not in plain[key]
 
 
 def test_evaluate_without_counting_flops_reports_no_gflops(tiny_stack, tiny_corpus, rows):

@@ -42,8 +42,8 @@ BeamsOpt = Annotated[
 LoopGuardOpt = Annotated[
     bool,
     typer.Option(
-        help="Stop a decoding that loops (3 copies of a block of up to 32 tokens, at least 24 tokens) and "
-        "decode a pruned row that looped again with every gate open; the FLOPs count both decodings."
+        help="Stop a greedy decoding that loops (3 copies of a block of up to 32 tokens, at least 24 "
+        "tokens); a pruned row that looped is decoded again by the dense model, and the FLOPs count both."
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when present).")]

@@ -14,6 +14,7 @@ from ctxprune.cli.common import (
     CudaGraphsOpt,
     DeviceOpt,
     DtypeOpt,
+    LoopGuardOpt,
     ModelOpt,
     ThreadsOpt,
     parse_device,
@@ -54,6 +55,7 @@ def serve(
     replicas: Annotated[int, typer.Option(help="With --ray: model replicas (one GPU each on CUDA).")] = 1,
     adapter: AdapterOpt = None,
     beams: BeamsOpt = 1,
+    loop_guard: LoopGuardOpt = True,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     cuda_graphs: CudaGraphsOpt = True,
@@ -78,7 +80,9 @@ def serve(
         config = ServeConfig(
             gate_sets=list(gates) if gates else shipped_gate_sets(),
             spec=StackSpec(model, adapter, None, parse_device(device), parse_dtype(dtype)),
-            decode=DecodeOptions(beams=beams, path="auto" if cuda_graphs else "gather"),
+            decode=DecodeOptions(
+                beams=beams, path="auto" if cuda_graphs else "gather", loop_guard=loop_guard and beams == 1
+            ),
             batching=BatchingOptions(batching, max_batch, max_wait_ms / 1000, max_queue),
             limits=Limits(max_upload_mb, max_audio_s, timeout_s, snap_to_speech),
             replicas=replicas if ray else 0,

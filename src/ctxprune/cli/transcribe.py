@@ -17,6 +17,7 @@ from ctxprune.cli.common import (
     DeviceOpt,
     DtypeOpt,
     Int8Opt,
+    LoopGuardOpt,
     ModelOpt,
     ThreadsOpt,
     parse_device,
@@ -67,6 +68,7 @@ def transcribe(
     ] = None,
     adapter: AdapterOpt = None,
     beams: BeamsOpt = 1,
+    loop_guard: LoopGuardOpt = True,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "fp32",
     cuda_graphs: CudaGraphsOpt = True,
@@ -97,7 +99,9 @@ def transcribe(
             timestamps=timestamps,
         )
         spec = StackSpec(model, adapter, gates, parse_device(device), parse_dtype(dtype), int8)
-        options = DecodeOptions(beams=beams, path="auto" if cuda_graphs else "gather")
+        options = DecodeOptions(
+            beams=beams, path="auto" if cuda_graphs else "gather", loop_guard=loop_guard and beams == 1
+        )
         transcriber = Transcriber(spec, options, long_form)
         transcriber.check_request(task, language)  # before any audio is read
         total = audio_seconds(audio)
