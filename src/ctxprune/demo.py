@@ -73,6 +73,7 @@ DEMO_PRUNED = "decoder-flops-0.5-context"  # the gate set the tables compare wit
 DEMO_GATE_SETS = (DEMO_PRUNED, "decoder-flops-0.5-static")
 DEMO_ROWS = 3  # held-out test rows per (task, language)
 DEMO_MAX_TOKENS = 96
+DECODING = DecodeOptions(max_new_tokens=DEMO_MAX_TOKENS, loop_guard=True)  # as `transcribe` decodes
 DEMO_REPEATS = 10  # timed rounds of the latency comparison
 
 
@@ -106,7 +107,7 @@ def run_pruning_demo(console: Console, model: str | None = None, out: Path | Non
             "test",
             DEMO_ROWS,
             batch_size=8,
-            options=DecodeOptions(max_new_tokens=DEMO_MAX_TOKENS),
+            options=DECODING,
             on_progress=lambda n: bar.advance(task, n),
             on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
         )
@@ -124,7 +125,7 @@ def run_pruning_demo(console: Console, model: str | None = None, out: Path | Non
             batch1_rows=2,
             repeats=DEMO_REPEATS,
             warmup=1,
-            options=DecodeOptions(max_new_tokens=DEMO_MAX_TOKENS),
+            options=DECODING,
             on_step=lambda: bar.advance(task),
         )
     write_json_atomic(out / "bench.json", latency.to_json())

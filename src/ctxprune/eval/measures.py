@@ -34,7 +34,8 @@ def fmt(x: float | None, spec: str) -> str:
 
 
 def task_means(model: CandidateResult, task: str) -> dict[str, float]:
-    """Mean over languages of quality, executed GFLOPs, achieved sparsity and the capped share."""
+    """Mean over languages of quality, executed GFLOPs, achieved sparsity, the capped share and (with
+    the loop guard) the share of rows the dense teacher decoded again."""
     groups = list(model.task_groups(task).values())
 
     def mean_of(metric: str) -> float:
@@ -52,6 +53,7 @@ def task_means(model: CandidateResult, task: str) -> dict[str, float]:
         "gflops_total": mean([e + d for e, d in zip(enc, dec, strict=True)]),
         "sparsity": mean([num(s) for s in sparsity]),
         "capped": mean([num(g.capped) for g in groups]),
+        "fallback": mean([num(g.fallback) for g in groups]),
     }
 
 

@@ -140,7 +140,9 @@ def _split_blocks(split: str, ev: EvalRecord, pngs: dict[str, bytes]) -> list[Bl
         (
             "p",
             "Means over languages; GFLOPs are executed per utterance; deltas are against dense; "
-            "capped: the share of rows whose decode hit the length cap (a repetition loop, as a rule).",
+            "capped: the share of rows whose decode hit the length cap (a repetition loop, as a rule); "
+            "fallback (with the loop guard): the share of rows that looped and were decoded again by the "
+            "dense teacher, whose cost the GFLOPs include.",
         )
     )
     dense = ev.dense()
@@ -168,7 +170,7 @@ def _cost_table(
     spec = ".3f" if task == "transcribe" else ".1f"
     m_head, s_head = metric.upper(), "CER" if task == "transcribe" else "chrF"
     headers = [f"{task} model", "kind", "where", "by", "target", m_head, s_head, f"Δ{m_head}"]
-    headers += ["GFLOPs enc+dec", "GFLOPs dec", "sparsity", "capped"]
+    headers += ["GFLOPs enc+dec", "GFLOPs dec", "sparsity", "capped", "fallback"]
     rows = []
     for m in models:
         t = task_means(m, task)
@@ -177,7 +179,7 @@ def _cost_table(
         row = [str(m.name), *(str(c or NA) for c in config), fmt(num(m.target_sparsity), ".2f")]
         row += [fmt(t[metric], spec), fmt(t[second], spec), fmt(delta, "+" + spec)]
         row += [fmt(t["gflops_total"], ".2f"), fmt(t["gflops_decoder"], ".2f"), fmt(t["sparsity"], ".1%")]
-        row.append(fmt(t["capped"], ".1%"))
+        row += [fmt(t["capped"], ".1%"), fmt(t["fallback"], ".1%")]
         rows.append(row)
     return headers, rows
 
