@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The GPU recipe for the runtime benchmarks (issue 7). Here = this machine; there = the device.
 #
-#   here:  CORPUS=/path/to/full scripts/bench_on_gpu.sh pack  # .carry-model/1..7 (the base model) and
-#                                                  # .carry/bench: the 16 test rows the benches decode, wheels
-#   there: scripts/train_on_gpu.sh receive N       # N = 1..7, each call carrying .carry-model/N, back to back
+#   here:  CORPUS=/path/to/full [CHUNK=30M] scripts/bench_on_gpu.sh pack  # .carry-model/1..N (the base
+#                                                  # model; 30M: 5 calls) and .carry/bench: the test rows
+#                                                  # (ROWS, at least 16: what --rows and --batch read), wheels
+#   there: scripts/train_on_gpu.sh receive N       # N = 1.., each call carrying .carry-model/N, back to back
 #   there: scripts/bench_on_gpu.sh setup           # convert the model, install the wheels (carry .carry)
-#   there: scripts/bench_on_gpu.sh run             # the CUDA tests and bench/runtimes.py (fp16); JSON, logs to $OUT
+#   there: scripts/bench_on_gpu.sh run [ARGS]      # the CUDA tests and bench/runtimes.py ARGS (fp16; e.g.
+#                                                  # --loop-guard --beam-rows 0); JSON, logs to $OUT
 #   there: scripts/bench_on_gpu.sh ab OLD_TREE     # bench/runtimes.py of this tree and of OLD_TREE (a copy of an
 #                                                  # earlier commit's src/ and bench/, carried) on the same machine
 #   there: scripts/bench_on_gpu.sh cli-bench       # ctxprune bench (fp32, batch 1 and 16) to $OUT/bench_gpu.json
@@ -18,12 +20,12 @@ case "${1:-}" in
     pack_model
     rm -rf .carry/bench && mkdir -p .carry/bench
     "${PYTHON:-.venv/bin/python}" - "$CORPUS" .carry/bench <<'PY'
-import json, shutil, sys
+import json, os, shutil, sys
 from pathlib import Path
 from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.latency import mixed_rows
 corpus, out = Path(sys.argv[1]), Path(sys.argv[2])
-rows = {e.audio for e in mixed_rows(read_manifest(corpus, "test"), 16)}
+rows = {e.audio for e in mixed_rows(read_manifest(corpus, "test"), max(16, int(os.environ.get("ROWS", 16))))}
 lines = [line for line in (corpus / "test.jsonl").read_text().splitlines() if json.loads(line)["audio"] in rows]
 for audio in rows:
     (out / audio).parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +41,7 @@ PY
   run)
     remote_env
     { python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3 | tee "$OUT/pytest_cuda.log"
-    python3 bench/runtimes.py $P/bench --out "$OUT/runtimes_gpu.json" 2>&1 | grep -v '^\[transformers\]' \
+    python3 bench/runtimes.py $P/bench --out "$OUT/runtimes_gpu.json" "${@:2}" 2>&1 | grep -v '^\[transformers\]' \
       | tee "$OUT/runtimes_gpu.log" | tail -40
     ;;
   ab)  # before/after a refactor: the same bench, inputs and machine, the new tree first, then the old

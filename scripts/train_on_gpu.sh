@@ -29,7 +29,8 @@ case "${1:-}" in
     du -sh .carry .carry-model/* ;;
   receive)
     mkdir -p $P/ct2
-    [ "$2" = 1 ] && rm -f $P/ct2/model.bin && cp .carry-model/1/config.json .carry-model/1/tokenizer.json $P/ct2/
+    [ "$2" = 1 ] && rm -f $P/ct2/model.bin
+    for f in config.json tokenizer.json; do [ -f ".carry-model/$2/$f" ] && cp ".carry-model/$2/$f" $P/ct2/; done
     cat ".carry-model/$2/chunk" >> $P/ct2/model.bin
     ls -l $P/ct2 ;;
   setup)
