@@ -26,7 +26,7 @@ from ctxprune.longform.segments import Segment, Transcript
 from ctxprune.longform.sources import FRAME_SECONDS, SpeechMel, StreamedMel
 from ctxprune.longform.timing import snap_to_speech
 from ctxprune.longform.vad import TIMING, VadOptions, speech_probabilities, speech_windows
-from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.runtime.decoding import GUARDED, DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
 
 NO_SPEECH = "no speech found"
@@ -35,12 +35,13 @@ DEFAULT_LONG_FORM, DEFAULT_VAD = LongFormOptions(), VadOptions()
 
 class Transcriber:
     """Files in, transcripts out, with the model that `spec` describes; `options` are the decoding
-    choices of each window, `long_form` the fallback and conditioning choices."""
+    choices of each window (greedy with the loop guard by default), `long_form` the fallback and
+    conditioning choices."""
 
     def __init__(
         self,
         spec: StackSpec | None = None,
-        options: DecodeOptions = GREEDY,
+        options: DecodeOptions = GUARDED,
         long_form: LongFormOptions = DEFAULT_LONG_FORM,
     ):
         self.spec, self.options, self.long_form = spec or StackSpec(), options, long_form

@@ -73,6 +73,7 @@ class DecodeOptions:
 
 
 GREEDY = DecodeOptions()
+GUARDED = DecodeOptions(loop_guard=True)  # greedy with the loop guard: transcribe's and serve's default
 
 
 class Decoded(NamedTuple):

@@ -12,7 +12,7 @@ from pathlib import Path
 from ctxprune.errors import CtxpruneError
 from ctxprune.longform.decoder import LongFormDecoder, LongFormOptions
 from ctxprune.paths import ARTIFACTS
-from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.runtime.decoding import GUARDED, DecodeOptions
 from ctxprune.stack import StackSpec
 from ctxprune.transcriber import Transcriber
 
@@ -41,7 +41,7 @@ class ServedModels:
         self,
         gate_sets: list[Path],
         spec: StackSpec = BASE,
-        options: DecodeOptions = GREEDY,
+        options: DecodeOptions = GUARDED,
         long_form: LongFormOptions = DEFAULT_LONG_FORM,
         max_batch: int = 8,
     ):

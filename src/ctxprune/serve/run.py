@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctxprune.errors import CtxpruneError
-from ctxprune.runtime.decoding import GREEDY, DecodeOptions
+from ctxprune.runtime.decoding import GUARDED, DecodeOptions
 from ctxprune.serve.api import LIMITS, Limits, create_app
 from ctxprune.serve.scheduler import BatchingOptions
 from ctxprune.stack import StackSpec
@@ -19,7 +19,7 @@ from ctxprune.stack import StackSpec
 class ServeConfig:
     gate_sets: list[Path] = field(default_factory=list)
     spec: StackSpec = StackSpec()
-    decode: DecodeOptions = GREEDY
+    decode: DecodeOptions = GUARDED
     batching: BatchingOptions = BatchingOptions()
     limits: Limits = LIMITS
     replicas: int = 0  # 0: the models in this process; else Ray Serve replicas
