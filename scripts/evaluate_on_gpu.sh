@@ -11,6 +11,7 @@
 #                                                    # picks parts by name. SEEDS / SEEDS_BOTH: random seeds
 #   there: scripts/evaluate_on_gpu.sh bench          # batch 1 and mixed batch 16: dense vs the decoder gate sets
 #                                                    # (fp32); the runtime benches: scripts/bench_on_gpu.sh
+#   there: scripts/evaluate_on_gpu.sh guarded DATA SET... # dense and the sets with the loop guard, in parallel
 #   there: scripts/evaluate_on_gpu.sh pack           # $OUT: the gate sets (2 chunks), eval parts and bench
 # Each step skips what is already done, so a call that ran out of time is resumed by repeating it.
 # LIMIT (seconds per call, default 540) and BATCH (utterances decoded together, default 32) tune it.
@@ -64,6 +65,17 @@ case "${1:-}" in
     # shellcheck disable=SC2086
     [ -f $R/bench_gpu.json ] || ctxprune bench --data $P/corpus --split test --device cuda --batch 1 --batch 16 \
       --batch1-rows 9 --repeats 10 --warmup 2 $gates --json $R/bench_gpu.json 2>&1 | tail -20 ;;
+  guarded)  # DATA GATE_SET...: dense and each set with the loop guard, one process each, side by side;
+    # LIMIT rows per group (ROWS, default 100), the CPU evaluation's settings otherwise; JSON and logs to $OUT
+    data=$2; shift 2
+    run=(python3 -m ctxprune.cli eval --data "$data" --split test --limit "${ROWS:-100}" --max-new-tokens 160
+      --batch-size 32 --device cuda --threads 2 --loop-guard)
+    timeout "${LIMIT:-540}" "${run[@]}" --json "$OUT/dense.json" > "$OUT/dense.log" 2>&1 &
+    for g in "$@"; do
+      timeout "${LIMIT:-540}" "${run[@]}" --no-dense --gates "$g" --json "$OUT/$(basename "$g").json" \
+        > "$OUT/$(basename "$g").log" 2>&1 &
+    done
+    wait; ls -l "$OUT" ;;
   pack)
     [ -d $P/gates ] && tar czf - -C $P gates | split -b 15M -d -a 1 - "$OUT/gates.tar.gz."
     tar czf "$OUT/results.tar.gz" -C $P results
