@@ -80,5 +80,5 @@ case "${1:-}" in
     [ -d $P/gates ] && tar czf - -C $P gates | split -b 15M -d -a 1 - "$OUT/gates.tar.gz."
     tar czf "$OUT/results.tar.gz" -C $P results
     ls -l "$OUT" ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
 esac
