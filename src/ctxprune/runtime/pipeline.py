@@ -231,11 +231,12 @@ class Pipeline:
     def _decode_looped_again(
         self, result: GatedResult, features: Tensor, encoder_out: Tensor, prompts, options: DecodeOptions
     ) -> None:
-        """Gated rows that looped, decoded again by the dense teacher: it answers where the pruned model
+        """Pruned rows that looped, decoded again by the dense teacher: it answers where the pruned model
         failed. The encoder output is reused where a row's encoder ran dense on the teacher's encoder
         weights. What this costs is added to the measured FLOPs and recorded in `result.fallback`."""
         keep = result.mask.tolist()
-        rows = [r for r, hit in enumerate(result.looped) if hit and not all(keep[r])]
+        student = self.teacher is not self.gw  # a gate set's own LoRA: even an all-open row is not dense
+        rows = [r for r, hit in enumerate(result.looped) if hit and (student or not all(keep[r]))]
         if not rows:
             return
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
