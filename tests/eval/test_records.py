@@ -91,3 +91,28 @@ def test_malformed_records_name_the_file_and_what_is_missing(tmp_path, obj, mess
 def test_unknown_metric_is_refused():
     with pytest.raises(ValueError, match="unknown quality metric"):
         GroupResult(wer=0.1).metric("gflops_encoder")
+
+
+def test_a_runtimes_bench_reads_as_its_natural_batch1_phase(tmp_path):
+    def timing(ms: float) -> dict:
+        return {"median_ms": ms, "p25_ms": ms - 0.1, "p75_ms": ms + 0.1, "repeats": 10, "tokens": 300}
+
+    variants = ["hf-generate", "ours-dense-eager", "ours-dense-graphs", "ours-a", "ours-dense-graphs+guard"]
+    obj = {
+        "kind": "bench-runtimes",
+        "device": "NVIDIA H100 80GB HBM3",
+        "dtype": "fp16",
+        "natural_batch1": {"rows": 27, "results": {v: timing(i + 1.0) for i, v in enumerate(variants)}},
+        "fixed_batch1": {"results": {}},
+    }
+    path = tmp_path / "runtimes.json"
+    path.write_text(json.dumps(obj))
+    record = read_record(path)
+    assert isinstance(record, BenchRecord) and record.device == "cuda"
+    assert [(r.name, r.batch, r.median_ms, r.rows) for r in record.results] == [
+        ("dense", 1, 3.0, 27),  # the graphed dense runtime; HF, eager and guarded variants left out
+        ("a", 1, 4.0, 27),
+    ]
+    path.write_text(json.dumps({"kind": "bench-runtimes", "natural_batch1": {"results": {"x": {}}}}))
+    with pytest.raises(CtxpruneError, match="runtimes.json"):
+        read_record(path)

@@ -15,11 +15,11 @@ GATES = [f"enc.{i}.{m}" for i in range(2) for m in ("attn", "ffn")] + [
 ]
 
 
-def group(quality: dict, gflops_decoder: float, keep: float) -> dict:
+def group(quality: dict, gflops_decoder: float, keep: float, where: str = "decoder") -> dict:
     return {
         **quality,
         "n": 10,
-        "gflops_encoder": 40.0,
+        "gflops_encoder": 40.0 * (keep if where == "both" else 1.0),
         "gflops_decoder": gflops_decoder,
         "achieved_sparsity": 1 - keep,
         "sparsity_flops": 1 - keep,
@@ -31,8 +31,12 @@ def group(quality: dict, gflops_decoder: float, keep: float) -> dict:
 def model(name, kind, wer, bleu, target=None, seed=None, where="decoder", by="flops") -> dict:
     """`wer` and `bleu` are per language: {"de": ..., "fr": ...}; `target` is also the skipped share."""
     keep = 1.0 if target is None else 1 - target
-    groups = {f"transcribe/{k}": group({"wer": v, "cer": v / 2}, 4 * keep, keep) for k, v in wer.items()}
-    groups |= {f"translate/{k}": group({"bleu": v, "chrf": 2 * v}, 4 * keep, keep) for k, v in bleu.items()}
+    groups = {
+        f"transcribe/{k}": group({"wer": v, "cer": v / 2}, 4 * keep, keep, where) for k, v in wer.items()
+    }
+    groups |= {
+        f"translate/{k}": group({"bleu": v, "chrf": 2 * v}, 4 * keep, keep, where) for k, v in bleu.items()
+    }
     return {
         "name": name,
         "kind": kind,
@@ -180,6 +184,18 @@ def test_an_encoder_set_that_skips_too_little_misses_the_whole_model_target(tmp_
         model("dense", "dense", {"de": 0.1}, {"de": 20.0}),
         model("both-0.2", "context", {"de": 0.1}, {"de": 20.0}, 0.2, where="both"),  # no loss, 20% skipped
     ]
+    summary = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "out")
+    target = next(t for t in summary["targets"] if t["name"] == "quality_whole_model_25")
+    assert target["met"] is False and "skips 20.0%" in target["detail"]
+
+
+def test_the_whole_model_share_is_measured_and_counts_what_the_loop_guard_ran_again(tmp_path):
+    """A set whose masks skip 30% but whose executed GFLOPs (second decodings included) are only 20%
+    under dense's is judged on the 20%."""
+    both = model("both-0.3", "context", {"de": 0.1}, {"de": 20.0}, 0.3, where="both")
+    for g in both["groups"].values():
+        g["gflops_encoder"], g["gflops_decoder"] = 32.0, 3.2  # 44 GFLOPs dense: 20% skipped
+    models = [model("dense", "dense", {"de": 0.1}, {"de": 20.0}), both]
     summary = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "out")
     target = next(t for t in summary["targets"] if t["name"] == "quality_whole_model_25")
     assert target["met"] is False and "skips 20.0%" in target["detail"]

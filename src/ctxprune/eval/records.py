@@ -18,6 +18,7 @@ from ctxprune.errors import CtxpruneError
 
 EVAL_SHAPE = 'eval JSON needs "split" and "models" with "name" and "groups" each'
 BENCH_SHAPE = 'bench JSON needs "results" with "name", "batch" and "median_ms" each'
+RUNTIMES_SHAPE = 'bench-runtimes JSON needs "natural_batch1" with "results" by variant, each with "median_ms"'
 
 
 def _known(cls: type, obj: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +196,32 @@ class BenchRecord:
         results = [BenchResult.from_json(r) for r in obj["results"]]
         return cls(**{**_known(cls, obj), "results": results})
 
+    @classmethod
+    def from_runtimes(cls, obj: dict[str, Any]) -> BenchRecord:
+        """`bench/runtimes.py`'s natural-length batch-1 phase read as a bench record: our dense runtime
+        (CUDA graphs where it ran on CUDA) as `dense`, and each gate set as it ran there, without the
+        loop guard's variants."""
+        phase = obj.get("natural_batch1")
+        if not isinstance(phase, dict) or not isinstance(phase.get("results"), dict):
+            raise ValueError(RUNTIMES_SHAPE)
+        cuda = "ours-dense-graphs" in phase["results"]
+        dense = "ours-dense-graphs" if cuda else "ours-dense-eager"
+        results = []
+        for name, r in phase["results"].items():
+            if name != dense and (name.startswith(("ours-dense", "hf-")) or "+" in name):
+                continue
+            label = "dense" if name == dense else name.removeprefix("ours-")
+            results.append(BenchResult.from_json({**r, "name": label, "batch": 1, "rows": phase.get("rows")}))
+        return cls(
+            device="cuda" if cuda else "cpu",
+            device_name=obj.get("device"),
+            threads=obj.get("threads"),
+            dtype=obj.get("dtype"),
+            reference="dense",
+            versions=obj.get("versions"),
+            results=results,
+        )
+
 
 def read_record(path: Path) -> EvalRecord | BenchRecord:
     """Read one eval or bench result file, failing with a message that names the file and the fix."""
@@ -207,12 +234,17 @@ def read_record(path: Path) -> EvalRecord | BenchRecord:
     except json.JSONDecodeError as e:
         raise CtxpruneError(f"{path} is not valid JSON ({e}); re-run the eval or bench that wrote it") from e
     kind = obj.get("kind") if isinstance(obj, dict) else None
-    record_type = {"eval": EvalRecord, "bench": BenchRecord}.get(kind)
-    if record_type is None:
+    read = {
+        "eval": EvalRecord.from_json,
+        "bench": BenchRecord.from_json,
+        "bench-runtimes": BenchRecord.from_runtimes,
+    }
+    if kind not in read:
         raise CtxpruneError(
-            f'{path} has kind {kind!r}, expected "eval" or "bench"; pass only eval/bench result JSON'
+            f'{path} has kind {kind!r}, expected "eval", "bench" or "bench-runtimes"; pass only eval/bench '
+            "result JSON"
         )
     try:
-        return record_type.from_json(obj)
-    except ValueError as e:
+        return read[kind](obj)
+    except (ValueError, KeyError, TypeError) as e:
         raise CtxpruneError(f"{path}: {e}") from None
