@@ -214,6 +214,8 @@ class Transcriber:
             if gated:
                 ran = [n for n, k in zip(names, span.window.keep, strict=True) if k]
                 gates = {"ran": ran, "flops_executed_share": round(span.window.flops_share, 4)}
+                if span.window.teacher:  # the loop guard: the dense model decoded this window again
+                    gates["decoded_by"] = "dense teacher"
             out.append(
                 Segment(
                     id=0,

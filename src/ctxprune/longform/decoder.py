@@ -73,6 +73,7 @@ class Window:
     language: str
     keep: list[bool]  # the mask the window ran with
     flops: tuple[float, float]  # (executed, dense) FLOPs of the window
+    teacher: bool = False  # the pruned decoding looped and the dense teacher decoded it again
 
     @property
     def flops_share(self) -> float:
@@ -202,7 +203,7 @@ class LongFormDecoder:
                 languages[r] = result.languages[i]
                 attempts[r] = Window(
                     tokens, temperature, avg, ratio, no_speech, silent, result.languages[i],
-                    result.mask[i].tolist(), flops[i],
+                    result.mask[i].tolist(), flops[i], bool(result.fallback and result.fallback[i]),
                 )  # fmt: skip
                 if bad:
                     retry.append(r)

@@ -23,7 +23,8 @@ class Segment:
     compression_ratio: float
     no_speech_prob: float
     language: str | None = None  # the window's language, when it was detected per window
-    gates: dict | None = None  # {"ran": [...], "flops_executed_share": float}
+    # {"ran": [...], "flops_executed_share": float}, and "decoded_by": "dense teacher" after a loop
+    gates: dict | None = None
 
     def to_json(self) -> dict:
         record = asdict(self)
