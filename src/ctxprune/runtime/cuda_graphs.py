@@ -117,8 +117,7 @@ class GraphedGreedy:
     decodes a token for every row, suppresses (and applies the timestamp rules), picks, records it and
     feeds it to the next replay, so that the host only replays and reads one end flag (a `greedy.Lane`).
     `scores`, `timestamps` and `loop_guard` as for `greedy.StepLane`; `sot_index` is where
-    `<|startoftranscript|>` sits
-    in the prompts (the no-speech probability)."""
+    `<|startoftranscript|>` sits in the prompts (the no-speech probability)."""
 
     def __init__(
         self,

@@ -49,7 +49,7 @@ class DecodeOptions:
     scores: bool = False  # the long-form scores (log-probability sums, no-speech probability) only
     temperature: float = 0.0  # > 0: sample (the long-form fallback); greedy only
     loop_guard: bool = False  # greedy: a row that loops ends there (runtime/loops.py); the pipeline
-    # then decodes a gated row again with every gate open
+    # then has the dense teacher decode a pruned row that looped again
 
     def __post_init__(self):
         if self.beams < 1:
