@@ -56,8 +56,8 @@ def evaluate(
     (`capped`: no end-of-text, a repetition loop as a rule), the mean share of gates skipped (by count
     and by FLOPs), and each gate's keep rate; with `options.count_flops`, the executed GFLOPs per utterance of
     the encoder and decoder phases, measured by FlopCounterMode (each batch holds one group); with
-    `options.loop_guard`, the shares of rows whose answer the guard stopped (`looped`) and of rows decoded
-    again with every gate open (`fallback`, whose cost the GFLOPs include)."""
+    `options.loop_guard`, the shares of rows whose answer the guard stopped (`looped`) and of rows the
+    dense teacher decoded again (`fallback`, whose cost the GFLOPs include)."""
     hyps: dict[tuple[str, str], list[str]] = defaultdict(list)
     refs: dict[tuple[str, str], list[str]] = defaultdict(list)
     masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)

@@ -45,7 +45,7 @@ class GroupResult:
     n: int | None = None
     capped: float | None = None  # share of rows that hit the decode length cap
     looped: float | None = None  # with the loop guard: share of rows whose answer it stopped
-    fallback: float | None = None  # with the loop guard: share of rows decoded again with every gate open
+    fallback: float | None = None  # with the loop guard: share of rows the dense teacher decoded again
     gflops_encoder: float | None = None
     gflops_decoder: float | None = None
     sparsity_flops: float | None = None

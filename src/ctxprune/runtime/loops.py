@@ -6,8 +6,8 @@ cap, and those rows alone move a group's WER by tens of points and cost more dec
 dense model spends on the whole row. The guard watches each row's last tokens on the device (fixed
 shapes, so it lives inside the CUDA graphs too): a row loops when its last `max(MIN_SPAN, 3 p)` tokens
 repeat with a period p of at most `MAX_PERIOD` tokens, i.e. at least three copies of the repeated block
-and at least `MIN_SPAN` tokens. Such a row ends there and is flagged; `Pipeline.run` decodes gated rows
-that looped again with every gate open (the dense model answers where the pruned one failed).
+and at least `MIN_SPAN` tokens. Such a row ends there and is flagged; `Pipeline.run` has the dense
+teacher decode a pruned row that looped again (the dense model answers where the pruned one failed).
 """
 
 from __future__ import annotations
