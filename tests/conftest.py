@@ -117,3 +117,18 @@ def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("train-corpus")
     build(out, BuildConfig(languages=("de",), preset="small", seed=4), workers=2)
     return out
+
+
+@pytest.fixture()
+def pruned_rows_loop(monkeypatch):
+    """Every decoded row whose mask skips a gate reports a loop to the guard (tiny random models do not
+    loop): the loop guard's fallback path, on demand. Rows decoded with every gate open never do."""
+    from ctxprune.runtime.decoding import BatchDecoding
+
+    real = BatchDecoding.decode
+
+    def decode(self, enc, prompts, mask, options):
+        out = real(self, enc, prompts, mask, options)
+        return out._replace(looped=[not bool(m.all()) for m in mask])
+
+    monkeypatch.setattr(BatchDecoding, "decode", decode)

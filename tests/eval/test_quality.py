@@ -10,7 +10,7 @@ from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.eval.quality import evaluate, group_batches, limit_per_group
 from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
-from ctxprune.runtime.decoding import BatchDecoding, DecodeOptions
+from ctxprune.runtime.decoding import DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
 
 
@@ -98,18 +98,11 @@ def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus,
 
 
 def test_evaluate_with_the_loop_guard_reports_looped_and_fallback_shares(
-    tiny_stack, tiny_corpus, rows, monkeypatch
+    tiny_stack, tiny_corpus, rows, pruned_rows_loop
 ):
     """Every pruned row is made to loop (the tiny model does not): each is decoded again by the dense
     model, whose answers do not loop, and the decoder's GFLOPs count both decodings."""
     pipeline = tiny_stack.with_policy(RandomMasks(RandomGates(tiny_stack.space, 0.5, "dec.", 0))).pipeline
-    real = BatchDecoding.decode
-
-    def pruned_rows_loop(self, enc, prompts, mask, opts):
-        out = real(self, enc, prompts, mask, opts)
-        return out._replace(looped=[not bool(m.all()) for m in mask])
-
-    monkeypatch.setattr(BatchDecoding, "decode", pruned_rows_loop)
     options = DecodeOptions(max_new_tokens=3, count_flops=True, loop_guard=True)
     args = (pipeline, tiny_stack.loaded.tokenizer, tiny_corpus, rows)
     guarded, plain = (

@@ -107,19 +107,12 @@ def test_cuda_graphs_decode_long_form_as_the_gather_path(tiny_tokens, tmp_path):
 
 
 def test_a_pruned_window_that_loops_is_marked_as_the_teachers(
-    tiny_whisper, tiny_tokens, tmp_path, monkeypatch
+    tiny_whisper, tiny_tokens, tmp_path, pruned_rows_loop
 ):
     """The loop guard in long form: a window whose pruned decoding loops (forced here: the tiny model does
     not loop) carries the dense decoding, says so, and counts both decodings' FLOPs."""
     from ctxprune.gating.policy import RandomMasks
     from ctxprune.gating.random_gates import RandomGates
-    from ctxprune.runtime.decoding import BatchDecoding
-
-    real = BatchDecoding.decode
-
-    def pruned_rows_loop(self, enc, prompts, mask, opts):
-        out = real(self, enc, prompts, mask, opts)
-        return out._replace(looped=[not bool(m.all()) for m in mask])
 
     _noise(tmp_path / "a.wav", 20, 4)
     gw = GatedWhisper(tiny_whisper)
@@ -131,9 +124,7 @@ def test_a_pruned_window_that_loops_is_marked_as_the_teachers(
         ("pruned", RandomMasks(RandomGates(space, 0.5, "dec.", 0))),
     ):
         decoder = LongFormDecoder(Pipeline(gw, tiny_tokens, policy), options=GREEDY_LONG_FORM, decode=decode)
-        with monkeypatch.context() as m:
-            m.setattr(BatchDecoding, "decode", pruned_rows_loop)
-            (runs[name],) = decoder.run([Job(0, StreamedMel(AudioStream(tmp_path / "a.wav")), "en")])
+        (runs[name],) = decoder.run([Job(0, StreamedMel(AudioStream(tmp_path / "a.wav")), "en")])
     dense, pruned = runs["dense"].spans, runs["pruned"].spans
     assert [s.tokens for s in pruned] == [s.tokens for s in dense]  # the teacher's answer
     assert all(s.window.teacher for s in pruned) and not any(s.window.teacher for s in dense)

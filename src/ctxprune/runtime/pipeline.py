@@ -22,11 +22,13 @@ from ctxprune.gating.policy import LateStage, MaskPolicy, Masks, PredictedMasks,
 from ctxprune.gating.predictor import GateContext
 from ctxprune.gating.skip import MaskPlan
 from ctxprune.gating.space import GateSpace
-from ctxprune.models.whisper import DECODER_PREFIX, GatedWhisper
+from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper
 from ctxprune.models.whisper_context import UNKNOWN_LANGUAGE, pooled_encoder, pooled_log_mel
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.decoding import GREEDY, BatchDecoding, DecodeOptions
 from ctxprune.runtime.greedy import detect_language
+
+ENCODER = STACK_PREFIX["encoder"]
 
 
 class Fallback(NamedTuple):
@@ -65,13 +67,9 @@ class GatedResult:
         return out
 
 
-def _encoder_gates(space: GateSpace) -> list[int]:
-    return [i for i, n in enumerate(space.names) if not n.startswith(DECODER_PREFIX)]
-
-
 def _encoder_flops(space: GateSpace) -> float:
     """The dense encoder's FLOPs: its front-end (the ungated per-utterance cost) and its branches."""
-    return space.ungated.per_utterance + sum(space.costs[i].per_utterance for i in _encoder_gates(space))
+    return space.ungated.per_utterance + sum(space.costs[i].per_utterance for i in space.indices(ENCODER))
 
 
 class FixedContext:
@@ -243,7 +241,9 @@ class Pipeline:
         index = torch.tensor(rows, device=encoder_out.device)
         with encoder_counter if options.count_flops else nullcontext():
             enc = encoder_out.index_select(0, index)
-            encoded = [i for i, r in enumerate(rows) if not self._encoder_reused(keep[r])]
+            encoder = self.space.indices(ENCODER)
+            reused = [self.teacher_shares_encoder and all(keep[r][j] for j in encoder) for r in rows]
+            encoded = [i for i, ok in enumerate(reused) if not ok]
             if encoded:  # rows whose encoder was pruned (or is not the teacher's): the teacher's encoder
                 enc[encoded] = self.teacher.encode(features[[rows[i] for i in encoded]])
         with decoder_counter if options.count_flops else nullcontext():
@@ -258,10 +258,6 @@ class Pipeline:
         if options.count_flops:
             result.flops_encoder += encoder_counter.get_total_flops()
             result.flops_decoder += decoder_counter.get_total_flops()
-
-    def _encoder_reused(self, keep: list[bool]) -> bool:
-        """Whether the teacher can decode on this row's encoder output."""
-        return self.teacher_shares_encoder and all(keep[i] for i in _encoder_gates(self.space))
 
 
 def same_encoder(a: GatedWhisper, b: GatedWhisper) -> bool:
