@@ -4,21 +4,26 @@
 #
 #   here:  CORPUS=/path/to/full scripts/distill_on_gpu.sh pack
 #                       # .carry-xfer/1..N: one xz stream of the base model (CTranslate2 parts), the voices
-#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in 33 MiB chunks
+#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in $CHUNK (30M) chunks
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
-#   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus
+#   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus;
+#                                                  # gate sets to continue from, if carried in .carry-start/,
+#                                                  # are kept in /root/persist/start/
 #   there: scripts/distill_on_gpu.sh label         # the teacher's pseudo-labels of the train split; the
 #                                                  # single-module damage table (bench/module_damage.py)
 #   there: scripts/distill_on_gpu.sh bench         # a training step's time: loader, model, both, and where
 #                                                  # the model step's time goes (profiler; JSON)
 #   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
-#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target]; runs
+#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target][@GATESET]
+#                                                  # (@: continue from that trained set, its target reached
+#                                                  # from the first step, gates at GATE_LR, default 2e-3); runs
 #                                                  # spread over the GPUs (at most five per H200: six ran out
 #                                                  # of memory); repeat the call until all have cards. Each
 #                                                  # call returns the runs (no checkpoints) in $OUT, so a
 #                                                  # machine lost between calls costs the schedule, not the
 #                                                  # runs (here: cat runs.tar.gz.* | tar xz)
-#   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set, in parallel parts
+#   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set (and the sets in ALSO), in
+#                                                  # parallel parts, with the loop guard
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
 # per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all) tune it; the bench
@@ -45,7 +50,7 @@ case "${1:-}" in
     .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only
     cmp "$stage/corpus/plan.jsonl" "${CORPUS:?set CORPUS to the full corpus built here}/plan.jsonl"
     tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
-    split_bundle "$stage/bundle.tar.xz" 33M
+    split_bundle "$stage/bundle.tar.xz" "${CHUNK:-30M}"
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
   receive) receive_chunk "$2" ;;
   setup)
@@ -55,6 +60,7 @@ case "${1:-}" in
     fi
     remote_env
     python3 -m pip install -q --no-index --no-deps --target /tmp/site $P/wheels/*.whl
+    [ ! -d .carry-start ] || { mkdir -p $P/start && cp -r .carry-start/. $P/start/; }
     [ -f $P/cache/models/whisper-base/config.json ] || ctxprune model prepare --source $P/ct2
     ctxprune data build --out $P/corpus --preset full --seed 0 --workers "$(nproc)" | tail -4 ;;
   label)
@@ -90,12 +96,16 @@ case "${1:-}" in
     # one deadline for the call: a run started late (after the wait for the branch times) stops with the rest
     gpus=$(nvidia-smi -L | wc -l) n=0 deadline=$((SECONDS + ${LIMIT:-540}))
     for spec in "$@"; do
+      start=""; [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
       IFS=: read -r target where by kind seed enc <<< "$spec"
       context=task,language,audio,encoder; [ "$kind" = static ] && context=none
-      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}"
+      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}"
       [ -f "$out/card.json" ] && { echo "$out done"; n=$((n + 1)); continue; }
-      steps=${STEPS:-3000}
-      extra=(--set lora_rank=16 --set lora_alpha=32)
+      steps=${STEPS:-3000} ramp=$((steps / 3)) lr=1e-2
+      extra=(--set lora_rank=16 --set lora_alpha=32) continued=()
+      if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
+        ramp=0 lr=${GATE_LR:-2e-3} continued=(--set "start_from=$start")
+      fi
       if [ "$where" = both ]; then  # encoder gates: a larger LoRA, the encoder output distilled too
         extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0 --encoder-target "$enc")
       fi
@@ -104,8 +114,8 @@ case "${1:-}" in
       CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout $((deadline - SECONDS > 1 ? deadline - SECONDS : 1)) python3 -m ctxprune.cli train gates \
         --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
         --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
-        --set lr=1e-2 --set alpha=100 --set "target_warmup=$((steps / 3))" --set warmup=50 \
-        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" --set workers=4 \
+        --set lr=$lr --set alpha=100 --set "target_warmup=$ramp" --set warmup=50 \
+        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" "${continued[@]}" --set workers=4 \
         --set "eval_every=$((steps / ${EVALS:-6}))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
       if [ "$by" = latency ]; then  # wait for the shared times (the first latency run writes them)
         for _ in $(seq 120); do [ -f $P/runs/branch_times.json ] && break; sleep 1; done
@@ -121,8 +131,9 @@ case "${1:-}" in
       run=$(dirname "$card") name=$(basename "$(dirname "$card")")
       [ -d "$P/gates/$name" ] || { mkdir -p "$P/gates/$name" && cp -r "$run"/predictor/* "$run"/*.json "$run"/config.yaml "$run"/*.jsonl "$P/gates/$name/"; }
     done
+    for g in ${ALSO:-}; do [ -d "$P/gates/$(basename "$g")" ] || cp -r "$g" "$P/gates/"; done
     split=$2 common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
-      ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
+      --loop-guard ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
     [ -f "$R/$split-dense.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --json "$R/$split-dense.json" > "$R/$split-dense.log" 2>&1 &
     for g in $P/gates/*/; do
       name=$(basename "$g")
