@@ -1,5 +1,7 @@
 """Learning curves of gate-training runs from their metrics.jsonl: the distillation loss, the sparsity that
-ran (against the target) and the dev quality at each evaluation, against steps, one line per run.
+ran (against the target) and the dev quality at each evaluation, against steps, one line per run. A run
+continued from a trained set (`start_from`) is drawn after that set's own run (its
+start_from_metrics.jsonl), so the steps are counted from the start of training.
 
 Usage: python scripts/learning_curves.py RUN_DIR... --out results/issue15_gpu/learning_curves.png
 """
@@ -21,8 +23,16 @@ def smooth(values: list[float], window: int = 5) -> list[float]:
     return [statistics.mean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
 
 
+def read_rows(path: Path, offset: int = 0) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{**r, "step": r["step"] + offset} for r in rows]
+
+
 def curves(run: Path) -> dict:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    start = run / "start_from_metrics.jsonl"
+    earlier = read_rows(start) if start.is_file() else []
+    offset = max((r["step"] for r in earlier), default=0)
+    rows = earlier + read_rows(run / "metrics.jsonl", offset)
     steps = [r for r in rows if "loss" in r]
     dev = [r for r in rows if "dev" in r]
     prefix = next(k for k in steps[0] if k.startswith("sampled_s_"))
@@ -59,7 +69,7 @@ def main() -> None:
         axes[3].plot(c["dev_step"], c["bleu"], marker="o", color=line.get_color())
     titles = [
         "distillation loss (KL, T=2; smoothed)",
-        "decoder sparsity that ran (dotted: target ramp)",
+        "sparsity that ran: the encoder's where gated (dotted: target)",
         "dev WER, mean of 5 languages",
         "dev BLEU, mean of 4 directions",
     ]
