@@ -26,7 +26,8 @@
 #                                                  # parallel parts, with the loop guard
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
-# per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all) tune it; the bench
+# per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all) tune it; SPEED (e.g.
+# 0.9,1.0,1.1) trains on speed-perturbed audio (data/perturb.py; the run's name ends in -speed); the bench
 # takes REPEATS (default 12), WORKERS (loader processes to compare, default "2 6") and PROFILE (profiled
 # steps, default 3).
 set -euo pipefail
@@ -99,12 +100,12 @@ case "${1:-}" in
       start=""; [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
       IFS=: read -r target where by kind seed enc <<< "$spec"
       context=task,language,audio,encoder; [ "$kind" = static ] && context=none
-      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}"
+      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${SPEED:+-speed}"
       [ -f "$out/card.json" ] && { echo "$out done"; n=$((n + 1)); continue; }
       steps=${STEPS:-3000} ramp=$((steps / 3)) lr=1e-2
-      extra=(--set lora_rank=16 --set lora_alpha=32) continued=()
+      extra=(--set lora_rank=16 --set lora_alpha=32) options=(${SPEED:+--set "speed_perturb=[$SPEED]"})
       if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
-        ramp=0 lr=${GATE_LR:-2e-3} continued=(--set "start_from=$start")
+        ramp=0 lr=${GATE_LR:-2e-3} options+=(--set "start_from=$start")
       fi
       if [ "$where" = both ]; then  # encoder gates: a larger LoRA, the encoder output distilled too
         extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0 --encoder-target "$enc")
@@ -115,7 +116,7 @@ case "${1:-}" in
         --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
         --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
         --set lr=$lr --set alpha=100 --set "target_warmup=$ramp" --set warmup=50 \
-        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" "${continued[@]}" --set workers=4 \
+        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" "${options[@]}" --set workers=4 \
         --set "eval_every=$((steps / ${EVALS:-6}))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
       if [ "$by" = latency ]; then  # wait for the shared times (the first latency run writes them)
         for _ in $(seq 120); do [ -f $P/runs/branch_times.json ] && break; sleep 1; done

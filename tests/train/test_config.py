@@ -6,9 +6,10 @@ from ctxprune.train.config import TrainConfig
 
 def test_yaml_round_trip_and_overrides(tmp_path):
     config = TrainConfig(data="d", out="o", target=0.3).override(
-        ["lr=3e-4", "context=[task]", "train-lora=true"]
+        ["lr=3e-4", "context=[task]", "train-lora=true", "speed_perturb=[0.9,1.0,1.1]"]
     )
     assert config.lr == 3e-4 and config.context == ["task"] and config.train_lora is True
+    assert config.speed_perturb == [0.9, 1.0, 1.1]
     (tmp_path / "c.yaml").write_text(config.to_yaml())
     assert TrainConfig.from_yaml(tmp_path / "c.yaml") == config
 
@@ -20,6 +21,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
         (["target=1.5"], "--target"),
         (["where=middle"], "--where"),
         (["lr"], "key=value"),
+        (["speed_perturb=[0.9, 3.0]"], "speed_perturb"),
     ],
 )
 def test_bad_values_are_refused(args, message):

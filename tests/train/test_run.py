@@ -255,3 +255,36 @@ def test_the_log_records_the_learning_rates_applied(quick):
     assert before and after and set(after[0]) == {"gate_biases", "predictor_context", "lora"}
     assert all(r["gate_biases"] > 0 and r["lora"] < r["gate_biases"] for r in before)
     assert all(r["gate_biases"] == 0 and r["predictor_context"] == 0 and r["lora"] > 0 for r in after)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_speed_perturbed_run_resumed_mid_epoch_matches_an_uninterrupted_one(quick, tmp_path):
+    """Each row's speed comes from (seed, epoch, row), so a resumed run trains on the same audio."""
+    settings = {"steps": 8, "batch_size": 8, "speed_perturb": [0.8, 1.25]}
+    whole = quick(out=str(tmp_path / "whole"), **settings)
+    Run(whole).train()
+    broken = quick(out=str(tmp_path / "broken"), **settings)
+
+    def stop_after_five(step: int, total: int, row: dict) -> None:
+        if step == 5:
+            raise _Stop
+
+    run = Run(broken)
+    assert len(run._batches(0)) < 5, "the interruption should fall in a later epoch than the first"
+    with pytest.raises(_Stop):
+        run.train(on_progress=stop_after_five)
+    resumed = Run(broken)
+    resumed.train(resume=True)
+    last_epoch = (settings["steps"] - 1) // len(run._batches(0))
+    assert resumed.collate.perturb.epoch == last_epoch >= 1  # each epoch drew its own speeds
+    a = load_file(str(Path(whole.out) / "predictor" / "predictor.safetensors"))
+    b = load_file(str(Path(broken.out) / "predictor" / "predictor.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    plain = quick(out=str(tmp_path / "plain"), steps=8, batch_size=8)
+    Run(plain).train()
+    c = load_file(str(Path(plain.out) / "predictor" / "predictor.safetensors"))
+    assert any(not torch.allclose(a[k], c[k]) for k in a), "the perturbation changed nothing"

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, Sampler
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import frames_of, log_mel, packed, padded
 from ctxprune.data.manifest import Example, read_manifest
+from ctxprune.data.perturb import SpeedPerturbation
 from ctxprune.errors import CtxpruneError
 
 
@@ -91,7 +92,8 @@ class Collate:
     hold the same for the teacher's own output. With `waveforms`, `audio` and `audio_lengths` hold
     the waveforms packed end to end instead of `features`, for padding and log-mel on the training
     device (data/features.py). With `vectors` (context input name -> vectors by row id, e.g. the cached
-    speaker vectors), `vectors` holds each one's [batch, dim] tensor."""
+    speaker vectors), `vectors` holds each one's [batch, dim] tensor. With `perturb`, every row's audio
+    is sped up or slowed down first (data/perturb.py)."""
 
     def __init__(
         self,
@@ -102,6 +104,7 @@ class Collate:
         pseudo_labels: dict[str, list[int]] | None = None,
         waveforms: bool = False,
         vectors: dict[str, Callable[[list[str]], Tensor]] | None = None,
+        perturb: SpeedPerturbation | None = None,
     ):
         self.n_mels = n_mels
         self.tokenizer = tokenizer
@@ -110,10 +113,11 @@ class Collate:
         self.pseudo_labels = pseudo_labels
         self.waveforms = waveforms
         self.vectors = vectors or {}
+        self.perturb = perturb
 
     def __call__(self, batch: list[tuple[Example, np.ndarray]]) -> dict:
         examples = [ex for ex, _ in batch]
-        chunks = [audio for _, audio in batch]
+        chunks = [audio if self.perturb is None else self.perturb(ex.id, audio) for ex, audio in batch]
         out = {
             "frames": frames_of(chunks),
             "tasks": [e.task for e in examples],

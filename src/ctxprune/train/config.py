@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from ctxprune.data.perturb import SpeedPerturbation
 from ctxprune.errors import CtxpruneError
 
 KINDS = ("adapt", "gates")
@@ -56,6 +57,9 @@ class TrainConfig:
     # a pseudo-label whose decode hit the length cap (a loop, as a rule) trains on its first N tokens:
     # one such row in a batch widened every row's decoder pass to 128 tokens (see docs/architecture.md)
     loop_label_tokens: int = 48
+    # each training row's audio played at one of these speeds, drawn per (seed, epoch, row): more voices
+    # from the same corpus (data/perturb.py); [1.0] leaves the audio as it is
+    speed_perturb: list[float] = field(default_factory=lambda: [1.0])
     # optimisation
     steps: int = 2000
     batch_size: int = 32
@@ -92,6 +96,7 @@ class TrainConfig:
             raise CtxpruneError("loss weights must be >= 0 and the temperature > 0")
         if self.kind == "gates" and self.kl_weight + self.label_weight + self.hidden_weight == 0:
             raise CtxpruneError("all loss weights are 0: set kl_weight, label_weight or hidden_weight")
+        SpeedPerturbation(self.speed_perturb)  # refuses factors out of its range, before any work
         if self.steps < 1 or self.batch_size < 1 or self.loop_label_tokens < 1:
             raise CtxpruneError("--steps, --batch-size and loop_label_tokens must be at least 1")
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from ctxprune import assets
 from ctxprune.data.dataset import Collate, DurationBucketSampler, SpeechDataset
 from ctxprune.data.manifest import read_manifest
+from ctxprune.data.perturb import SpeedPerturbation
 from ctxprune.data.pseudo_labels import load_pseudo_labels, teacher_name
 from ctxprune.data.speaker import SPEAKER, SpeakerVectors
 from ctxprune.errors import CtxpruneError
@@ -99,6 +100,9 @@ class Run:
             else None,
             waveforms=self.device.type == "cuda",  # the log-mel is then computed on the GPU
             vectors={SPEAKER: SpeakerVectors(config.data, "train")} if SPEAKER in config.context else None,
+            perturb=SpeedPerturbation(config.speed_perturb, config.seed)
+            if config.speed_perturb != [1.0]
+            else None,
         )
 
     @property
@@ -184,6 +188,8 @@ class Run:
         start = time.perf_counter() - elapsed
         while step < config.steps:
             epoch, offset = divmod(step, per_epoch)
+            if self.collate.perturb is not None:
+                self.collate.perturb.epoch = epoch  # each epoch draws new speeds
             loader = DataLoader(
                 self.train_set,
                 batch_sampler=self._batches(epoch)[offset:],
