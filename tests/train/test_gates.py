@@ -81,6 +81,31 @@ def test_latency_weighting_measures_each_gate_and_keeps_the_times(task, tmp_path
     assert loaded.space.times == space.times  # stored with the predictor: the card's weights travel
 
 
+def test_branch_times_are_taken_on_a_copy_without_the_training_lora_at_inference_precision(
+    quick, tiny_whisper, tiny_tokens, monkeypatch
+):
+    """The LoRA is merged away in a shipped set and the GPU runtime runs fp16: the times must be the
+    kernels inference runs, not the training model's."""
+    import copy
+
+    import ctxprune.train.gates as gates
+    from ctxprune.train.gates import inference_dtype
+
+    timed = []
+    real = gates.gate_time_costs
+    monkeypatch.setattr(gates, "gate_time_costs", lambda gw, prompt: timed.append(gw) or real(gw, prompt))
+    model = copy.deepcopy(tiny_whisper)
+    t = GateTask(model, quick(sparsity_by="latency", where="decoder", train_lora=True), tiny_tokens)
+    (gw,) = timed
+    assert gw.model is not model and not any("lora_" in n for n, _ in gw.model.named_parameters())
+    assert any("lora_" in n for n, _ in model.named_parameters())  # the training model has its LoRA
+    assert next(gw.model.parameters()).dtype == torch.float32 and t.predictor.space.times_device.endswith(
+        ", float32"
+    )
+    assert inference_dtype(torch.device("cuda")) == torch.float16
+    assert inference_dtype(torch.device("cpu")) == torch.float32
+
+
 def test_runs_that_share_a_branch_times_file_weigh_alike(task, tmp_path):
     import json
 
@@ -99,6 +124,6 @@ def test_runs_that_share_a_branch_times_file_weigh_alike(task, tmp_path):
         second.predictor.space.times[names.index("dec.0.cross_attn")]
         == first.predictor.space.times[names.index("dec.0.cross_attn")]
     )
-    shared.write_text(json.dumps({**record, "device": "another GPU"}))
-    with pytest.raises(CtxpruneError, match="measured on another GPU"):
+    shared.write_text(json.dumps({**record, "device": "another GPU, float32"}))
+    with pytest.raises(CtxpruneError, match="measured on another GPU, float32"):
         task(sparsity_by="latency", where="decoder", branch_times=str(shared))

@@ -9,6 +9,7 @@ encoder runs without autograd: that is most of the compute saved."""
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from ctxprune.gating.predictor import GateContext, GatePredictor
 from ctxprune.gating.skip import SoftGates
 from ctxprune.gating.sparsity import SparsityTarget, sparsity_loss
 from ctxprune.gating.straight_through import TemperatureSchedule
-from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper
+from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper, whisper_gate_names
 from ctxprune.models.whisper_context import pooled_encoder, pooled_log_mel, whisper_predictor_config
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_tokens import WhisperTokens
@@ -53,29 +54,49 @@ def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
     return [SparsityTarget(STACK_PREFIX[config.where], config.target)]
 
 
-def measured_times(gw: GatedWhisper, special: WhisperTokens, shared: str | None = None) -> tuple:
-    """Branch times on this device; under torchrun every process takes rank 0's, so that all weigh alike.
-    With `shared` (a JSON file), runs that share it weigh alike too: the first measures and writes it,
-    the others read it (runs started side by side on one GPU would otherwise time each other's work)."""
+def inference_dtype(device: torch.device) -> torch.dtype:
+    """The precision the shipped set will run at there: fp16 on a GPU (the CUDA-graph runtime's), fp32 on
+    the CPU."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def measured_times(
+    model: WhisperForConditionalGeneration, special: WhisperTokens, shared: str | None = None
+) -> tuple[tuple, str]:
+    """Branch times of `model` (before the training LoRA is added) at batch 1 on its device, and where
+    they were measured ("GPU name, float16"). They are timed on a copy in the precision inference runs
+    at: the fp32 training model priced a cross-attention at three times a self-attention on the H200,
+    while in fp16 a self-attention costs more (docs/performance.md). Under torchrun every process takes
+    rank 0's, so that all weigh alike. With `shared` (a JSON file), runs that share it weigh alike too:
+    the first measures and writes it, the others read it (runs started side by side on one GPU would
+    otherwise time each other's work)."""
+    device = next(model.parameters()).device
+    dtype = inference_dtype(device)
+    where = f"{device_name(str(device))}, {str(dtype).removeprefix('torch.')}"
+    names = whisper_gate_names(model.config)
     if shared and Path(shared).is_file():
-        return read_gate_times(Path(shared), gw.gate_names, device_name(str(gw.device)))
-    times = [gate_time_costs(gw, special.prompt("en", "transcribe"))]
+        return read_gate_times(Path(shared), names, where), where
+    timed = GatedWhisper(copy.deepcopy(model).to(dtype).eval())
+    times = [gate_time_costs(timed, special.prompt("en", "transcribe"))]
+    del timed
     if dist.is_initialized():
         dist.broadcast_object_list(times, src=0)
     if shared and (not dist.is_initialized() or dist.get_rank() == 0):
-        write_gate_times(Path(shared), gw.gate_names, times[0], device_name(str(gw.device)))
-    return times[0]
+        write_gate_times(Path(shared), names, times[0], where)
+    return times[0], where
 
 
 def gated_stacks(where: str) -> list[str]:
     return ["encoder", "decoder"] if where == "both" else [where]
 
 
-def build_predictor(gw: GatedWhisper, config: TrainConfig, special: WhisperTokens) -> GatePredictor:
+def build_predictor(
+    gw: GatedWhisper, config: TrainConfig, times: tuple[tuple, str] | None = None
+) -> GatePredictor:
+    """The predictor over `gw`'s gates; with `times` (`measured_times`), latency-weighted."""
     space = whisper_gate_space(gw)
-    if config.sparsity_by == "latency":  # each gate weighs its time at batch 1 on this device
-        times = measured_times(gw, special, config.branch_times)
-        space = space.with_times(times, device_name(str(gw.device)))
+    if times is not None:
+        space = space.with_times(*times)
     frozen = [n for n in space.names if not n.startswith(STACK_PREFIX[config.where])]  # gates not trained
     predictor_config = whisper_predictor_config(
         gw.config,
@@ -99,10 +120,14 @@ class GateTask:
     def __init__(self, model: WhisperForConditionalGeneration, config: TrainConfig, special: WhisperTokens):
         if config.adapter:  # the adapted model is the reference: merged, frozen
             model = merge_adapter(model, config.adapter)
+        # each gate weighs its time at batch 1 on this device, timed before the LoRA below exists
+        times = (
+            measured_times(model, special, config.branch_times) if config.sparsity_by == "latency" else None
+        )
         # a second, small LoRA on the gated stacks only, trained with the gates
         self.peft = add_lora(model, config, stacks=gated_stacks(config.where)) if config.train_lora else None
         self.gw = GatedWhisper(self.peft.base_model.model if self.peft else model)
-        self.predictor = build_predictor(self.gw, config, special).to(self.gw.device)
+        self.predictor = build_predictor(self.gw, config, times).to(self.gw.device)
         if config.start_from:
             self._start_from(Path(config.start_from))
         self.policy = policy_for(self.predictor)
