@@ -77,10 +77,13 @@ def test_the_student_with_every_gate_open_is_the_teacher(distill_batch):
     assert keep.grad.abs().sum() > 0  # the teacher's signal reaches the gates
 
 
-def test_a_gate_step_distills_on_rows_without_a_reference(quick, tiny_whisper, tiny_tokens, distill_batch):
+def test_a_gate_step_distills_on_rows_without_a_reference(quick, tiny_tokens, distill_batch):
     _, batch = distill_batch
     batch = {**batch, "labels": torch.full_like(batch["labels"], -100)}  # as if no row had a reference
-    task = GateTask(tiny_whisper, quick(where="decoder", train_lora=True, hidden_weight=0.5), tiny_tokens)
+    # a model of its own: the LoRA is injected in place, and the session's tiny model must stay plain
+    task = GateTask(
+        make_tiny_whisper(), quick(where="decoder", train_lora=True, hidden_weight=0.5), tiny_tokens
+    )
     loss, logs = task.loss(batch, step=0, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and {"kl", "hidden"} <= set(logs) and "label_ce" not in logs

@@ -82,19 +82,18 @@ def test_latency_weighting_measures_each_gate_and_keeps_the_times(task, tmp_path
 
 
 def test_branch_times_are_taken_on_a_copy_without_the_training_lora_at_inference_precision(
-    quick, tiny_whisper, tiny_tokens, monkeypatch
+    quick, tiny_tokens, monkeypatch
 ):
     """The LoRA is merged away in a shipped set and the GPU runtime runs fp16: the times must be the
     kernels inference runs, not the training model's."""
-    import copy
-
     import ctxprune.train.gates as gates
     from ctxprune.train.gates import inference_dtype
+    from tests.conftest import make_tiny_whisper
 
     timed = []
     real = gates.gate_time_costs
     monkeypatch.setattr(gates, "gate_time_costs", lambda gw, prompt: timed.append(gw) or real(gw, prompt))
-    model = copy.deepcopy(tiny_whisper)
+    model = make_tiny_whisper()  # the LoRA goes into it in place
     t = GateTask(model, quick(sparsity_by="latency", where="decoder", train_lora=True), tiny_tokens)
     (gw,) = timed
     assert gw.model is not model and not any("lora_" in n for n, _ in gw.model.named_parameters())

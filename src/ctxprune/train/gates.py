@@ -65,7 +65,7 @@ def measured_times(
 ) -> tuple[tuple, str]:
     """Branch times of `model` (before the training LoRA is added) at batch 1 on its device, and where
     they were measured ("GPU name, float16"). They are timed on a copy in the precision inference runs
-    at: the fp32 training model priced a cross-attention at three times a self-attention on the H200,
+    at: the fp32 training model with its LoRA priced a cross-attention at three self-attentions (H200),
     while in fp16 a self-attention costs more (docs/performance.md). Under torchrun every process takes
     rank 0's, so that all weigh alike. With `shared` (a JSON file), runs that share it weigh alike too:
     the first measures and writes it, the others read it (runs started side by side on one GPU would
