@@ -227,6 +227,7 @@ def test_a_retune_starts_from_a_gate_set_calibrates_first_and_trains_only_its_lo
     assert any(not torch.equal(run.params[n], p) for n, p in lora_start.items())
     first_card = json.loads((Path(first.out) / "card.json").read_text())
     assert card["start_from_card"] == first_card  # the history travels with the gate set
+    assert card["steps"] == 3 and card["steps_total"] == 6
     assert (Path(config.out) / "start_from_metrics.jsonl").read_bytes() == (
         Path(first.out) / "metrics.jsonl"
     ).read_bytes()

@@ -54,6 +54,11 @@ def learning_rate(config: TrainConfig, step: int, base: float | None = None) -> 
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def total_steps(card: dict) -> int:
+    """Steps of training behind a card, a continued run's first runs included."""
+    return card.get("steps_total", card["steps"])
+
+
 def start_record(start_from: str | None, name: str) -> Path | None:
     """A file of the gate set a re-tune started from (its card or log: its training history), if any."""
     if not start_from:
@@ -266,7 +271,10 @@ class Run:
             **({"branch_ms": fields["branch_ms"]} if "branch_ms" in fields else {}),
             **({"calibration": self.calibration} if self.calibration else {}),
             **(
-                {"start_from_card": json.loads(start.read_text())}
+                {
+                    "start_from_card": (first := json.loads(start.read_text())),
+                    "steps_total": config.steps + total_steps(first),
+                }
                 if (start := start_record(config.start_from, "card.json"))
                 else {}
             ),
