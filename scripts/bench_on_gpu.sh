@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU recipe for the runtime benchmarks (issue 7). Here = this machine; there = the device.
 #
-#   here:  CORPUS=/path/to/full [CHUNK=30M] scripts/bench_on_gpu.sh pack  # .carry-model/1..N (the base
-#                                                  # model; 30M: 5 calls) and .carry/bench: the test rows
+#   here:  CORPUS=/path/to/full [CHUNK=14M] scripts/bench_on_gpu.sh pack  # .carry-model/1..N (the base
+#                                                  # model, in chunks that fit a call beside the tree) and .carry/bench: the test rows
 #                                                  # (ROWS, at least 16: what --rows and --batch read), wheels
 #   there: scripts/train_on_gpu.sh receive N       # N = 1.., each call carrying .carry-model/N, back to back
 #   there: scripts/bench_on_gpu.sh setup           # convert the model, install the wheels (carry .carry)

@@ -4,7 +4,8 @@
 #
 #   here:  CORPUS=/path/to/full scripts/distill_on_gpu.sh pack
 #                       # .carry-xfer/1..N: one xz stream of the base model (CTranslate2 parts), the voices
-#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in $CHUNK (30M) chunks
+#                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in chunks that fit a
+#                       # call beside the tree (gpu_env.sh chunk_size; CHUNK overrides)
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus;
 #                                                  # gate sets to continue from, if carried in .carry-start/,
@@ -51,7 +52,7 @@ case "${1:-}" in
     .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only
     cmp "$stage/corpus/plan.jsonl" "${CORPUS:?set CORPUS to the full corpus built here}/plan.jsonl"
     tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
-    split_bundle "$stage/bundle.tar.xz" "${CHUNK:-30M}"
+    split_bundle "$stage/bundle.tar.xz"
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
   receive) receive_chunk "$2" ;;
   setup)

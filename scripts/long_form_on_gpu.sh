@@ -4,7 +4,7 @@
 # there = the device.
 #
 #   here:  scripts/long_form_on_gpu.sh pack        # .carry-xfer/1..N: the base model (CTranslate2 parts), the
-#                                                  # wheels the device lacks, the long fixture; 42 MiB chunks
+#                                                  # wheels the device lacks, the long fixture; chunks that fit a call (gpu_env.sh chunk_size)
 #   there: scripts/long_form_on_gpu.sh receive N   # one call per chunk, back to back (carry .carry-xfer/N)
 #   there: scripts/long_form_on_gpu.sh run         # set up, CUDA tests, bench; JSON and logs under $OUT
 set -euo pipefail
@@ -22,7 +22,7 @@ case "${1:-}" in
     .venv/bin/python -c "from pathlib import Path; from ctxprune.data.long_fixture import build_long_fixture as b
 b(Path('$stage/fixture'), 'en')"
     tar cf - -C "$stage" ct2 wheels fixture | xz -T2 -1 > "$stage/bundle.tar.xz"
-    split_bundle "$stage/bundle.tar.xz" 42M
+    split_bundle "$stage/bundle.tar.xz"
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
   receive) receive_chunk "$2" ;;
   run)

@@ -48,7 +48,7 @@ case "${1:-}" in
     env -u CTXPRUNE_CACHE .venv/bin/python -c "import sys; sys.path.insert(0, 'bench'); from serve_load import build_workload, DEMO_CORPUS
 from pathlib import Path; build_workload(Path('$stage/workload'), DEMO_CORPUS)"
     tar cf - -C "$stage" ct2 wheels workload $CONTEXT_SET | xz -T2 -1 > "$stage/bundle.tar.xz"
-    split_bundle "$stage/bundle.tar.xz" 42M
+    split_bundle "$stage/bundle.tar.xz"
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
   receive) receive_chunk "$2" ;;
   context)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The GPU recipe that produces the shipped artifacts (issue 5). Here = this machine; there = the device.
 #
-#   here:  scripts/train_on_gpu.sh pack            # .carry-model/1..7: the base model in 20 MiB chunks (each call
-#                                                  # carries one beside the 43 MB working tree, under the 64 MiB
-#                                                  # limit); .carry: corpus plan, espeak-ng bundle (xz), wheels
-#   there: scripts/train_on_gpu.sh receive N       # N = 1..7, each call carrying .carry-model/N, back to back
+#   here:  scripts/train_on_gpu.sh pack            # .carry-model/1..N: the base model in chunks (each call
+#                                                  # carries one beside the working tree, under the 64 MiB
+#                                                  # limit: gpu_env.sh chunk_size); .carry: corpus plan,
+#                                                  # espeak-ng bundle (xz), wheels
+#   there: scripts/train_on_gpu.sh receive N       # N = 1..N, each call carrying .carry-model/N, back to back
 #   there: scripts/train_on_gpu.sh setup           # verify sha256, convert the model, synthesize the corpus (carry
 #                                                  # .carry, in the next call)
 #   there: scripts/train_on_gpu.sh adapt [STEPS]   # LoRA on the corpus (or restore-adapter: artifacts/lora-adapter)
