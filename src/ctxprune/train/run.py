@@ -105,9 +105,7 @@ class Run:
             else None,
             waveforms=self.device.type == "cuda",  # the log-mel is then computed on the GPU
             vectors={SPEAKER: SpeakerVectors(config.data, "train")} if SPEAKER in config.context else None,
-            perturb=SpeedPerturbation(config.speed_perturb, config.seed)
-            if config.speed_perturb != [1.0]
-            else None,
+            perturb=SpeedPerturbation(config.speed_perturb, config.seed),  # [1.0]: the audio as it is
         )
 
     @property
@@ -193,8 +191,7 @@ class Run:
         start = time.perf_counter() - elapsed
         while step < config.steps:
             epoch, offset = divmod(step, per_epoch)
-            if self.collate.perturb is not None:
-                self.collate.perturb.epoch = epoch  # each epoch draws new speeds
+            self.collate.perturb.epoch = epoch  # each epoch draws new speeds
             loader = DataLoader(
                 self.train_set,
                 batch_sampler=self._batches(epoch)[offset:],
