@@ -27,7 +27,8 @@
 #                                                  # parallel parts, with the loop guard
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
-# per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all) tune it; SPEED (e.g.
+# per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all), GUARD (0: eval without
+# the loop guard, as the campaigns before it were evaluated) tune it; SPEED (e.g.
 # 0.9,1.0,1.1) trains on speed-perturbed audio (data/perturb.py; the run's name ends in -speed); the bench
 # takes REPEATS (default 12), WORKERS (loader processes to compare, default "2 6") and PROFILE (profiled
 # steps, default 3).
@@ -135,7 +136,8 @@ case "${1:-}" in
     done
     for g in ${ALSO:-}; do [ -d "$P/gates/$(basename "$g")" ] || cp -r "$g" "$P/gates/"; done
     split=$2 common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
-      --loop-guard ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
+      ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
+    [ "${GUARD:-1}" = 0 ] || common+=(--loop-guard)
     [ -f "$R/$split-dense.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --json "$R/$split-dense.json" > "$R/$split-dense.log" 2>&1 &
     for g in $P/gates/*/; do
       name=$(basename "$g")

@@ -217,7 +217,7 @@ class Run:
                 row["grad_norm"] = float(grad_norm)
                 row["elapsed"] = round(time.perf_counter() - start, 3)  # seconds, across resumes
                 if step % config.log_every == 0 or step == config.steps:
-                    self._log(row)
+                    self._log({**row, **self._memory()})
                 if self.rank == 0 and (step % config.save_every == 0 or step == config.steps):
                     extra = {"elapsed": time.perf_counter() - start, "calibration": self.calibration}
                     save_checkpoint(checkpoint, step, self.params, self.optimizer, self.generator, extra)
@@ -236,6 +236,12 @@ class Run:
         if self.world > 1:
             dist.barrier()
         return self.finish(wall) if self.rank == 0 else {}
+
+    def _memory(self) -> dict:
+        """The most GPU memory this process has held: how many runs can share a GPU."""
+        if self.device.type != "cuda":
+            return {}
+        return {"gpu_peak_gib": round(torch.cuda.max_memory_reserved(self.device) / 2**30, 2)}
 
     def finish(self, wall: float) -> dict:
         """Evaluate on dev, save the artifact (adapter or predictor) and its JSON card."""
@@ -264,6 +270,7 @@ class Run:
                 else platform.processor() or "cpu",
                 "processes": self.world,
                 "torch": torch.__version__,
+                **self._memory(),
             },
             **({"branch_ms": fields["branch_ms"]} if "branch_ms" in fields else {}),
             **({"calibration": self.calibration} if self.calibration else {}),
