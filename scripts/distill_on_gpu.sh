@@ -15,7 +15,9 @@
 #   there: scripts/distill_on_gpu.sh bench         # a training step's time: loader, model, both, and where
 #                                                  # the model step's time goes (profiler; JSON)
 #   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
-#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target][@GATESET]
+#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target][+speed][@GATESET]
+#                                                  # (+speed: on speed-perturbed audio, factors $SPEED,
+#                                                  # default 0.9,1.0,1.1, data/perturb.py; name ends -speed)
 #                                                  # (@: continue from that trained set, its target reached
 #                                                  # from the first step, gates at GATE_LR, default 2e-3); runs
 #                                                  # spread over the GPUs (at most five per H200: six ran out
@@ -28,8 +30,8 @@
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
 # per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all), GUARD (0: eval without
-# the loop guard, as the campaigns before it were evaluated) tune it; SPEED (e.g.
-# 0.9,1.0,1.1) trains on speed-perturbed audio (data/perturb.py; the run's name ends in -speed); the bench
+# the loop guard, as the campaigns before it were evaluated; eval writes into results/SPLIT-ROWSrows[-noguard]/)
+# tune it; the bench
 # takes REPEATS (default 12), WORKERS (loader processes to compare, default "2 6") and PROFILE (profiled
 # steps, default 3).
 set -euo pipefail
@@ -99,13 +101,14 @@ case "${1:-}" in
     # one deadline for the call: a run started late (after the wait for the branch times) stops with the rest
     gpus=$(nvidia-smi -L | wc -l) n=0 deadline=$((SECONDS + ${LIMIT:-540}))
     for spec in "$@"; do
-      start=""; [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
+      start="" speed=""; [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
+      [[ "$spec" == *+speed ]] && speed=${SPEED:-0.9,1.0,1.1} spec=${spec%+speed}
       IFS=: read -r target where by kind seed enc <<< "$spec"
       context=task,language,audio,encoder; [ "$kind" = static ] && context=none
-      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${SPEED:+-speed}"
+      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${speed:+-speed}"
       [ -f "$out/card.json" ] && { echo "$out done"; n=$((n + 1)); continue; }
       steps=${STEPS:-3000} ramp=$((steps / 3)) lr=1e-2
-      extra=(--set lora_rank=16 --set lora_alpha=32) options=(${SPEED:+--set "speed_perturb=[$SPEED]"})
+      extra=(--set lora_rank=16 --set lora_alpha=32) options=(${speed:+--set "speed_perturb=[$speed]"})
       if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
         ramp=0 lr=${GATE_LR:-2e-3} options+=(--set "start_from=$start")
       fi
@@ -135,18 +138,20 @@ case "${1:-}" in
       [ -d "$P/gates/$name" ] || { mkdir -p "$P/gates/$name" && cp -r "$run"/predictor/* "$run"/*.json "$run"/config.yaml "$run"/*.jsonl "$P/gates/$name/"; }
     done
     for g in ${ALSO:-}; do [ -d "$P/gates/$(basename "$g")" ] || cp -r "$g" "$P/gates/"; done
-    split=$2 common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
+    dir=$R/$2-${EVAL_LIMIT:-all}rows && [ "${GUARD:-1}" != 0 ] || dir+=-noguard
+    mkdir -p "$dir"
+    common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
       ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
     [ "${GUARD:-1}" = 0 ] || common+=(--loop-guard)
-    [ -f "$R/$split-dense.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --json "$R/$split-dense.json" > "$R/$split-dense.log" 2>&1 &
+    [ -f "$dir/dense.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --json "$dir/dense.json" > "$dir/dense.log" 2>&1 &
     for g in $P/gates/*/; do
       name=$(basename "$g")
-      [ -f "$R/$split-$name.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --no-dense --gates "$g" \
-        --json "$R/$split-$name.json" > "$R/$split-$name.log" 2>&1 &
+      [ -f "$dir/$name.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --no-dense --gates "$g" \
+        --json "$dir/$name.json" > "$dir/$name.log" 2>&1 &
     done
     wait || true
     save_results
-    ls $R ;;
+    ls "$dir" ;;
   pack-results)
     tar czf "$OUT/gates.tar.gz" -C $P gates
     save_results

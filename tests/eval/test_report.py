@@ -28,7 +28,7 @@ def group(quality: dict, gflops_decoder: float, keep: float, where: str = "decod
     }
 
 
-def model(name, kind, wer, bleu, target=None, seed=None, where="decoder", by="flops") -> dict:
+def model(name, kind, wer, bleu, target=None, seed=None, where="decoder", by="flops", variant=None) -> dict:
     """`wer` and `bleu` are per language: {"de": ..., "fr": ...}; `target` is also the skipped share."""
     keep = 1.0 if target is None else 1 - target
     groups = {
@@ -44,6 +44,7 @@ def model(name, kind, wer, bleu, target=None, seed=None, where="decoder", by="fl
         "sparsity_by": None if kind == "dense" else by,
         "target_sparsity": target,
         "seed": seed,
+        "variant": variant,
         "groups": groups,
     }
 
@@ -128,6 +129,18 @@ def test_markdown_references_existing_pngs(built):
     assert len(pngs) >= 3
     assert all((out / p).is_file() for p in pngs)
     assert "1.0 absolute WER point = 0.01" in md
+
+
+def test_costs_are_shown_per_language_and_the_unseen_gap_per_set(built):
+    out, _ = built
+    md = (out / "report.md").read_text()
+    # ctx-dec-0.5 on test: WER de 0.170 -> 0.178, fr 0.200 -> 0.209; BLEU de 26.0 -> 24.5, fr 30.0 -> 29.8
+    assert "| ctx-dec-0.5 | +0.8 | +0.9 |" in md and "| ctx-dec-0.5 | +1.5 | +0.2 |" in md
+    # unseen: de rise 2.0 points against 0.8 on test, fr 1.1 against 0.9
+    gaps = md.split("Unseen voices: WER rise on unseen minus on test, points")[1].split("\n#")[0]
+    assert "| ctx-dec-0.5 | +1.2 | +0.2 |" in gaps
+    static = next(line for line in gaps.splitlines() if line.startswith("| static-0.5 |"))
+    assert [abs(float(x)) for x in static.split("|")[2:4]] == [0.0, 0.0]  # 3.0 points on both splits
 
 
 def test_a_rebuilt_report_leaves_no_plot_of_the_earlier_one(built):
@@ -247,3 +260,22 @@ def test_context_wins_over_three_seeds_each_and_shows_their_range(tmp_path):
     assert target["met"] is True
     assert "context WER 0.210 [0.200-0.220, 3 seed(s)]" in target["detail"]
     assert "static 0.270 [0.250-0.300, 3 seed(s)]" in target["detail"] and "transcribe" in target["detail"]
+
+
+def test_sets_trained_another_way_are_not_counted_as_seeds_of_the_plain_recipe(tmp_path):
+    def seeds(kind, wer, variant=None):
+        return [
+            model(f"{kind}-{variant}-{i}", kind, {"de": wer}, {"de": 20.0}, 0.5, i, variant=variant)
+            for i in range(3)
+        ]
+
+    models = [
+        model("dense", "dense", {"de": 0.1}, {"de": 25.0}),
+        *seeds("context", 0.2),
+        *seeds("static", 0.25),
+    ]
+    models += seeds("context", 0.9, "speed 0.9,1,1.1")  # much worse: in the plain config they would lose it
+    summary = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "o")
+    target = next(t for t in summary["targets"] if t["name"] == "context_beats_static_random")
+    assert "decoder/flops/0.5 transcribe: context WER 0.200 [0.200-0.200, 3 seed(s)]" in target["detail"]
+    assert "speed" not in target["detail"]  # no static set was trained with speed perturbation

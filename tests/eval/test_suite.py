@@ -49,6 +49,16 @@ def test_a_directory_without_a_card_is_not_a_gate_set(tmp_path):
         Candidate.gate_set(tmp_path)
 
 
+def test_a_gate_set_names_its_seed_and_how_its_training_departs_from_the_plain_recipe(tmp_path):
+    card = json.loads((ARTIFACTS / "gates" / "decoder-flops-0.5-context" / "card.json").read_text())
+    plain = Candidate.gate_set(ARTIFACTS / "gates" / "decoder-flops-0.5-context")
+    assert (plain.seed, plain.variant) == (card["config"]["seed"], "")
+    card["config"] |= {"speed_perturb": [0.9, 1.0, 1.1], "start_from": "artifacts/gates/x"}
+    card["context"] = [*card["context"], "speaker"]
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert Candidate.gate_set(tmp_path).variant == "speed 0.9,1,1.1; continued; speaker"
+
+
 def test_bench_interleaves_variants_and_reports_medians(tiny_model_dir, tiny_corpus):
     candidates = [Candidate("dense", "dense"), Candidate("dense-again", "dense")]
     spec = StackSpec(str(tiny_model_dir))

@@ -38,7 +38,7 @@ def pareto_png(models: list[CandidateResult], split: str) -> bytes:
         metric = PRIMARY[task]
         series: dict[tuple, list[tuple[float, float, float]]] = defaultdict(list)
         labelled = set()
-        for (kind, where, by, target), ms in by_config(models).items():
+        for (kind, where, by, target, variant), ms in by_config(models).items():
             pts = [(task_means(m, task)["gflops_total"], task_means(m, task)[metric]) for m in ms]
             pts = [p for p in pts if not any(math.isnan(v) for v in p)]
             if not pts:
@@ -47,15 +47,16 @@ def pareto_png(models: list[CandidateResult], split: str) -> bytes:
             if len(pts) > 1:
                 ax.scatter(*zip(*pts, strict=True), alpha=0.25, s=25, **style)
             x, y = mean([p[0] for p in pts]), mean([p[1] for p in pts])
-            label = kind if kind == "dense" else f"{kind} ({where}, by {by})"
+            extra = f", {variant}" if variant else ""
+            label = kind if kind == "dense" else f"{kind} ({where}, by {by}{extra})"
             ax.scatter(
                 x, y, s=140 if kind == "dense" else 50, label=None if label in labelled else label, **style
             )
             labelled.add(label)
             if target is not None:
                 ax.annotate(f"{target:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-            series[(kind, where, by)].append((num(target), x, y))
-        for (kind, where, by), pts in series.items():
+            series[(kind, where, by, variant)].append((num(target), x, y))
+        for (kind, where, by, _), pts in series.items():
             if kind == "context" and len(pts) > 1:
                 pts.sort()
                 ax.plot(

@@ -16,7 +16,7 @@ PRIMARY = {"transcribe": "wer", "translate": "bleu"}
 SECONDARY = {"transcribe": "cer", "translate": "chrf"}
 NA = "—"
 
-Config = tuple[str | None, str | None, str | None, float | None]  # kind, where, sparsity_by, target
+Config = tuple[str | None, str | None, str | None, float | None, str]  # kind, where, by, target, variant
 
 
 def num(x: Any) -> float:
@@ -85,10 +85,10 @@ def paper_models(models: list[CandidateResult]) -> list[CandidateResult]:
 
 
 def by_config(models: list[CandidateResult]) -> dict[Config, list[CandidateResult]]:
-    """Models that differ only by seed, together: (kind, where, sparsity_by, target) -> models."""
+    """Models that differ only by seed, together: (kind, where, sparsity_by, target, variant) -> models."""
     out: dict[Config, list[CandidateResult]] = defaultdict(list)
     for m in models:
-        out[(m.kind, m.where, m.sparsity_by, m.target_sparsity)].append(m)
+        out[(m.kind, m.where, m.sparsity_by, m.target_sparsity, m.variant or "")].append(m)
     return out
 
 

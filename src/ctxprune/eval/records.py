@@ -81,6 +81,7 @@ class CandidateResult:
     sparsity_by: str | None = None
     target_sparsity: float | None = None
     seed: int | None = None
+    variant: str | None = None  # training beyond the config's fields (suite.training_variant); "" plain
     groups: dict[str, GroupResult] = field(default_factory=dict)
 
     def task_groups(self, task: str) -> dict[str, GroupResult]:
@@ -92,7 +93,10 @@ class CandidateResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        out = _all_fields(self, skip=("groups",))
+        no_variant = (
+            ("variant",) if self.variant is None else ()
+        )  # files from before it: written back as read
+        out = _all_fields(self, skip=("groups", *no_variant))
         out["groups"] = {k: g.to_json() for k, g in self.groups.items()}
         return out
 

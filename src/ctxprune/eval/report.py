@@ -21,6 +21,7 @@ from ctxprune.eval.measures import (
     fmt,
     num,
     paper_models,
+    per_language_delta,
     reduction,
     task_means,
 )
@@ -52,6 +53,7 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     blocks: list[Block] = [("h", 1, title), ("h", 2, "Targets"), ("targets", targets)]
     for split, ev in splits.items():
         blocks += _split_blocks(split, ev, pngs)
+    blocks += _unseen_gap_blocks(splits, main)
     if benches:
         blocks.append(("h", 2, "Latency"))
         for i, (path, bench) in enumerate(benches):
@@ -148,6 +150,11 @@ def _split_blocks(split: str, ev: EvalRecord, pngs: dict[str, bytes]) -> list[Bl
     dense = ev.dense()
     for task in TASKS:
         blocks.append(("table", *_cost_table(models, dense, task)))
+    if dense:
+        blocks.append(("h", 3, "Per language, against dense"))
+        blocks.append(("p", "The quality targets hold per language: WER rise in points, BLEU drop."))
+        for task in TASKS:
+            blocks.append(("table", *_language_table(models, dense, task)))
     pareto = f"pareto_{_slug(split)}.png"
     pngs[pareto] = pareto_png(models, split)
     blocks += [("h", 3, "Quality against executed compute"), ("img", pareto, f"Pareto plot, split {split}")]
@@ -182,6 +189,49 @@ def _cost_table(
         row += [fmt(t["capped"], ".1%"), fmt(t["fallback"], ".1%")]
         rows.append(row)
     return headers, rows
+
+
+def _changes(model: CandidateResult, dense: CandidateResult, task: str) -> dict[str, float]:
+    """{language: WER rise in points or BLEU drop} against dense: the units the targets use."""
+    sign = 100 if task == "transcribe" else -1
+    return {lang: sign * (q - base) for lang, (base, q) in per_language_delta(model, dense, task).items()}
+
+
+def _language_table(
+    models: list[CandidateResult], dense: CandidateResult, task: str
+) -> tuple[list[str], list[list[str]]]:
+    langs = sorted(dense.task_groups(task))
+    what = "WER rise, points" if task == "transcribe" else "BLEU drop"
+    rows = []
+    for m in models:
+        if m is not dense:
+            change = _changes(m, dense, task)
+            rows.append([m.name, *(fmt(change.get(lang), "+.1f") for lang in langs)])
+    return [f"{task} model ({what})", *langs], rows
+
+
+def _unseen_gap_blocks(splits: dict[str, EvalRecord], main: str) -> list[Block]:
+    """Per set and language, the WER rise on each unseen split minus the rise on the main split: how
+    much of a set's cost the main split's voices hide."""
+    blocks: list[Block] = []
+    base = splits[main]
+    for split, ev in splits.items():
+        dense, main_dense = ev.dense(), base.dense()
+        if "unseen" not in split or split == main or not (dense and main_dense):
+            continue
+        langs = sorted(main_dense.task_groups("transcribe"))
+        rows = []
+        for m in ev.models:
+            seen = base.candidate(m.name)
+            if m is dense or seen is None:
+                continue
+            here, there = _changes(m, dense, "transcribe"), _changes(seen, main_dense, "transcribe")
+            gaps = {lang: here[lang] - there[lang] for lang in set(here) & set(there)}
+            rows.append([m.name, *(fmt(gaps.get(lang), "+.1f") for lang in langs)])
+        if rows:
+            blocks.append(("h", 3, f"Unseen voices: WER rise on {split} minus on {main}, points"))
+            blocks.append(("table", ["model", *langs], rows))
+    return blocks
 
 
 def _latency_blocks(i: int, path: Path, bench: BenchRecord, pngs: dict[str, bytes]) -> list[Block]:

@@ -37,6 +37,7 @@ class Candidate:
     sparsity_by: str | None = None
     target_sparsity: float | None = None
     seed: int | None = None
+    variant: str | None = None
 
     @classmethod
     def gate_set(cls, path: Path) -> Candidate:
@@ -53,6 +54,8 @@ class Candidate:
             where=card["where"],
             sparsity_by=card["sparsity_by"],
             target_sparsity=card["target_sparsity"],
+            seed=card.get("config", {}).get("seed"),
+            variant=training_variant(card),
         )
 
     @classmethod
@@ -69,8 +72,24 @@ class Candidate:
             sparsity_by=self.sparsity_by,
             target_sparsity=self.target_sparsity,
             seed=self.seed,
+            variant=self.variant,
             groups=groups,
         )
+
+
+def training_variant(card: dict) -> str:
+    """How a gate set's training departs from the plain recipe (speed-perturbed audio, continued from
+    another set, a speaker vector as context): sets that differ here are different configurations, so
+    the report does not count them as seeds of one. "" for the plain recipe."""
+    config = card.get("config", {})
+    parts = []
+    if (speed := config.get("speed_perturb")) and list(speed) != [1.0]:
+        parts.append("speed " + ",".join(f"{f:g}" for f in speed))
+    if config.get("start_from"):
+        parts.append("continued")
+    if "speaker" in card.get("context", []):
+        parts.append("speaker")
+    return "; ".join(parts)
 
 
 def device_name(device: str) -> str:

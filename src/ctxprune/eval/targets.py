@@ -184,14 +184,19 @@ def _target_baselines(split: str, models: list[CandidateResult]) -> dict:
     name = "context_beats_static_random"
     configs = by_config(models)
     lines, wins = [], []
-    for (kind, where, by, target), ctx in configs.items():
+    for (kind, where, by, target, variant), ctx in configs.items():
         if kind != "context":
             continue
+        config = f"{where}/{by}/{target}" + (f" ({variant})" if variant else "")
         for other in ("static", "random"):
             rivals = [
                 ms
-                for (k, w, b, t), ms in configs.items()
-                if k == other and w == where and t == target and b in (by, None)
+                for (k, w, b, t, v), ms in configs.items()
+                if k == other
+                and w == where
+                and t == target
+                and b in (by, None)
+                and (v == variant or k == "random")  # random masks are not trained: no variant
             ]
             if not rivals:
                 continue
@@ -209,7 +214,7 @@ def _target_baselines(split: str, models: list[CandidateResult]) -> dict:
                 if seeds < MIN_SEEDS:
                     verdict = f"not conclusive, fewer than {MIN_SEEDS} seeds"
                 lines.append(
-                    f"{where}/{by}/{target} {task}: context {metric.upper()} {cq:{spec}} "
+                    f"{config} {task}: context {metric.upper()} {cq:{spec}} "
                     f"{_spread(ctx, task, metric, spec)} ({cg:.2f} GFLOPs) vs {other} {oq:{spec}} "
                     f"{_spread(rivals[0], task, metric, spec)} ({og:.2f} GFLOPs): {verdict}"
                 )
