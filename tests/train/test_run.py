@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -228,9 +229,13 @@ def test_a_retune_starts_from_a_gate_set_calibrates_first_and_trains_only_its_lo
     first_card = json.loads((Path(first.out) / "card.json").read_text())
     assert card["start_from_card"] == first_card  # the history travels with the gate set
     assert card["steps"] == 3 and card["steps_total"] == 6
-    assert (Path(config.out) / "start_from_metrics.jsonl").read_bytes() == (
-        Path(first.out) / "metrics.jsonl"
-    ).read_bytes()
+    history = [json.loads(line) for line in (Path(config.out) / "start_from_metrics.jsonl").open()]
+    assert history == _rows(Path(first.out))
+    # Continued again: the history holds both earlier runs, steps counted from the start of training.
+    again = replace(config, start_from=str(Path(config.out) / "predictor"), out=str(tmp_path / "again"))
+    assert Run(again).train()["steps_total"] == 9
+    history = [json.loads(line) for line in (Path(again.out) / "start_from_metrics.jsonl").open()]
+    assert history == _rows(Path(first.out)) + [{**r, "step": r["step"] + 3} for r in rows]
 
 
 def test_a_retune_refuses_a_gate_set_with_another_context(quick, tmp_path):

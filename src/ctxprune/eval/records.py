@@ -93,10 +93,9 @@ class CandidateResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        no_variant = (
-            ("variant",) if self.variant is None else ()
-        )  # files from before it: written back as read
-        out = _all_fields(self, skip=("groups", *no_variant))
+        # a file from before the variant field is written back as it was read
+        skip = ("groups",) if self.variant is not None else ("groups", "variant")
+        out = _all_fields(self, skip=skip)
         out["groups"] = {k: g.to_json() for k, g in self.groups.items()}
         return out
 

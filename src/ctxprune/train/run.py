@@ -66,6 +66,18 @@ def start_record(start_from: str | None, name: str) -> Path | None:
     return next((p for p in (Path(start_from) / name, Path(start_from).parent / name) if p.is_file()), None)
 
 
+def training_history(start_from: str | None) -> list[dict]:
+    """The logged rows of every run behind a gate set, steps counted from the start of training: the
+    set's own history (its start_from_metrics.jsonl, when it too was continued), then its own log."""
+    log = start_record(start_from, "metrics.jsonl")
+    if log is None:
+        return []
+    earlier = start_record(start_from, "start_from_metrics.jsonl")
+    rows = [json.loads(line) for line in earlier.read_text().splitlines()] if earlier else []
+    offset = max((r["step"] for r in rows), default=0)
+    return rows + [{**r, "step": r["step"] + offset} for r in map(json.loads, log.read_text().splitlines())]
+
+
 class Run:
     """One training run: the task (adaptation or gates) owns the model parts that train, their groups,
     the artifact and the card fields; the run owns the loop, the schedule, checkpoints and logs."""
@@ -285,7 +297,8 @@ class Run:
             "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
             "files": sha256_files(artifact),
         }
-        if log := start_record(config.start_from, "metrics.jsonl"):
-            write_bytes_atomic(self.out / "start_from_metrics.jsonl", log.read_bytes())
+        if history := training_history(config.start_from):
+            lines = "".join(json.dumps(row) + "\n" for row in history)
+            write_bytes_atomic(self.out / "start_from_metrics.jsonl", lines.encode())
         write_json_atomic(self.out / "card.json", card)
         return card
