@@ -9,7 +9,6 @@ Usage: python scripts/learning_curves.py RUN_DIR... --out results/issue15_gpu/le
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -18,21 +17,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ctxprune.train.run import training_history  # noqa: E402
+
 
 def smooth(values: list[float], window: int = 5) -> list[float]:
     return [statistics.mean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
 
 
-def read_rows(path: Path, offset: int = 0) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [{**r, "step": r["step"] + offset} for r in rows]
-
-
 def curves(run: Path) -> dict:
-    start = run / "start_from_metrics.jsonl"
-    earlier = read_rows(start) if start.is_file() else []
-    offset = max((r["step"] for r in earlier), default=0)
-    rows = earlier + read_rows(run / "metrics.jsonl", offset)
+    rows = training_history(str(run))  # the run's own log after every earlier run's
     steps = [r for r in rows if "loss" in r]
     dev = [r for r in rows if "dev" in r]
     prefix = next(k for k in steps[0] if k.startswith("sampled_s_"))

@@ -215,11 +215,14 @@ def _unseen_gap_blocks(splits: dict[str, EvalRecord], main: str) -> list[Block]:
     much of a set's cost the main split's voices hide."""
     blocks: list[Block] = []
     base = splits[main]
+    main_dense = base.dense()
+    if main_dense is None:
+        return blocks
+    langs = sorted(main_dense.task_groups("transcribe"))
     for split, ev in splits.items():
-        dense, main_dense = ev.dense(), base.dense()
-        if "unseen" not in split or split == main or not (dense and main_dense):
+        dense = ev.dense()
+        if "unseen" not in split or split == main or dense is None:
             continue
-        langs = sorted(main_dense.task_groups("transcribe"))
         rows = []
         for m in ev.models:
             seen = base.candidate(m.name)
