@@ -28,9 +28,12 @@ def group(quality: dict, gflops_decoder: float, keep: float, where: str = "decod
     }
 
 
-def model(name, kind, wer, bleu, target=None, seed=None, where="decoder", by="flops", variant=None) -> dict:
-    """`wer` and `bleu` are per language: {"de": ..., "fr": ...}; `target` is also the skipped share."""
-    keep = 1.0 if target is None else 1 - target
+def model(
+    name, kind, wer, bleu, target=None, seed=None, where="decoder", by="flops", variant=None, skipped=None
+) -> dict:
+    """`wer` and `bleu` are per language: {"de": ..., "fr": ...}; `target` is also the skipped share
+    unless `skipped` says otherwise."""
+    keep = 1.0 if target is None else 1 - (target if skipped is None else skipped)
     groups = {
         f"transcribe/{k}": group({"wer": v, "cer": v / 2}, 4 * keep, keep, where) for k, v in wer.items()
     }
@@ -260,6 +263,25 @@ def test_context_wins_over_three_seeds_each_and_shows_their_range(tmp_path):
     assert target["met"] is True
     assert "context WER 0.210 [0.200-0.220, 3 seed(s)]" in target["detail"]
     assert "static 0.270 [0.250-0.300, 3 seed(s)]" in target["detail"] and "transcribe" in target["detail"]
+
+
+@pytest.mark.parametrize(
+    ("context_skips", "counted"),
+    [(0.47, False), (0.49, True), (0.60, True)],  # static skips 0.5: 0.03 less is unequal, 0.01 less equal
+)
+def test_a_win_counts_only_at_equal_compute_or_with_context_skipping_more(tmp_path, context_skips, counted):
+    def seeds(kind, wer, bleu, skipped):
+        return [
+            model(f"{kind}-{i}", kind, {"de": wer}, {"de": bleu}, 0.5, i, skipped=skipped) for i in range(3)
+        ]
+
+    models = [model("dense", "dense", {"de": 0.1}, {"de": 25.0})]
+    models += seeds("context", 0.2, 22.0, context_skips) + seeds("static", 0.3, 20.0, 0.5)
+    summary = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "o")
+    target = next(t for t in summary["targets"] if t["name"] == "context_beats_static_random")
+    assert target["met"] is counted
+    assert f"achieved sparsity {context_skips:.3f} vs 0.500" in target["detail"]
+    assert ("not at equal compute" in target["detail"]) is not counted
 
 
 def test_sets_trained_another_way_are_not_counted_as_seeds_of_the_plain_recipe(tmp_path):
