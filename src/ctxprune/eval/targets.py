@@ -185,10 +185,9 @@ def _compute_verdict(ctx: list[CandidateResult], rivals: list[CandidateResult]) 
     and the sparsities behind it."""
     cs = mean([achieved_sparsity(m) for m in ctx])
     rs = mean([achieved_sparsity(m) for m in rivals])
-    shown = f"achieved sparsity {cs:.3f} vs {rs:.3f}"
     if math.isnan(cs) or math.isnan(rs):
         return False, "achieved sparsity not measured"
-    return cs >= rs - EQUAL_COMPUTE - EPS, shown
+    return cs >= rs - EQUAL_COMPUTE - EPS, f"achieved sparsity {cs:.3f} vs {rs:.3f}"
 
 
 def _target_baselines(split: str, models: list[CandidateResult]) -> dict:
