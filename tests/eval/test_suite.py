@@ -63,9 +63,18 @@ def test_bench_interleaves_variants_and_reports_medians(tiny_model_dir, tiny_cor
     candidates = [Candidate("dense", "dense"), Candidate("dense-again", "dense")]
     spec = StackSpec(str(tiny_model_dir))
     record = bench_latency(
-        candidates, tiny_corpus, spec, "test", (1, 3), batch1_rows=2, repeats=3, warmup=1
+        candidates,
+        tiny_corpus,
+        spec,
+        "test",
+        (1, 3),
+        batch1_rows=2,
+        repeats=3,
+        warmup=1,
+        options=DecodeOptions(loop_guard=True),
     ).to_json()  # the JSON `ctxprune bench` writes
     assert record["kind"] == "bench" and record["threads"] >= 1 and "torch" in record["versions"]
+    assert record["loop_guard"] is True  # decoded as transcribe and serve decode
     assert [(r["name"], r["batch"]) for r in record["results"]] == [
         ("dense", 1),
         ("dense-again", 1),

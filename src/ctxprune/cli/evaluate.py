@@ -142,8 +142,10 @@ def bench(
     int8: Int8Opt = False,
     model: ModelOpt = None,
     threads: ThreadsOpt = None,
+    loop_guard: LoopGuardOpt = False,
 ) -> None:
-    """Latency and throughput of the dense model against each gate set, interleaved, same inputs."""
+    """Latency and throughput of the dense model against each gate set, interleaved, same inputs (with
+    `--loop-guard`, as `transcribe` and `serve` decode: a looping row's dense re-decode is timed too)."""
     with user_errors():
         set_threads(threads)
         from rich.table import Table
@@ -151,6 +153,7 @@ def bench(
         from ctxprune.eval.latency import bench_latency
         from ctxprune.paths import write_json_atomic
         from ctxprune.progress import progress_bar
+        from ctxprune.runtime.decoding import DecodeOptions
         from ctxprune.stack import StackSpec
 
         candidates, adapter = pick_candidates(gates, adapter)
@@ -168,6 +171,7 @@ def bench(
                 batch1_rows,
                 repeats=repeats,
                 warmup=warmup,
+                options=DecodeOptions(loop_guard=loop_guard),
                 on_step=lambda: bar.advance(task),
             )
         write_json_atomic(json_out, record.to_json())

@@ -159,6 +159,7 @@ def bench_latency(
         dtype="int8 (dynamic)" if spec.int8 else str(dtype).removeprefix("torch."),
         split=split,
         reference=dense_reference(candidates),
+        loop_guard=options.loop_guard,
         versions={
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -185,10 +185,12 @@ class BenchRecord:
     split: str | None = None
     reference: str | None = None
     versions: dict[str, str] | None = None
+    loop_guard: bool | None = None  # None: written before the bench could run with the guard (it did not)
     results: list[BenchResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"kind": self.kind, **_all_fields(self, skip=("results",))}
+        skip = ("results",) if self.loop_guard is not None else ("results", "loop_guard")
+        out = {"kind": self.kind, **_all_fields(self, skip=skip)}
         out["results"] = [r.to_json() for r in self.results]
         return out
 
