@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    for run in args.runs:
+        if not (run / "metrics.jsonl").is_file():
+            parser.error(f"{run} is not a training run: it has no metrics.jsonl (pass run directories)")
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     for run in args.runs:
         c = curves(run)
