@@ -6,6 +6,8 @@
 #                       # .carry-xfer/1..N: one xz stream of the base model (CTranslate2 parts), the voices
 #                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in chunks that fit a
 #                       # call beside the tree (gpu_env.sh chunk_size; CHUNK overrides)
+#   here:  scripts/distill_on_gpu.sh rechunk     # the same bundle in smaller chunks, when the tree has grown
+#                                                # since pack (a call carries the tree and one chunk)
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus;
 #                                                  # gate sets to continue from, if carried in .carry-start/,
@@ -57,6 +59,12 @@ case "${1:-}" in
     tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
     split_bundle "$stage/bundle.tar.xz"
     rm -rf "$stage" && du -sh .carry-xfer/* ;;
+  rechunk)
+    stage=$(mktemp -d) && sha=$(cat .carry-xfer/1/sha256)
+    for n in $(ls .carry-xfer | sort -n); do cat ".carry-xfer/$n/chunk"; done > "$stage/bundle.tar.xz"
+    [ "$(sha256sum "$stage/bundle.tar.xz" | cut -d' ' -f1)" = "$sha" ] || { echo "the chunks do not make the packed bundle"; exit 1; }
+    split_bundle "$stage/bundle.tar.xz"
+    rm -rf "$stage" && echo "$(ls .carry-xfer | wc -l) chunks of $(chunk_size)" ;;
   receive) receive_chunk "$2" ;;
   setup)
     check_bundle
