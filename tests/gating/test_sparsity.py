@@ -35,6 +35,19 @@ def test_loss_is_alpha_times_squared_gap():
     assert loss.item() == pytest.approx(2.0 * 0.3**2)
 
 
+def test_a_budget_per_task_holds_each_task_to_the_target():
+    """Transcription skipping 0.3 and translation 0.7 meet a 0.5 target on the batch's mean, not per task."""
+    keep = torch.tensor([[0.7] * 4, [0.7] * 4, [0.3] * 4, [0.3] * 4])
+    tasks = ["transcribe", "transcribe", "translate", "translate"]
+    target = [SparsityTarget("", 0.5)]
+    batch_loss, s = sparsity_loss(keep, SPACE, target, by="count", alpha=2.0)
+    task_loss, s_tasks = sparsity_loss(keep, SPACE, target, by="count", alpha=2.0, budgets=tasks)
+    assert batch_loss.item() == pytest.approx(0.0, abs=1e-7) and s == s_tasks == {"all": pytest.approx(0.5)}
+    assert task_loss.item() == pytest.approx(2.0 * (0.2**2 + 0.2**2) / 2)
+    on_target = torch.full((4, 4), 0.5)
+    assert sparsity_loss(on_target, SPACE, target, by="count", budgets=tasks)[0].item() == pytest.approx(0.0)
+
+
 def test_toy_run_moves_sparsity_to_target():
     """Only the sparsity loss plus straight-through gates: s must converge to the target."""
     torch.manual_seed(0)

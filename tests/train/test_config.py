@@ -22,6 +22,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
         (["where=middle"], "--where"),
         (["lr"], "key=value"),
         (["speed_perturb=[0.9, 3.0]"], "speed_perturb"),
+        (["budget_per=language"], "budget_per must be one of batch, task"),
     ],
 )
 def test_bad_values_are_refused(args, message):

@@ -49,14 +49,18 @@ def test_short_runs_give_the_gate_biases_the_rate_to_cross_zero(task):
     assert t.parameter_groups()[1]["base_lr"] == pytest.approx(0.01 * t.config.context_lr_scale)
 
 
-def test_loss_reaches_the_gates_and_predicts_the_early_gates_once(task, tiny_corpus, tiny_model_dir):
+@pytest.mark.parametrize("budget_per", ["batch", "task"])
+def test_loss_reaches_the_gates_and_predicts_the_early_gates_once(
+    task, tiny_corpus, tiny_model_dir, budget_per
+):
     from ctxprune import assets
 
-    t = task(where="both", target=0.5, alpha=10.0, kl_weight=0.0, label_weight=1.0)  # references only
+    t = task(where="both", target=0.5, alpha=10.0, kl_weight=0.0, label_weight=1.0, budget_per=budget_per)
     data = SpeechDataset(str(tiny_corpus), "train")
     loaded = assets.load(str(tiny_model_dir))
     collate = Collate(80, loaded.tokenizer, loaded.tokens)
     batch = collate([data[i] for i in range(3)])
+    assert len(set(batch["tasks"])) == 2  # both tasks: a budget per task has two to hold
     calls = [0]
     t.predictor.early_head.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     loss, logs = t.loss(batch, step=0, generator=torch.Generator().manual_seed(0))

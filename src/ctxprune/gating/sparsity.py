@@ -8,6 +8,7 @@ the target device so that 0.5 means half the gated time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,10 +41,26 @@ def skipped_fraction(keep: Tensor, weights: Tensor, index: list[int]) -> Tensor:
     return ((1 - keep[:, index]) * w).sum(-1) / w.sum()
 
 
+def budget_means(s: Tensor, budgets: Sequence[str] | None) -> list[Tensor]:
+    """The mean of per-row `s` over the whole batch (budgets None), or over each budget's rows."""
+    if budgets is None:
+        return [s.mean()]
+    return [s[[i for i, b in enumerate(budgets) if b == key]].mean() for key in dict.fromkeys(budgets)]
+
+
 def sparsity_loss(
-    keep_prob: Tensor, space: GateSpace, targets: list[SparsityTarget], by: str = "flops", alpha: float = 1.0
+    keep_prob: Tensor,
+    space: GateSpace,
+    targets: list[SparsityTarget],
+    by: str = "flops",
+    alpha: float = 1.0,
+    budgets: Sequence[str] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """`alpha * sum_groups (mean_batch s_group - target)^2`, and the achieved s per group for logging."""
+    """`alpha * sum_groups (mean_batch s_group - target)^2`, and the achieved s per group for logging.
+
+    With `budgets` (one key per row, e.g. its task) each key's rows meet the target on their own, and
+    the squared gaps are averaged over the keys: a context predictor can no longer buy sparsity on one
+    task with quality on another. The logged s is the batch mean either way."""
     weights = gate_weights(space, by)
     loss = keep_prob.new_zeros(())
     achieved = {}
@@ -51,7 +68,8 @@ def sparsity_loss(
         index = space.indices(t.prefix)
         if not index:
             raise ValueError(f"no gate name starts with {t.prefix!r}")
-        s = skipped_fraction(keep_prob, weights, index).mean()
-        loss = loss + (s - t.target) ** 2
-        achieved[t.prefix or "all"] = float(s.detach())
+        s = skipped_fraction(keep_prob, weights, index)
+        gaps = [(m - t.target) ** 2 for m in budget_means(s, budgets)]
+        loss = loss + torch.stack(gaps).mean()
+        achieved[t.prefix or "all"] = float(s.mean().detach())
     return alpha * loss, achieved

@@ -15,6 +15,7 @@ from ctxprune.errors import CtxpruneError
 KINDS = ("adapt", "gates")
 WHERE = ("encoder", "decoder", "both")
 SPARSITY_BY = ("flops", "count", "latency")
+BUDGET_PER = ("batch", "task")
 
 
 @dataclass
@@ -41,6 +42,9 @@ class TrainConfig:
     encoder_target: float | None = None  # where=both: the encoder's own target (`target` is the decoder's)
     context: list[str] = field(default_factory=lambda: ["task", "language", "audio", "encoder"])
     alpha: float = 4.0
+    # whose mean sparsity the target holds: the batch's (a context predictor may skip more for one task
+    # and less for another) or each task's in the batch (docs/training.md, "Eleventh step")
+    budget_per: str = "batch"
     target_warmup: int = 0  # steps over which the target rises linearly from 0 (lets the LoRA follow)
     deterministic_tail: float = 0.1  # the last fraction of steps runs the inference masks (no gate noise)
     context_lr_scale: float = 0.1  # the predictor's context pathway learns at lr * this; gate biases at lr
@@ -86,6 +90,8 @@ class TrainConfig:
             raise CtxpruneError(
                 f"--sparsity-by must be one of {', '.join(SPARSITY_BY)}, got {self.sparsity_by!r}"
             )
+        if self.budget_per not in BUDGET_PER:
+            raise CtxpruneError(f"budget_per must be one of {', '.join(BUDGET_PER)}, got {self.budget_per!r}")
         for name in ("target", "encoder_target"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:

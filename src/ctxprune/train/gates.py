@@ -303,7 +303,8 @@ class GateTask:
             keep = masks.values.detach() + masks.keep_prob - masks.keep_prob.detach()
             targets = self.targets_at(step)
             by, alpha = self.config.sparsity_by, self.config.alpha
-            sparse, executed = sparsity_loss(keep, p.space, targets, by, alpha)
+            budgets = batch["tasks"] if self.config.budget_per == "task" else None
+            sparse, executed = sparsity_loss(keep, p.space, targets, by, alpha, budgets)
         _, expected = sparsity_loss(masks.keep_prob.detach(), p.space, targets, by)
         logs.update({"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau, "noise": noise})
         logs["target"] = targets[0].target
