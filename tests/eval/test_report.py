@@ -146,6 +146,17 @@ def test_costs_are_shown_per_language_and_the_unseen_gap_per_set(built):
     assert [abs(float(x)) for x in static.split("|")[2:4]] == [0.0, 0.0]  # 3.0 points on both splits
 
 
+def test_the_summary_gives_each_set_its_savings_and_costs_against_dense(built):
+    _, summary = built
+    figures = summary["models"]["test"]["ctx-dec-0.5"]
+    # decoder 4 -> 2 GFLOPs per utterance, encoder 40 on both: half the decoder, 2 of 44 of the whole
+    assert figures["decoder_flops_skipped"] == pytest.approx(0.5)
+    assert figures["whole_model_flops_skipped"] == pytest.approx(2 / 44)
+    assert figures["wer_rise_points"] == {"de": pytest.approx(0.8), "fr": pytest.approx(0.9)}
+    assert figures["bleu_drop"] == {"de": pytest.approx(1.5), "fr": pytest.approx(0.2)}
+    assert "dense" not in summary["models"]["test"] and set(summary["models"]) == {"test", "unseen"}
+
+
 def test_a_rebuilt_report_leaves_no_plot_of_the_earlier_one(built):
     out, summary = built
     (out / "keep_test_context_00_gone.png").write_bytes(b"old")

@@ -68,6 +68,26 @@ def achieved_sparsity(model: CandidateResult) -> float:
     return mean([group_sparsity(g) for g in model.groups.values()])
 
 
+WHOLE_MODEL_GFLOPS = ("gflops_encoder", "gflops_decoder")
+
+
+def skipped_share(
+    model: CandidateResult, dense: CandidateResult | None, parts: tuple[str, ...] = WHOLE_MODEL_GFLOPS
+) -> float:
+    """The mean share of `parts`' FLOPs (the whole model, or `("gflops_decoder",)`) that the set skipped,
+    over its groups: measured (its executed GFLOPs against dense's on the same rows, so that decoded
+    lengths and the loop guard's second decodings count) where both have GFLOPs, else, for the whole
+    model, the share its masks skip."""
+    shares = []
+    for key, g in model.groups.items():
+        d = dense.groups.get(key) if dense is not None else None
+        ran = [sum(num(getattr(x, p)) for p in parts) for x in (g, d) if x is not None]
+        measured = len(ran) == 2 and not any(math.isnan(x) for x in ran)
+        from_masks = num(g.sparsity_flops) if parts == WHOLE_MODEL_GFLOPS else math.nan
+        shares.append(1 - ran[0] / ran[1] if measured else from_masks)
+    return mean(shares)
+
+
 def per_language_delta(
     model: CandidateResult, base: CandidateResult, task: str
 ) -> dict[str, tuple[float, float]]:

@@ -23,6 +23,7 @@ from ctxprune.eval.measures import (
     paper_models,
     per_language_delta,
     reduction,
+    skipped_share,
     task_means,
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord, read_record
@@ -41,7 +42,8 @@ PLOT_PATTERNS = ("pareto_*.png", "keep_*.png", "latency_*.png")  # the names of 
 def build_report(results: list[Path], out: Path, title: str = "ctxprune report") -> dict:
     """Write report.html, report.md, their PNGs and summary.json into `out`; return the summary.
 
-    The summary is {"targets": [{"name", "met", "detail"}, ...], "files": [paths written]}.
+    The summary is {"targets": [{"name", "met", "detail"}, ...], "models": {split: {set: its figures
+    against dense}}, "files": [paths written]}.
     """
     evals, benches = _load([Path(p) for p in results])
     out = Path(out)
@@ -71,7 +73,7 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     write_bytes_atomic(out / "report.html", render_html(title, blocks, pngs).encode())
     write_bytes_atomic(out / "report.md", render_md(blocks).encode())
     written += [out / "report.html", out / "report.md", out / "summary.json"]
-    summary = {"targets": targets, "files": [str(p) for p in written]}
+    summary = {"targets": targets, "models": _model_figures(splits), "files": [str(p) for p in written]}
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -189,6 +191,27 @@ def _cost_table(
         row += [fmt(t["capped"], ".1%"), fmt(t["fallback"], ".1%")]
         rows.append(row)
     return headers, rows
+
+
+def _model_figures(splits: dict[str, EvalRecord]) -> dict[str, dict[str, dict]]:
+    """Per split with a dense reference, each set's skipped FLOP shares (mean over groups, executed
+    against dense) and per-language costs in the targets' units: what a README table cites."""
+    out = {}
+    for split, ev in splits.items():
+        dense = ev.dense()
+        if dense is None:
+            continue
+        out[split] = {
+            m.name: {
+                "decoder_flops_skipped": skipped_share(m, dense, ("gflops_decoder",)),
+                "whole_model_flops_skipped": skipped_share(m, dense),
+                "wer_rise_points": _changes(m, dense, "transcribe"),
+                "bleu_drop": _changes(m, dense, "translate"),
+            }
+            for m in ev.models
+            if m is not dense
+        }
+    return out
 
 
 def _changes(model: CandidateResult, dense: CandidateResult, task: str) -> dict[str, float]:

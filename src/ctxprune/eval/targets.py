@@ -17,6 +17,7 @@ from ctxprune.eval.measures import (
     per_language_delta,
     reduction,
     seed_mean,
+    skipped_share,
     task_means,
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord
@@ -114,19 +115,6 @@ def _target_both_tasks(
     return _target(name, None if None in met else all(met), " | ".join(v["detail"] for v in verdicts))
 
 
-def _whole_model_skipped(model: CandidateResult, dense: CandidateResult | None) -> float:
-    """The mean share of the whole model's FLOPs that the set skipped, over its groups: measured (its
-    executed GFLOPs against dense's on the same rows, so that decoded lengths and the loop guard's second
-    decodings count) where both have GFLOPs, else from its masks."""
-    shares = []
-    for key, g in model.groups.items():
-        d = dense.groups.get(key) if dense is not None else None
-        ran = [num(x.gflops_encoder) + num(x.gflops_decoder) for x in (g, d) if x is not None]
-        measured = len(ran) == 2 and not any(math.isnan(x) for x in ran)
-        shares.append(1 - ran[0] / ran[1] if measured else num(g.sparsity_flops))
-    return mean(shares)
-
-
 def _target_whole_model(split: str, dense: CandidateResult | None, models: list[CandidateResult]) -> dict:
     """An encoder+decoder set skips at least `WHOLE_MODEL` of the model's FLOPs within 2 points of dense;
     of several, the one that skips the most is judged."""
@@ -134,8 +122,8 @@ def _target_whole_model(split: str, dense: CandidateResult | None, models: list[
     sets = [m for m in models if m.where == "both" and m.kind in ("context", "static")]
     if not sets:
         return _target(name, None, f"not measured: split {split!r} has no encoder+decoder set")
-    model = max(sets, key=lambda m: _whole_model_skipped(m, dense))
-    skipped = _whole_model_skipped(model, dense)
+    model = max(sets, key=lambda m: skipped_share(m, dense))
+    skipped = skipped_share(model, dense)
     quality = _target_both_tasks(name, split, dense, model, 2.0)
     met = quality["met"]
     if met is not None and skipped < WHOLE_MODEL - EPS:
