@@ -31,12 +31,14 @@
 #                                                  # runs (here: cat runs.tar.gz.* | tar xz)
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set (and the sets in ALSO), in
 #                                                  # parallel parts, with the loop guard
+#   there: scripts/distill_on_gpu.sh runtimes SET...  # bench/runtimes.py (fp16, CUDA graphs, loop guard;
+#                                                  # ROWS, REPEATS) for shipped sets and ones evaluated here
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
 # per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all), GUARD (0: eval without
-# the loop guard, as the campaigns before it were evaluated; eval writes into results/SPLIT-ROWSrows[-noguard]/)
-# tune it; the bench
-# takes REPEATS (default 12), WORKERS (loader processes to compare, default "2 6") and PROFILE (profiled
+# the loop guard, as the campaigns before it were evaluated; eval writes into results/SPLIT-ROWSrows[-noguard]/),
+# BRANCH_TIMES (train: latency runs weigh this branch_times.json instead of measuring their own)
+# The bench takes REPEATS (default 12), WORKERS (loader processes to compare, default "2 6") and PROFILE (profiled
 # steps, default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,6 +110,9 @@ case "${1:-}" in
     python3 scripts/ddp_speedup.py $P/ddp/gpu1 $P/ddp/gpu2 --out $R/ddp_speedup.json ;;
   train)
     remote_env; shift; mkdir -p $P/runs
+    # BRANCH_TIMES: an earlier step's times, so that latency runs weigh the branches as the sets they are
+    # compared with did (a fresh machine would measure its own)
+    [ -z "${BRANCH_TIMES:-}" ] || [ -f $P/runs/branch_times.json ] || cp "$BRANCH_TIMES" $P/runs/branch_times.json
     # one deadline for the call: a run started late (after the wait for the branch times) stops with the rest
     gpus=$(nvidia-smi -L | wc -l) n=0 deadline=$((SECONDS + ${LIMIT:-540}))
     for spec in "$@"; do
@@ -163,6 +168,15 @@ case "${1:-}" in
     wait || true
     save_results
     ls "$dir" ;;
+  runtimes)
+    # bench/runtimes.py on the synthesized test split (the rows scripts/bench_on_gpu.sh packs), for the
+    # shipped sets and the sets this machine trained and evaluated ($P/gates), named as arguments
+    remote_env; mkdir -p $R
+    for g in $P/gates/*/; do [ -d "artifacts/gates/$(basename "$g")" ] || cp -r "$g" artifacts/gates/; done
+    { timeout 120 python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3
+    python3 bench/runtimes.py $P/corpus --rows "${ROWS:-27}" --loop-guard --beam-rows 0 --repeats "${REPEATS:-5}" \
+      --warmup 1 --gate-sets "${@:2}" --out $R/runtimes_gpu.json 2>&1 | grep -v '^\[transformers\]' | tail -40
+    save_results ;;
   pack-results)
     tar czf "$OUT/gates.tar.gz" -C $P gates
     save_results
