@@ -125,10 +125,13 @@ class Stack:
         return self.pipeline.run(features, frames, tasks, languages, vectors, options, prefixes)
 
 
-def load_stack(spec: StackSpec = StackSpec()) -> Stack:
+def load_stack(spec: StackSpec = StackSpec(), teacher: GatedWhisper | None = None) -> Stack:
     """Base model, then the adapter merged, then the gate set's own LoRA merged and its predictor.
     With `int8`, every Linear layer is quantized dynamically (torch.ao, CPU only) after the merges; the
-    gate costs are measured before, since FlopCounterMode does not see quantized Linear layers."""
+    gate costs are measured before, since FlopCounterMode does not see quantized Linear layers.
+    `teacher`: the dense model of this spec without gates, already loaded (`load_stack(spec.with_gates(None))
+    .gated`), for the loop guard to fall back to; a server that loads many sets shares one instead of
+    holding a copy per set."""
     if spec.int8 and str(spec.device) != "cpu":
         raise CtxpruneError("int8 dynamic quantization runs on CPU only; drop --int8 or use --device cpu")
     gate_set = Path(spec.gates) if spec.gates is not None else None
@@ -143,17 +146,20 @@ def load_stack(spec: StackSpec = StackSpec()) -> Stack:
     hf = loaded.model
     if adapter is not None:
         hf = merge_adapter(hf, adapter)
-    teacher = None  # the dense model the loop guard falls back to, where it is not `hf` with all gates open
-    if gate_set is not None and (gate_set / GATE_LORA).is_dir():
-        teacher = copy.deepcopy(hf)
+    own_lora = gate_set is not None and (gate_set / GATE_LORA).is_dir()
+    copied = None  # the dense model the loop guard falls back to, where it is not `hf` with all gates open
+    if own_lora:
+        copied = copy.deepcopy(hf) if teacher is None else None
         hf = merge_adapter(hf, gate_set / GATE_LORA)
     loaded.model = _placed(hf, spec)
     space = whisper_gate_space(GatedWhisper(loaded.model))
     if spec.int8:
         loaded.model = _quantized(loaded.model)
     gated = GatedWhisper(loaded.model)
-    if teacher is not None:
-        teacher = GatedWhisper(_quantized(_placed(teacher, spec)) if spec.int8 else _placed(teacher, spec))
+    if copied is not None:
+        teacher = GatedWhisper(_quantized(_placed(copied, spec)) if spec.int8 else _placed(copied, spec))
+    elif not own_lora:
+        teacher = None  # `gated` with every gate open is the dense model
     policy: MaskPolicy = DenseMasks(space)
     if gate_set is not None:
         predictor = GatePredictor.from_pretrained(gate_set, space).to(spec.device)

@@ -26,6 +26,7 @@ from ctxprune.longform.segments import Segment, Transcript
 from ctxprune.longform.sources import FRAME_SECONDS, SpeechMel, StreamedMel
 from ctxprune.longform.timing import snap_to_speech
 from ctxprune.longform.vad import TIMING, VadOptions, speech_probabilities, speech_windows
+from ctxprune.models.whisper import GatedWhisper
 from ctxprune.runtime.decoding import GUARDED, DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
 
@@ -36,16 +37,17 @@ DEFAULT_LONG_FORM, DEFAULT_VAD = LongFormOptions(), VadOptions()
 class Transcriber:
     """Files in, transcripts out, with the model that `spec` describes; `options` are the decoding
     choices of each window (greedy with the loop guard by default), `long_form` the fallback and
-    conditioning choices."""
+    conditioning choices; `teacher` a dense model to share (see `load_stack`)."""
 
     def __init__(
         self,
         spec: StackSpec | None = None,
         options: DecodeOptions = GUARDED,
         long_form: LongFormOptions = DEFAULT_LONG_FORM,
+        teacher: GatedWhisper | None = None,
     ):
         self.spec, self.options, self.long_form = spec or StackSpec(), options, long_form
-        self.stack = load_stack(self.spec)
+        self.stack = load_stack(self.spec, teacher)
         self.report_gates = self.spec.gates is not None  # segments say which modules ran
 
     @property

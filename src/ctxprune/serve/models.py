@@ -49,9 +49,11 @@ class ServedModels:
         if len(set(names)) != len(names):
             raise CtxpruneError(f"two models would share a name: {', '.join(names)} (rename a gate set dir)")
         self.options, self.long_form, self.max_batch = options, long_form, max_batch
-        self.transcribers = {DENSE: Transcriber(spec, options, long_form)}
-        for path in map(Path, gate_sets):
-            self.transcribers[path.name] = Transcriber(spec.with_gates(path), options, long_form)
+        dense = Transcriber(spec, options, long_form)
+        self.transcribers = {DENSE: dense}
+        for path in map(Path, gate_sets):  # the loop guard's dense fallback is `dense`'s model, shared
+            gated = Transcriber(spec.with_gates(path), options, long_form, teacher=dense.stack.gated)
+            self.transcribers[path.name] = gated
         for t in self.transcribers.values():
             t.report_gates = True  # every segment says what ran, dense too (the web page draws it)
         self.decoder = cache(self._decoder)
