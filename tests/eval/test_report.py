@@ -206,6 +206,35 @@ def test_missing_unseen_and_bench_are_not_measured(tmp_path):
     assert targets["quality_whole_model_25"] is None
 
 
+def test_the_gpu_target_reads_a_shipped_latency_set_that_the_bench_names_by_its_shipped_name(tmp_path):
+    """Eval files name the run a set was trained as; bench/runtimes.py names the shipped copy. The
+    shipped card says what the set is, so the verdict still comes; an unknown name is not guessed at."""
+    models = [
+        model("dense", "dense", {"de": 0.1}, {"de": 20.0}),
+        model("decoder-latency-0.5-context-seed0", "context", {"de": 0.1}, {"de": 20.0}, 0.5, by="latency"),
+    ]
+    evals = eval_file(tmp_path / "e.json", "test", models)
+
+    def runtimes(set_name: str) -> Path:
+        timing = {"p25_ms": 0, "p75_ms": 0, "repeats": 5, "tokens": 90}
+        results = {
+            "ours-dense-graphs": {**timing, "median_ms": 7.2},
+            f"ours-{set_name}": {**timing, "median_ms": 5.0},
+        }
+        path = tmp_path / f"{set_name}.json"
+        path.write_text(
+            json.dumps({"kind": "bench-runtimes", "device": "H100", "natural_batch1": {"results": results}})
+        )
+        return path
+
+    shipped = build_report([evals, runtimes("decoder-latency-0.5-context")], tmp_path / "a")
+    target = next(t for t in shipped["targets"] if t["name"] == "gpu_latency_batch1")
+    assert target["met"] is False and "decoder-latency-0.5-context 5.00 ms" in target["detail"]
+    assert "30.6% faster" in target["detail"]
+    unknown = build_report([evals, runtimes("some-other-set")], tmp_path / "b")
+    assert next(t for t in unknown["targets"] if t["name"] == "gpu_latency_batch1")["met"] is None
+
+
 def test_an_encoder_set_that_skips_too_little_misses_the_whole_model_target(tmp_path):
     models = [
         model("dense", "dense", {"de": 0.1}, {"de": 20.0}),
