@@ -17,11 +17,16 @@
 #   there: scripts/distill_on_gpu.sh bench         # a training step's time: loader, model, both, and where
 #                                                  # the model step's time goes (profiler; JSON)
 #   there: scripts/distill_on_gpu.sh ddp STEPS     # the same run on 1 GPU and under torchrun on 2: samples/s
-#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target][+speed][+task][@GATESET]
+#   there: scripts/distill_on_gpu.sh speaker-embed # speaker d-vectors of every $EVERY-th train audio file
+#                                                  # (default 4), on all cores: the subset a speaker A/B
+#                                                  # trains on (EVERY=4 train ...; names end -every4)
+#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target][+speed][+task][+speaker][@GATESET]
 #                                                  # (+speed: on speed-perturbed audio, factors $SPEED,
 #                                                  # default 0.9,1.0,1.1, data/perturb.py; name ends -speed)
 #                                                  # (+task: each task's rows hold the target on their own,
 #                                                  # budget_per=task; name ends -taskbudget)
+#                                                  # (+speaker: the speaker vector as context too; name
+#                                                  # ends -speaker; needs EVERY and speaker-embed first)
 #                                                  # (@: continue from that trained set, its target reached
 #                                                  # from the first step, gates at GATE_LR, default 2e-3); runs
 #                                                  # spread over the GPUs (at most five per H200: six ran out
@@ -116,15 +121,18 @@ case "${1:-}" in
     # one deadline for the call: a run started late (after the wait for the branch times) stops with the rest
     gpus=$(nvidia-smi -L | wc -l) n=0 deadline=$((SECONDS + ${LIMIT:-540}))
     for spec in "$@"; do
-      start="" speed="" budget=""; [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
+      start="" speed="" budget="" speaker=""; [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
+      [[ "$spec" == *+speaker ]] && speaker=1 spec=${spec%+speaker}
       [[ "$spec" == *+task ]] && budget=task spec=${spec%+task}
       [[ "$spec" == *+speed ]] && speed=${SPEED:-0.9,1.0,1.1} spec=${spec%+speed}
       IFS=: read -r target where by kind seed enc <<< "$spec"
-      context=task,language,audio,encoder; [ "$kind" = static ] && context=none
+      context=task,language,audio,encoder${speaker:+,speaker}; [ "$kind" = static ] && context=none
       out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${speed:+-speed}${budget:+-taskbudget}"
+      out+="${speaker:+-speaker}${EVERY:+-every$EVERY}"
       [ -f "$out/card.json" ] && { echo "$out done"; n=$((n + 1)); continue; }
       steps=${STEPS:-3000} ramp=$((steps / 3)) lr=1e-2
-      extra=(--set lora_rank=16 --set lora_alpha=32) options=(${speed:+--set "speed_perturb=[$speed]"} ${budget:+--set budget_per=$budget})
+      extra=(--set lora_rank=16 --set lora_alpha=32) options=(${speed:+--set "speed_perturb=[$speed]"} ${budget:+--set budget_per=$budget}
+        ${EVERY:+--set train_every_audio=$EVERY})
       if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
         ramp=0 lr=${GATE_LR:-2e-3} options+=(--set "start_from=$start")
       fi
@@ -168,6 +176,9 @@ case "${1:-}" in
     wait || true
     save_results
     ls "$dir" ;;
+  speaker-embed)
+    remote_env
+    ctxprune data speaker-embed $P/corpus --split train --every "${EVERY:-4}" --workers "$(nproc)" | tail -1 ;;
   runtimes)
     # bench/runtimes.py on the synthesized test split (the rows scripts/bench_on_gpu.sh packs), for the
     # shipped sets and the sets this machine trained and evaluated ($P/gates), named as arguments

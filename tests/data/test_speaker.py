@@ -1,4 +1,6 @@
 import itertools
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +8,8 @@ import torch
 
 from ctxprune.data import speaker
 from ctxprune.data.audio import load_audio
-from ctxprune.data.manifest import read_manifest
+from ctxprune.data.dataset import SpeechDataset
+from ctxprune.data.manifest import audio_files, read_manifest
 from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM, SpeakerVectors, embed_corpus, embedder
 from ctxprune.errors import CtxpruneError
 
@@ -49,6 +52,28 @@ def test_the_cache_resumes_and_equals_embedding_on_the_fly(tiny_corpus, monkeypa
     torch.testing.assert_close(cached, fresh)
     with pytest.raises(CtxpruneError, match="no speaker vector for nope"):
         SpeakerVectors(tiny_corpus, "dev")(["nope"])
+
+
+def test_every_nth_file_is_the_subset_that_training_on_every_nth_file_reads(tiny_corpus, tmp_path):
+    """`speaker-embed --every 3` and `train_every_audio=3` pick the same files, and a row outside
+    them is refused with the setting that fits the cache."""
+    tiny_corpus = Path(
+        shutil.copytree(tiny_corpus, tmp_path / "corpus", ignore=shutil.ignore_patterns("context_*"))
+    )
+    rows = read_manifest(tiny_corpus, "dev", with_reference=False)
+    every = audio_files(rows, 3)
+    assert embed_corpus(tiny_corpus, "dev", every=3) == len(every) == -(-len(audio_files(rows)) // 3)
+    assert all(
+        p.name.startswith("every3-") for p in (tiny_corpus / "context_vectors" / SPEAKER / "dev").iterdir()
+    )
+    subset = SpeechDataset(tiny_corpus, "dev", with_reference=False, every_audio=3)
+    assert {e.audio for e in subset.examples} == set(every)
+    assert len(SpeakerVectors(tiny_corpus, "dev")([e.id for e in subset.examples])) == len(subset)
+    outside = next(r for r in rows if r.audio not in set(every))
+    with pytest.raises(CtxpruneError, match="train_every_audio=3"):
+        SpeakerVectors(tiny_corpus, "dev")([outside.id])
+    with pytest.raises(CtxpruneError, match="every must be at least 1"):
+        audio_files(rows, 0)
 
 
 def test_a_split_without_vectors_says_which_command_makes_them(tmp_path):

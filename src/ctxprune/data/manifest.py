@@ -55,6 +55,14 @@ def read_manifest(corpus: Path, split: str, with_reference: bool = True) -> list
     return [e for e in examples if e.has_reference or not with_reference]
 
 
+def audio_files(rows: list[Example], every: int = 1) -> list[str]:
+    """The rows' audio files in manifest order, each once, and of those every `every`-th: a subset that
+    spans the split (manifests run language by language), on which the speaker cache and training agree."""
+    if every < 1:
+        raise CtxpruneError(f"every must be at least 1, got {every}")
+    return list(dict.fromkeys(e.audio for e in rows))[::every]
+
+
 def splits(corpus: Path) -> list[str]:
     names = sorted(p.stem for p in corpus.glob("*.jsonl") if p.name != "plan.jsonl")
     if not names:

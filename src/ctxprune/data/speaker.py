@@ -6,7 +6,9 @@ onnxruntime on the CPU.
 Training reads the vectors from a cache beside the corpus (`ctxprune data speaker-embed CORPUS`):
 `CORPUS/context_vectors/speaker/<split>/NNNNN.safetensors`, shards of `SHARD_FILES` audio files (one
 [files, 256] float32 tensor, the files' paths in its metadata), written atomically one by one, so an
-interrupted run resumes at the first missing shard; `<split>.done.json` once all are there. Vectors are
+interrupted run resumes at the first missing shard; `<split>.done.json` once all are there. With
+`--every k` only every k-th audio file is embedded (shards `everyK-NNNNN`), the subset that training with
+`train_every_audio=k` reads: a speaker A/B for a fraction of the embedding time. Vectors are
 per audio file, not per row: a corpus's transcription and translation rows share their audio (56,731
 files for the `full` train split's 100,163 rows). Evaluation and calibration
 embed the audio they load with the same function (`context_vectors`).
@@ -28,7 +30,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ctxprune.data.audio import load_audio
-from ctxprune.data.manifest import read_manifest
+from ctxprune.data.manifest import audio_files, read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.paths import write_json_atomic
 
@@ -93,26 +95,33 @@ def _embed_shard(corpus: Path, audio: list[str], out: Path) -> int:
 
 
 def embed_corpus(
-    corpus: Path, split: str, workers: int = 1, on_progress: Callable[[int, int], None] | None = None
+    corpus: Path,
+    split: str,
+    workers: int = 1,
+    on_progress: Callable[[int, int], None] | None = None,
+    every: int = 1,
 ) -> int:
-    """Embed every audio file of `split` (resuming after the shards already written); returns the count
-    of files."""
+    """Embed every audio file of `split`, or every `every`-th (resuming after the shards already
+    written); returns the count of files."""
     corpus = Path(corpus)
-    audio = list(dict.fromkeys(e.audio for e in read_manifest(corpus, split, with_reference=False)))
+    audio = audio_files(read_manifest(corpus, split, with_reference=False), every)
     out = _split_dir(corpus, split)
     out.mkdir(parents=True, exist_ok=True)
     shards = [audio[i : i + SHARD_FILES] for i in range(0, len(audio), SHARD_FILES)]
-    todo = [(j, s) for j, s in enumerate(shards) if not (out / f"{j:05d}.safetensors").exists()]
+    prefix = "" if every == 1 else f"every{every}-"
+    todo = [(j, s) for j, s in enumerate(shards) if not (out / f"{prefix}{j:05d}.safetensors").exists()]
     done = len(audio) - sum(len(s) for _, s in todo)
     if on_progress:
         on_progress(done, len(audio))
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        jobs = [pool.submit(_embed_shard, corpus, s, out / f"{j:05d}.safetensors") for j, s in todo]
+        jobs = [pool.submit(_embed_shard, corpus, s, out / f"{prefix}{j:05d}.safetensors") for j, s in todo]
         for job in jobs:
             done += job.result()
             if on_progress:
                 on_progress(done, len(audio))
-    write_json_atomic(_done_path(corpus, split), {"audio_files": len(audio), "shards": len(shards)})
+    done_file = _done_path(corpus, split)
+    if every == 1 or not done_file.exists() or json.loads(done_file.read_text()).get("every", 1) != 1:
+        write_json_atomic(done_file, {"audio_files": len(audio), "shards": len(shards), "every": every})
     return len(audio)
 
 
@@ -135,9 +144,15 @@ class SpeakerVectors:
         rows = read_manifest(Path(corpus), split, with_reference=False)
         self.index = {e.id: by_audio[e.audio] for e in rows if e.audio in by_audio}
         self.vectors = torch.cat(parts) if parts else torch.zeros(0, SPEAKER_DIM)
+        self.every = json.loads(done.read_text()).get("every", 1)
 
     def __call__(self, ids: list[str]) -> Tensor:
         missing = [i for i in ids if i not in self.index]
         if missing:
-            raise CtxpruneError(f"no speaker vector for {missing[0]}; run ctxprune data speaker-embed again")
+            hint = (
+                f"the cache holds every {self.every}-th audio file: train with train_every_audio={self.every}"
+                if self.every > 1
+                else "run ctxprune data speaker-embed again"
+            )
+            raise CtxpruneError(f"no speaker vector for {missing[0]}; {hint}")
         return self.vectors[[self.index[i] for i in ids]]

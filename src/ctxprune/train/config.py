@@ -64,6 +64,9 @@ class TrainConfig:
     # each training row's audio played at one of these speeds, drawn per (seed, epoch, row): more voices
     # from the same corpus (data/perturb.py); [1.0] leaves the audio as it is
     speed_perturb: list[float] = field(default_factory=lambda: [1.0])
+    # train on the rows of every n-th audio file only (data/manifest.py `audio_files`): with a speaker
+    # cache of that subset (`speaker-embed --every n`), both arms of a speaker A/B see the same rows
+    train_every_audio: int = 1
     # optimisation
     steps: int = 2000
     batch_size: int = 32
@@ -103,8 +106,10 @@ class TrainConfig:
         if self.kind == "gates" and self.kl_weight + self.label_weight + self.hidden_weight == 0:
             raise CtxpruneError("all loss weights are 0: set kl_weight, label_weight or hidden_weight")
         SpeedPerturbation(self.speed_perturb)  # refuses factors out of its range, before any work
-        if self.steps < 1 or self.batch_size < 1 or self.loop_label_tokens < 1:
-            raise CtxpruneError("--steps, --batch-size and loop_label_tokens must be at least 1")
+        if min(self.steps, self.batch_size, self.loop_label_tokens, self.train_every_audio) < 1:
+            raise CtxpruneError(
+                "--steps, --batch-size, loop_label_tokens and train_every_audio must be at least 1"
+            )
 
     @property
     def tail_start(self) -> int:

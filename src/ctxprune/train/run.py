@@ -102,7 +102,9 @@ class Run:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
         # distillation also trains on rows without a reference, on the teacher's pseudo-labels
         distills = self.task.distills
-        self.train_set = SpeechDataset(config.data, "train", with_reference=not distills)
+        self.train_set = SpeechDataset(
+            config.data, "train", with_reference=not distills, every_audio=config.train_every_audio
+        )
         self.sampler = DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
         self.collate = Collate(
             self.gw.config.num_mel_bins,
