@@ -32,6 +32,7 @@ DECODER_TARGETS = [
     ("quality_decoder_flops_0.7", "flops", 0.7, 3.0),
     ("quality_decoder_latency_0.7", "latency", 0.7, 3.0),
 ]
+# the card of a shipped set that the GPU latency target is about (bench files name sets as shipped)
 SHIPPED_LATENCY_SET = {
     "kind": "context",
     "where": "decoder",
