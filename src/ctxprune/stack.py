@@ -146,20 +146,21 @@ def load_stack(spec: StackSpec = StackSpec(), teacher: GatedWhisper | None = Non
     hf = loaded.model
     if adapter is not None:
         hf = merge_adapter(hf, adapter)
+    # the dense model the loop guard falls back to: where the set merges its own LoRA, the weights before
+    # that merge (given, or copied here); else `gated` with every gate open
     own_lora = gate_set is not None and (gate_set / GATE_LORA).is_dir()
-    copied = None  # the dense model the loop guard falls back to, where it is not `hf` with all gates open
+    copied = copy.deepcopy(hf) if own_lora and teacher is None else None
     if own_lora:
-        copied = copy.deepcopy(hf) if teacher is None else None
         hf = merge_adapter(hf, gate_set / GATE_LORA)
     loaded.model = _placed(hf, spec)
     space = whisper_gate_space(GatedWhisper(loaded.model))
     if spec.int8:
         loaded.model = _quantized(loaded.model)
     gated = GatedWhisper(loaded.model)
-    if copied is not None:
+    if not own_lora:
+        teacher = None
+    elif copied is not None:
         teacher = GatedWhisper(_quantized(_placed(copied, spec)) if spec.int8 else _placed(copied, spec))
-    elif not own_lora:
-        teacher = None  # `gated` with every gate open is the dense model
     policy: MaskPolicy = DenseMasks(space)
     if gate_set is not None:
         predictor = GatePredictor.from_pretrained(gate_set, space).to(spec.device)

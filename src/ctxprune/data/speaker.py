@@ -109,17 +109,19 @@ def embed_corpus(
     out.mkdir(parents=True, exist_ok=True)
     shards = [audio[i : i + SHARD_FILES] for i in range(0, len(audio), SHARD_FILES)]
     prefix = "" if every == 1 else f"every{every}-"
-    todo = [(j, s) for j, s in enumerate(shards) if not (out / f"{prefix}{j:05d}.safetensors").exists()]
+    paths = [out / f"{prefix}{j:05d}.safetensors" for j in range(len(shards))]
+    todo = [(path, s) for path, s in zip(paths, shards, strict=True) if not path.exists()]
     done = len(audio) - sum(len(s) for _, s in todo)
     if on_progress:
         on_progress(done, len(audio))
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        jobs = [pool.submit(_embed_shard, corpus, s, out / f"{prefix}{j:05d}.safetensors") for j, s in todo]
+        jobs = [pool.submit(_embed_shard, corpus, s, path) for path, s in todo]
         for job in jobs:
             done += job.result()
             if on_progress:
                 on_progress(done, len(audio))
     done_file = _done_path(corpus, split)
+    # a subset's run does not demote a whole split's cache, whose shards cover the subset too
     if every == 1 or not done_file.exists() or json.loads(done_file.read_text()).get("every", 1) != 1:
         write_json_atomic(done_file, {"audio_files": len(audio), "shards": len(shards), "every": every})
     return len(audio)
