@@ -19,7 +19,7 @@ chunk_size() {  # here: $CHUNK, else what fits in a device call beside the tree 
   [ -n "${CHUNK:-}" ] && { echo "$CHUNK"; return; }
   local tree  # tracked and untracked-not-ignored files: what every call carries
   tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s}')
-  echo "$(( (63 * 1048576 - tree) / 1048576 ))M"
+  echo "$(( (63 * 1048576 - tree) / 1024 ))K"  # in KiB: whole MiB would waste up to one per call
 }
 
 split_numbered() {  # here: file $1 (- for stdin) into $3/1..N/chunk, chunks of $2; prints N
