@@ -20,13 +20,19 @@
 #   there: scripts/distill_on_gpu.sh speaker-embed # speaker d-vectors of every $EVERY-th train audio file
 #                                                  # (default 4), on all cores: the subset a speaker A/B
 #                                                  # trains on (EVERY=4 train ...; names end -every4)
-#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target][+speed][+task][+speaker][@GATESET]
+#   there: scripts/distill_on_gpu.sh train SPEC... # SPEC = target:where:by:kind:seed[:encoder_target][+FLAG...][@GATESET]
 #                                                  # (+speed: on speed-perturbed audio, factors $SPEED,
 #                                                  # default 0.9,1.0,1.1, data/perturb.py; name ends -speed)
 #                                                  # (+task: each task's rows hold the target on their own,
 #                                                  # budget_per=task; name ends -taskbudget)
 #                                                  # (+speaker: the speaker vector as context too; name
-#                                                  # ends -speaker; needs EVERY and speaker-embed first)
+#                                                  # ends -speaker; needs +everyN or EVERY, and
+#                                                  # speaker-embed first)
+#                                                  # (+everyN: on every N-th train audio file only, the
+#                                                  # speaker cache's subset; EVERY sets it for all runs;
+#                                                  # name ends -everyN)
+#                                                  # (+wide: a decoder run with the encoder runs' LoRA,
+#                                                  # rank 64, and hidden states distilled; name ends -wide)
 #                                                  # (@: continue from that trained set, its target reached
 #                                                  # from the first step, gates at GATE_LR, default 2e-3); runs
 #                                                  # spread over the GPUs (at most five per H200: six ran out
@@ -121,24 +127,29 @@ case "${1:-}" in
     # one deadline for the call: a run started late (after the wait for the branch times) stops with the rest
     gpus=$(nvidia-smi -L | wc -l) n=0 deadline=$((SECONDS + ${LIMIT:-540}))
     for spec in "$@"; do
-      start="" speed="" budget="" speaker=""; [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
-      [[ "$spec" == *+speaker ]] && speaker=1 spec=${spec%+speaker}
-      [[ "$spec" == *+task ]] && budget=task spec=${spec%+task}
-      [[ "$spec" == *+speed ]] && speed=${SPEED:-0.9,1.0,1.1} spec=${spec%+speed}
+      start="" speed="" budget="" speaker="" wide="" every=${EVERY:-}
+      [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
+      IFS=+ read -r spec flags <<< "$spec"
+      for flag in ${flags//+/ }; do
+        case "$flag" in
+          speaker) speaker=1 ;; task) budget=task ;; speed) speed=${SPEED:-0.9,1.0,1.1} ;; wide) wide=1 ;;
+          every[0-9]*) every=${flag#every} ;; *) echo "unknown run flag +$flag"; exit 2 ;;
+        esac
+      done
       IFS=: read -r target where by kind seed enc <<< "$spec"
       context=task,language,audio,encoder${speaker:+,speaker}; [ "$kind" = static ] && context=none
       out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${speed:+-speed}${budget:+-taskbudget}"
-      out+="${speaker:+-speaker}${EVERY:+-every$EVERY}"
+      out+="${wide:+-wide}${speaker:+-speaker}${every:+-every$every}"
       [ -f "$out/card.json" ] && { echo "$out done"; n=$((n + 1)); continue; }
       steps=${STEPS:-3000} ramp=$((steps / 3)) lr=1e-2
       extra=(--set lora_rank=16 --set lora_alpha=32) options=(${speed:+--set "speed_perturb=[$speed]"} ${budget:+--set budget_per=$budget}
-        ${EVERY:+--set train_every_audio=$EVERY})
+        ${every:+--set train_every_audio=$every})
       if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
         ramp=0 lr=${GATE_LR:-2e-3} options+=(--set "start_from=$start")
       fi
-      if [ "$where" = both ]; then  # encoder gates: a larger LoRA, the encoder output distilled too
-        extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0 --encoder-target "$enc")
-      fi
+      # encoder gates (and +wide decoder runs): the larger LoRA and the hidden states distilled too
+      [ "$where" = both ] || [ -n "$wide" ] && extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0)
+      [ "$where" != both ] || extra+=(--encoder-target "$enc")
       # latency runs weigh one set of branch times, measured by the first on an idle GPU
       [ "$by" = latency ] && extra+=(--set "branch_times=$P/runs/branch_times.json")
       CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout $((deadline - SECONDS > 1 ? deadline - SECONDS : 1)) python3 -m ctxprune.cli train gates \
