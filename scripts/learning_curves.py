@@ -36,7 +36,9 @@ def curves(run: Path) -> dict:
 
     return {
         "step": [r["step"] for r in steps],
-        "distill": smooth([r["task_loss"] for r in steps]),
+        # the KL term alone where it is logged: a run that distills hidden states too adds that term to
+        # task_loss, which would not compare with runs that do not
+        "distill": smooth([r.get("kl", r["task_loss"]) for r in steps]),
         "sparsity": smooth([r[prefix] for r in steps]),
         "target": [r["target"] for r in steps],
         "dev_step": [r["step"] for r in dev],
