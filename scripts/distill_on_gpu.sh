@@ -40,6 +40,7 @@
 #                                                  # call returns the runs (no checkpoints) in $OUT, so a
 #                                                  # machine lost between calls costs the schedule, not the
 #                                                  # runs (here: cat runs.tar.gz.* | tar xz)
+#   here or there: scripts/distill_on_gpu.sh plan SPEC...  # what train would run for each SPEC, runs nothing
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set (and the sets in ALSO), in
 #                                                  # parallel parts, with the loop guard
 #   there: scripts/distill_on_gpu.sh runtimes SET...  # bench/runtimes.py (fp16, CUDA graphs, loop guard;
@@ -61,6 +62,38 @@ save_runs() {  # $OUT/runs.tar.gz.00, .01, ...: every run but its checkpoints (1
 }
 
 save_results() { tar czf "$OUT/results.tar.gz" -C $P results; }  # the evaluations and benches
+
+run_plan() {  # SPEC -> $out (the run's directory), $by, and $args (its `ctxprune train gates` arguments)
+  local spec=$1 flags flag target where kind seed enc start="" speed="" budget="" speaker="" wide="" every=${EVERY:-}
+  [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
+  IFS=+ read -r spec flags <<< "$spec"
+  for flag in ${flags//+/ }; do
+    case "$flag" in
+      speaker) speaker=1 ;; task) budget=task ;; speed) speed=${SPEED:-0.9,1.0,1.1} ;; wide) wide=1 ;;
+      every[0-9]*) every=${flag#every} ;; *) echo "unknown run flag +$flag"; exit 2 ;;
+    esac
+  done
+  IFS=: read -r target where by kind seed enc <<< "$spec"
+  local context=task,language,audio,encoder${speaker:+,speaker}; [ "$kind" = static ] && context=none
+  out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${speed:+-speed}${budget:+-taskbudget}"
+  out+="${wide:+-wide}${speaker:+-speaker}${every:+-every$every}"
+  local steps=${STEPS:-3000} ramp=$((${STEPS:-3000} / 3)) lr=1e-2
+  local extra=(--set lora_rank=16 --set lora_alpha=32) options=(${speed:+--set "speed_perturb=[$speed]"}
+    ${budget:+--set budget_per=$budget} ${every:+--set train_every_audio=$every})
+  if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
+    ramp=0 lr=${GATE_LR:-2e-3} options+=(--set "start_from=$start")
+  fi
+  # encoder gates (and +wide decoder runs): the larger LoRA and the hidden states distilled too
+  if [ "$where" = both ] || [ -n "$wide" ]; then extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0); fi
+  if [ "$where" = both ]; then extra+=(--encoder-target "$enc"); fi
+  # latency runs weigh one set of branch times, measured by the first on an idle GPU
+  if [ "$by" = latency ]; then extra+=(--set "branch_times=$P/runs/branch_times.json"); fi
+  args=(train gates --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by"
+    --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed"
+    --set lr=$lr --set alpha=100 --set "target_warmup=$ramp" --set warmup=50
+    --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" "${options[@]}" --set workers=4
+    --set "eval_every=$((steps / ${EVALS:-6}))" --set eval_limit=10 --set save_every=100)
+}
 
 case "${1:-}" in
   pack)
@@ -119,6 +152,7 @@ case "${1:-}" in
     python3 -m ctxprune.cli train "${args[@]}" --out $P/ddp/gpu1 > $P/ddp/gpu1.log 2>&1
     torchrun --standalone --nproc_per_node 2 -m ctxprune.cli train "${args[@]}" --out $P/ddp/gpu2 > $P/ddp/gpu2.log 2>&1
     python3 scripts/ddp_speedup.py $P/ddp/gpu1 $P/ddp/gpu2 --out $R/ddp_speedup.json ;;
+  plan) shift; for spec in "$@"; do run_plan "$spec"; echo "$(basename "$out"): ctxprune ${args[*]}"; done ;;
   train)
     remote_env; shift; mkdir -p $P/runs
     # BRANCH_TIMES: an earlier step's times, so that latency runs weigh the branches as the sets they are
@@ -126,38 +160,12 @@ case "${1:-}" in
     [ -z "${BRANCH_TIMES:-}" ] || [ -f $P/runs/branch_times.json ] || cp "$BRANCH_TIMES" $P/runs/branch_times.json
     # one deadline for the call: a run started late (after the wait for the branch times) stops with the rest
     gpus=$(nvidia-smi -L | wc -l) n=0 deadline=$((SECONDS + ${LIMIT:-540}))
+    for spec in "$@"; do run_plan "$spec"; done  # a bad spec stops the call before any run starts
     for spec in "$@"; do
-      start="" speed="" budget="" speaker="" wide="" every=${EVERY:-}
-      [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
-      IFS=+ read -r spec flags <<< "$spec"
-      for flag in ${flags//+/ }; do
-        case "$flag" in
-          speaker) speaker=1 ;; task) budget=task ;; speed) speed=${SPEED:-0.9,1.0,1.1} ;; wide) wide=1 ;;
-          every[0-9]*) every=${flag#every} ;; *) echo "unknown run flag +$flag"; exit 2 ;;
-        esac
-      done
-      IFS=: read -r target where by kind seed enc <<< "$spec"
-      context=task,language,audio,encoder${speaker:+,speaker}; [ "$kind" = static ] && context=none
-      out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${speed:+-speed}${budget:+-taskbudget}"
-      out+="${wide:+-wide}${speaker:+-speaker}${every:+-every$every}"
+      run_plan "$spec"
       [ -f "$out/card.json" ] && { echo "$out done"; n=$((n + 1)); continue; }
-      steps=${STEPS:-3000} ramp=$((steps / 3)) lr=1e-2
-      extra=(--set lora_rank=16 --set lora_alpha=32) options=(${speed:+--set "speed_perturb=[$speed]"} ${budget:+--set budget_per=$budget}
-        ${every:+--set train_every_audio=$every})
-      if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
-        ramp=0 lr=${GATE_LR:-2e-3} options+=(--set "start_from=$start")
-      fi
-      # encoder gates (and +wide decoder runs): the larger LoRA and the hidden states distilled too
-      [ "$where" = both ] || [ -n "$wide" ] && extra=(--set lora_rank=64 --set lora_alpha=64 --set hidden_weight=1.0)
-      [ "$where" != both ] || extra+=(--encoder-target "$enc")
-      # latency runs weigh one set of branch times, measured by the first on an idle GPU
-      [ "$by" = latency ] && extra+=(--set "branch_times=$P/runs/branch_times.json")
-      CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout $((deadline - SECONDS > 1 ? deadline - SECONDS : 1)) python3 -m ctxprune.cli train gates \
-        --data $P/corpus --out "$out" --resume --target "$target" --where "$where" --sparsity-by "$by" \
-        --context "$context" --steps "$steps" --batch-size "${BATCH:-64}" --set seed="$seed" \
-        --set lr=$lr --set alpha=100 --set "target_warmup=$ramp" --set warmup=50 \
-        --set train_lora=true --set lora_lr=5e-4 "${extra[@]}" "${options[@]}" --set workers=4 \
-        --set "eval_every=$((steps / ${EVALS:-6}))" --set eval_limit=10 --set save_every=100 >> "$out.log" 2>&1 &
+      CUDA_VISIBLE_DEVICES=$((n % gpus)) timeout $((deadline - SECONDS > 1 ? deadline - SECONDS : 1)) \
+        python3 -m ctxprune.cli "${args[@]}" >> "$out.log" 2>&1 &
       if [ "$by" = latency ]; then  # wait for the shared times (the first latency run writes them)
         for _ in $(seq 120); do [ -f $P/runs/branch_times.json ] && break; sleep 1; done
       fi

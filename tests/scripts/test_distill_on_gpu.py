@@ -1,0 +1,79 @@
+"""The GPU recipe's run specs (`scripts/distill_on_gpu.sh plan`): what each flag adds to a training run,
+checked here because a misread spec costs a device session."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "distill_on_gpu.sh"
+
+
+def plan(*specs: str, **env: str) -> dict[str, list[str]]:
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "plan", *specs],
+        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+    runs = {}
+    for line in done.stdout.splitlines():
+        name, command = line.split(": ", 1)
+        runs[name] = command.split()
+    return runs
+
+
+def setting(args: list[str], key: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
+    return values[-1] if values else None
+
+
+def test_a_plain_decoder_spec_trains_the_rank_16_lora_on_the_kl_term():
+    args = plan("0.5:decoder:flops:context:0")["decoder-flops-0.5-context-seed0"]
+    assert args[:2] == ["ctxprune", "train"]
+    assert args[args.index("--target") + 1] == "0.5"
+    assert args[args.index("--context") + 1] == "task,language,audio,encoder"
+    assert (setting(args, "lora_rank"), setting(args, "hidden_weight")) == ("16", None)
+    assert setting(args, "train_every_audio") is None
+
+
+def test_flags_in_any_order_name_the_run_and_set_what_they_say():
+    runs = plan(
+        "0.5:decoder:latency:context:0+every4+wide+speaker",
+        "0.7:decoder:flops:static:2+speed+task",
+        STEPS="1400", EVALS="3",
+    )  # fmt: skip
+    wide = runs["decoder-latency-0.5-context-seed0-wide-speaker-every4"]
+    assert (setting(wide, "lora_rank"), setting(wide, "lora_alpha"), setting(wide, "hidden_weight")) == (
+        "64",
+        "64",
+        "1.0",
+    )
+    assert setting(wide, "train_every_audio") == "4"
+    assert wide[wide.index("--context") + 1].endswith(",speaker")
+    assert setting(wide, "branch_times") is not None  # a latency run weighs the shared branch times
+    static = runs["decoder-flops-0.7-static-seed2-speed-taskbudget"]
+    assert static[static.index("--context") + 1] == "none"
+    assert (setting(static, "budget_per"), setting(static, "speed_perturb")) == ("task", "[0.9,1.0,1.1]")
+    assert (setting(static, "target_warmup"), setting(static, "eval_every")) == ("466", "466")
+
+
+def test_every_from_the_environment_applies_to_every_run_and_a_flag_overrides_it():
+    runs = plan("0.5:decoder:flops:context:0", "0.5:decoder:flops:context:1+every8", EVERY="4")
+    assert setting(runs["decoder-flops-0.5-context-seed0-every4"], "train_every_audio") == "4"
+    assert setting(runs["decoder-flops-0.5-context-seed1-every8"], "train_every_audio") == "8"
+
+
+def test_an_encoder_spec_continued_from_a_set_holds_its_target_from_the_first_step():
+    runs = plan("0.3:both:flops:context:0:0.33@/sets/both")
+    args = runs["both-flops-0.3-context-seed0-enc0.33-continued"]
+    assert args[args.index("--encoder-target") + 1] == "0.33"
+    assert (setting(args, "start_from"), setting(args, "target_warmup")) == ("/sets/both", "0")
+    assert setting(args, "lora_rank") == "64"
+
+
+@pytest.mark.parametrize("spec", ["0.5:decoder:flops:context:0+bogus", "0.5:decoder:flops:context:0+every"])
+def test_an_unknown_flag_is_refused_in_one_line(spec):
+    done = subprocess.run(["bash", str(SCRIPT), "plan", spec], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stdout.strip().splitlines() == [f"unknown run flag +{spec.split('+')[1]}"]
