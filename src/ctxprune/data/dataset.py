@@ -30,11 +30,16 @@ class SpeechDataset(Dataset):
     ):
         """`every_audio`: only the rows of every n-th audio file (`manifest.audio_files`)."""
         self.corpus = Path(corpus)
-        rows = read_manifest(self.corpus, split, with_reference)
-        if every_audio > 1:
-            kept = set(audio_files(read_manifest(self.corpus, split, with_reference=False), every_audio))
-            rows = [e for e in rows if e.audio in kept]
-        self.examples = [e for e in rows if tasks is None or e.task in tasks]
+        rows = read_manifest(self.corpus, split, with_reference=False)
+        # the subset is picked from all rows, as the speaker cache picks it, before rows are dropped
+        kept = set(audio_files(rows, every_audio)) if every_audio > 1 else None
+        self.examples = [
+            e
+            for e in rows
+            if (e.has_reference or not with_reference)
+            and (kept is None or e.audio in kept)
+            and (tasks is None or e.task in tasks)
+        ]
 
     def __len__(self) -> int:
         return len(self.examples)
