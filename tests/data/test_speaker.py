@@ -10,7 +10,7 @@ from ctxprune.data import speaker
 from ctxprune.data.audio import load_audio
 from ctxprune.data.dataset import SpeechDataset
 from ctxprune.data.manifest import audio_files, read_manifest
-from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM, SpeakerVectors, embed_corpus, embedder
+from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM, SpeakerVectors, embed, embed_corpus, embedder
 from ctxprune.errors import CtxpruneError
 
 
@@ -48,8 +48,9 @@ def test_the_cache_resumes_and_equals_embedding_on_the_fly(tiny_corpus, monkeypa
     assert total == len({r.audio for r in rows}) < len(rows)  # one vector per audio file, rows share them
     rows = rows[:5]
     cached = SpeakerVectors(tiny_corpus, "dev")([r.id for r in rows])
-    fresh = embedder()([load_audio(tiny_corpus / r.audio) for r in rows])
-    torch.testing.assert_close(cached, fresh)
+    chunks = [load_audio(tiny_corpus / r.audio) for r in rows]
+    torch.testing.assert_close(cached, embedder()(chunks))
+    torch.testing.assert_close(cached, embed(chunks, workers=2))  # what evaluation computes, in a pool
     with pytest.raises(CtxpruneError, match="no speaker vector for nope"):
         SpeakerVectors(tiny_corpus, "dev")(["nope"])
 

@@ -11,15 +11,17 @@ interrupted run resumes at the first missing shard; `<split>.done.json` once all
 `train_every_audio=k` reads: a speaker A/B for a fraction of the embedding time. Vectors are
 per audio file, not per row: a corpus's transcription and translation rows share their audio (56,731
 files for the `full` train split's 100,163 rows). Evaluation and calibration
-embed the audio they load with the same function (`context_vectors`).
+embed the audio they load with the same function (`context_vectors`), spread over half the cores.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -72,9 +74,29 @@ def embedder() -> SpeakerEmbedder:
     return SpeakerEmbedder()
 
 
+def _embed_one(chunk: np.ndarray) -> Tensor:
+    return embedder()([chunk])[0]
+
+
+@cache
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # spawned, not forked: the caller holds CUDA and torch's threads
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def embed(chunks: list[np.ndarray], workers: int | None = None) -> Tensor:
+    """[n, 256] vectors of `chunks`, one chunk per `embedder()` call over `workers` processes (default: half
+    the cores; the rest keep decoding), so each vector is its chunk's alone and equals the cache's. One
+    thread embeds 4 s of speech in about 0.4 s: serially, a 900-row evaluation waited six minutes on it."""
+    workers = max(1, (os.cpu_count() or 1) // 2) if workers is None else workers
+    if workers == 1 or len(chunks) < 2:
+        return embedder()(chunks)
+    return torch.stack(list(_pool(workers).map(_embed_one, chunks)))
+
+
 def context_vectors(reads: Callable[[str], bool], chunks: list[np.ndarray]) -> dict[str, Tensor]:
     """The caller vectors that a mask policy reads (`policy.reads`), computed from the requests' audio."""
-    return {SPEAKER: embedder()(chunks)} if reads(SPEAKER) else {}
+    return {SPEAKER: embed(chunks)} if reads(SPEAKER) else {}
 
 
 # ----------------------------------------------------------------------------- the corpus cache
