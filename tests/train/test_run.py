@@ -294,3 +294,26 @@ def test_a_speed_perturbed_run_resumed_mid_epoch_matches_an_uninterrupted_one(qu
     Run(plain).train()
     c = load_file(str(Path(plain.out) / "predictor" / "predictor.safetensors"))
     assert any(not torch.allclose(a[k], c[k]) for k in a), "the perturbation changed nothing"
+
+
+def test_a_run_is_finished_from_its_checkpoint_without_its_train_split(quick, monkeypatch):
+    """A run whose machine went away in its tail: the last checkpoint becomes the gate set, with the
+    calibration the run logged, and the card says where it stopped; the train split is not read."""
+    first = quick(steps=2)
+    logged = Run(first).train()["calibration"]
+    logged = {**logged, "logit_shift": {g: v + 0.5 for g, v in logged["logit_shift"].items()}}
+    checkpoint = load_file(str(Path(first.out) / "checkpoint" / "state.safetensors"))
+    for stale in ("card.json", "predictor"):
+        subprocess.run(["rm", "-r", str(Path(first.out) / stale)], check=True)
+    monkeypatch.setattr("ctxprune.train.run.SpeechDataset", lambda *a, **k: pytest.fail("read train"))
+
+    card = Run(replace(first, steps=4)).finish_from_checkpoint(logged)
+    assert card["steps"] == 2 and card["stopped_at"] == {"step": 2, "planned_steps": 4}
+    assert card["calibration"] == logged
+    predictor = GatePredictor.from_pretrained(Path(first.out) / "predictor")
+    assert predictor.config.logit_shift == list(logged["logit_shift"].values())
+    saved = load_file(str(Path(first.out) / "predictor" / "predictor.safetensors"))
+    trained = {n: t for n, t in saved.items() if f"param.predictor.{n}" in checkpoint}
+    assert trained  # the predictor's weights are the checkpoint's
+    for name, tensor in trained.items():
+        torch.testing.assert_close(tensor, checkpoint[f"param.predictor.{name}"])

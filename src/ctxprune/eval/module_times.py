@@ -115,10 +115,11 @@ def write_gate_times(path: Path, names: list[str], times: tuple[GateCost, ...], 
     write_json_atomic(path, {"device": device, "gates": gates})
 
 
-def read_gate_times(path: Path, names: list[str], device: str) -> tuple[GateCost, ...]:
-    """Branch times written by `write_gate_times`; refused if measured elsewhere or for other gates."""
+def read_gate_times(path: Path, names: list[str], device: str | None) -> tuple[GateCost, ...]:
+    """Branch times written by `write_gate_times`; refused if measured elsewhere (unless `device` is None)
+    or for other gates."""
     record = json.loads(path.read_text())
-    if record["device"] != device:
+    if device is not None and record["device"] != device:
         raise CtxpruneError(f"{path}: branch times measured on {record['device']}, not on this {device}")
     if sorted(record["gates"]) != sorted(names):
         raise CtxpruneError(f"{path}: branch times for other gates than this model's; delete it to measure")

@@ -79,14 +79,19 @@ def load_checkpoint(
     params: dict[str, nn.Parameter],
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    random_states: bool = True,
 ) -> dict:
-    """Restore everything `save_checkpoint` wrote; returns its JSON metadata (with `step`)."""
+    """Restore everything `save_checkpoint` wrote; returns its JSON metadata (with `step`). Without
+    `random_states` the random generators are left as they are (a run finished on another device, where
+    a CUDA generator's state does not fit)."""
     tensors = load_file(str(directory / TENSORS))
     meta = json.loads((directory / META).read_text())
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(tensors[f"param.{name}"])
     _restore_optimizer(optimizer, tensors, meta["optimizer"])
+    if not random_states:
+        return meta
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.generator"])
     if "rng.cuda" in tensors and torch.cuda.is_available():

@@ -10,6 +10,7 @@ encoder runs without autograd: that is most of the compute saved."""
 from __future__ import annotations
 
 import copy
+import json
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -61,7 +62,10 @@ def inference_dtype(device: torch.device) -> torch.dtype:
 
 
 def measured_times(
-    model: WhisperForConditionalGeneration, special: WhisperTokens, shared: str | None = None
+    model: WhisperForConditionalGeneration,
+    special: WhisperTokens,
+    shared: str | None = None,
+    elsewhere: bool = False,
 ) -> tuple[tuple, str]:
     """Branch times of `model` (before the training LoRA is added) at batch 1 on its device, and where
     they were measured ("GPU name, float16"). They are timed on a copy in the precision inference runs
@@ -69,12 +73,15 @@ def measured_times(
     while in fp16 a self-attention costs more (docs/performance.md). Under torchrun every process takes
     rank 0's, so that all weigh alike. With `shared` (a JSON file), runs that share it weigh alike too:
     the first measures and writes it, the others read it (runs started side by side on one GPU would
-    otherwise time each other's work)."""
+    otherwise time each other's work). `elsewhere`: `shared` may come from another device (a run
+    finished on another machine than the one it trained on weighs the times it trained with)."""
     device = next(model.parameters()).device
     dtype = inference_dtype(device)
     where = f"{device_name(str(device))}, {str(dtype).removeprefix('torch.')}"
     names = whisper_gate_names(model.config)
     if shared and Path(shared).is_file():
+        if elsewhere:
+            return read_gate_times(Path(shared), names, None), json.loads(Path(shared).read_text())["device"]
         return read_gate_times(Path(shared), names, where), where
     timed = GatedWhisper(copy.deepcopy(model).to(dtype).eval())
     times = [gate_time_costs(timed, special.prompt("en", "transcribe"))]
@@ -117,12 +124,20 @@ class GateTask:
 
     artifact = "predictor"
 
-    def __init__(self, model: WhisperForConditionalGeneration, config: TrainConfig, special: WhisperTokens):
+    def __init__(
+        self,
+        model: WhisperForConditionalGeneration,
+        config: TrainConfig,
+        special: WhisperTokens,
+        times_elsewhere: bool = False,
+    ):
         if config.adapter:  # the adapted model is the reference: merged, frozen
             model = merge_adapter(model, config.adapter)
         # each gate weighs its time at batch 1 on this device, timed before the LoRA below exists
         times = (
-            measured_times(model, special, config.branch_times) if config.sparsity_by == "latency" else None
+            measured_times(model, special, config.branch_times, times_elsewhere)
+            if config.sparsity_by == "latency"
+            else None
         )
         # a second, small LoRA on the gated stacks only, trained with the gates
         self.peft = add_lora(model, config, stacks=gated_stacks(config.where)) if config.train_lora else None

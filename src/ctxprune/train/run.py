@@ -11,6 +11,8 @@ import platform
 import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -82,7 +84,9 @@ class Run:
     """One training run: the task (adaptation or gates) owns the model parts that train, their groups,
     the artifact and the card fields; the run owns the loop, the schedule, checkpoints and logs."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, times_elsewhere: bool = False):
+        """`times_elsewhere`: a latency run's `branch_times` may come from another device (to finish a
+        run on another machine than the one it trained on)."""
         self.config = config
         self.out = Path(config.out)
         self.rank, self.world, self.device = _distributed()
@@ -93,20 +97,34 @@ class Run:
         if config.kind == "adapt":
             self.task = AdaptTask(self.loaded.model, config)
         else:
-            self.task = GateTask(self.loaded.model, config, self.loaded.tokens)
+            self.task = GateTask(self.loaded.model, config, self.loaded.tokens, times_elsewhere)
         self.params = self.task.named_parameters()
         self.calibration: dict | None = None  # set once the gates are calibrated; they are frozen from then
         self.optimizer = torch.optim.AdamW(
             self.task.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
+
+    # the train split is read when training starts: a run can be finished from its checkpoint without it
+    @cached_property
+    def train_set(self) -> SpeechDataset:
         # distillation also trains on rows without a reference, on the teacher's pseudo-labels
-        distills = self.task.distills
-        self.train_set = SpeechDataset(
-            config.data, "train", with_reference=not distills, every_audio=config.train_every_audio
+        return SpeechDataset(
+            self.config.data,
+            "train",
+            with_reference=not self.task.distills,
+            every_audio=self.config.train_every_audio,
         )
-        self.sampler = DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
-        self.collate = Collate(
+
+    @cached_property
+    def sampler(self) -> DurationBucketSampler:
+        config = self.config
+        return DurationBucketSampler(self.train_set.durations, config.batch_size, seed=config.seed)
+
+    @cached_property
+    def collate(self) -> Collate:
+        config, distills = self.config, self.task.distills
+        return Collate(
             self.gw.config.num_mel_bins,
             self.loaded.tokenizer,
             self.loaded.tokens,
@@ -168,6 +186,11 @@ class Run:
             self.calibration = self.task.calibrate(self.device)
             self._log({"step": step, "calibration": self.calibration})
 
+    def _set_calibration(self, calibration: dict | None) -> None:
+        self.calibration = calibration
+        if calibration:
+            self.predictor.config.logit_shift = list(calibration["logit_shift"].values())
+
     def _set_learning_rates(self, step: int) -> dict[str, float]:
         """Each group's rate at `step` (0 for predictor groups once calibrated): applied, and logged."""
         for group in self.optimizer.param_groups:
@@ -192,9 +215,7 @@ class Run:
         if resume and checkpoint.exists():
             meta = load_checkpoint(checkpoint, self.params, self.optimizer, self.generator)
             step, elapsed = meta["step"], meta["elapsed"]
-            self.calibration = meta.get("calibration")
-            if self.calibration:
-                self.predictor.config.logit_shift = list(self.calibration["logit_shift"].values())
+            self._set_calibration(meta.get("calibration"))
             self._truncate_metrics(step)
         per_epoch = len(self._batches(0))
         if per_epoch == 0:
@@ -257,7 +278,18 @@ class Run:
             return {}
         return {"gpu_peak_gib": round(torch.cuda.max_memory_reserved(self.device) / 2**30, 2)}
 
-    def finish(self, wall: float) -> dict:
+    def finish_from_checkpoint(self, calibration: dict | None = None) -> dict:
+        """The artifact and card of the run's last checkpoint, with no more training: for a run whose
+        machine went away in its deterministic tail, on a machine without its train split. `calibration`
+        is the one the run logged after that checkpoint (else the checkpoint's, else one made here on dev).
+        The card's `steps` are the checkpoint's, and `stopped_at` says so."""
+        checkpoint = self.out / "checkpoint"
+        meta = load_checkpoint(checkpoint, self.params, self.optimizer, self.generator, random_states=False)
+        planned, self.config = self.config.steps, replace(self.config, steps=meta["step"])
+        self._set_calibration(calibration or meta.get("calibration"))
+        return self.finish(meta["elapsed"], {"stopped_at": {"step": meta["step"], "planned_steps": planned}})
+
+    def finish(self, wall: float, extra: dict | None = None) -> dict:
         """Evaluate on dev, save the artifact (adapter or predictor) and its JSON card."""
         config = self.config
         self._calibrate_if_due(config.steps)
@@ -298,6 +330,7 @@ class Run:
             ),
             "dev": {k: {m: v for m, v in r.items() if m != "keep_rate"} for k, r in dev.items()},
             "files": sha256_files(artifact),
+            **(extra or {}),
         }
         if history := training_history(config.start_from):
             lines = "".join(json.dumps(row) + "\n" for row in history)
