@@ -67,7 +67,7 @@ def main() -> None:
         axes[3].plot(c["dev_step"], c["bleu"], marker="o", color=line.get_color())
     titles = [
         "distillation loss (KL, T=2; smoothed)",
-        "sparsity that ran: the encoder's where gated (dotted: target)",
+        "sparsity that ran: the encoder's if gated, else the decoder's (dotted: target)",
         "dev WER, mean of 5 languages",
         "dev BLEU, mean of 4 directions",
     ]
