@@ -236,10 +236,6 @@ class GraphPool:
         self.capture = capture
         self.keys_built = 0
 
-    def __len__(self) -> int:
-        """Graphs (or uncaptured steps) kept now."""
-        return len(self._graphs)
-
     def _get(self, key: tuple, build: Callable[[MaskPlan], object], mask_row: tuple[bool, ...], batch: int):
         if key not in self._graphs:
             mask = torch.tensor([list(mask_row)] * batch, dtype=torch.bool)

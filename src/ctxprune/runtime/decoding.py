@@ -105,12 +105,9 @@ class BatchDecoding:
         return self._lane_streams[:n]
 
     def pool(self, capture: bool) -> GraphPool:
-        """The graphs (captured) or fixed-shape steps (not captured) built so far. Uncaptured steps are
-        kept one at a time: keeping them saves only their allocation, and each holds its batch's encoder
-        output and self and cross K/V (about 1.6 GB at batch 32 in fp32; 32 of them took a CPU evaluation
-        of 900 rows to 23 GB)."""
+        """The graphs (captured) or fixed-shape steps (not captured) built so far."""
         if capture not in self._pools:
-            self._pools[capture] = GraphPool(self.gw, capture=capture, max_graphs=32 if capture else 1)
+            self._pools[capture] = GraphPool(self.gw, capture=capture)
         return self._pools[capture]
 
     def groups(
