@@ -154,7 +154,8 @@ def test_joint_gate_lora_sits_on_the_merged_adapter_and_ships_in_the_gate_set(qu
     adapter = Path(adapt.out) / "adapter"
     config = quick(steps=2, adapter=str(adapter), train_lora=True, lora_lr=1e-5, lr=0.05, lora_rank=4)
     with pytest.raises(CtxpruneError, match="pseudo-label"):  # the adapted teacher's labels, not base's
-        Run(config)
+        Run(config).train()
+    assert not Path(config.out).exists()  # refused before anything was written
     teacher = load_stack(StackSpec(config.model, adapter))
     generate_pseudo_labels(teacher, Path(config.data), teacher_name(config.model, adapter), max_new_tokens=4)
     run = Run(config)

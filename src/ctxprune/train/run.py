@@ -208,6 +208,7 @@ class Run:
             raise CtxpruneError(
                 f"{self.out} already holds a run; pass --resume to continue it or choose another --out"
             )
+        _ = self.collate, self.sampler  # the train split, its labels and vectors: read before writing
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(self.out / "config.yaml", config.to_yaml().encode())
