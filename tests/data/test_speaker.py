@@ -80,3 +80,31 @@ def test_every_nth_file_is_the_subset_that_training_on_every_nth_file_reads(tiny
 def test_a_split_without_vectors_says_which_command_makes_them(tmp_path):
     with pytest.raises(CtxpruneError, match="ctxprune data speaker-embed"):
         SpeakerVectors(tmp_path, "train")
+
+
+def test_a_whole_split_beside_a_subset_gives_every_row_its_own_vector(tiny_corpus, tmp_path, monkeypatch):
+    """A subset's shards after the whole split's repeat files; each row still reads its own file's vector
+    (the reader indexed by distinct files before, which put later shards' files on the wrong rows)."""
+    monkeypatch.setattr(speaker, "SHARD_FILES", 1)
+    corpus = Path(
+        shutil.copytree(tiny_corpus, tmp_path / "corpus", ignore=shutil.ignore_patterns("context_*"))
+    )
+    embed_corpus(corpus, "dev", every=1, workers=2)
+    whole = SpeakerVectors(corpus, "dev")
+    rows = read_manifest(corpus, "dev", with_reference=False)
+    before = whole([r.id for r in rows])
+    assert embed_corpus(corpus, "dev", every=2, workers=2) >= 2  # two subset shards at least
+    mixed = SpeakerVectors(corpus, "dev")
+    assert len(mixed.vectors) > len(whole.vectors)
+    torch.testing.assert_close(mixed([r.id for r in rows]), before)
+
+
+def test_a_cache_of_another_shard_size_is_refused_on_resume(tiny_corpus, tmp_path, monkeypatch):
+    corpus = Path(
+        shutil.copytree(tiny_corpus, tmp_path / "corpus", ignore=shutil.ignore_patterns("context_*"))
+    )
+    monkeypatch.setattr(speaker, "SHARD_FILES", 1)
+    assert embed_corpus(corpus, "dev") >= 3
+    monkeypatch.setattr(speaker, "SHARD_FILES", 2)
+    with pytest.raises(CtxpruneError, match="another shard size or manifest; delete"):
+        embed_corpus(corpus, "dev")

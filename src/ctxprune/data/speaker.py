@@ -38,7 +38,8 @@ from ctxprune.paths import write_json_atomic
 
 SPEAKER = "speaker"  # the context input's name (`--context ...,speaker`)
 SPEAKER_DIM = 256
-SHARD_FILES = 2048
+SHARD_FILES = 256  # small enough that every worker has shards: at 2048, every 4th train file made 7
+# shards, and 7 of the GPU machine's 16 cores embedded while the rest waited (fourteenth step)
 
 
 class SpeakerEmbedder:
@@ -108,6 +109,11 @@ def _done_path(corpus: Path, split: str) -> Path:
     return _split_dir(corpus, split).with_suffix(".done.json")
 
 
+def _shard_audio(shard: Path) -> list[str]:
+    with safe_open(str(shard), "pt") as f:
+        return json.loads(f.metadata()["audio"])
+
+
 def _embed_shard(corpus: Path, audio: list[str], out: Path) -> int:
     vectors = embedder()([load_audio(corpus / a) for a in audio])
     tmp = out.with_suffix(".tmp")
@@ -132,6 +138,12 @@ def embed_corpus(
     shards = [audio[i : i + SHARD_FILES] for i in range(0, len(audio), SHARD_FILES)]
     prefix = "" if every == 1 else f"every{every}-"
     paths = [out / f"{prefix}{j:05d}.safetensors" for j in range(len(shards))]
+    for path, s in zip(paths, shards, strict=True):
+        if path.exists() and _shard_audio(path) != s:
+            raise CtxpruneError(
+                f"{path} holds other files than this split's shard {path.stem}: it was written with another "
+                f"shard size or manifest; delete {out} and run again"
+            )
     todo = [(path, s) for path, s in zip(paths, shards, strict=True) if not path.exists()]
     done = len(audio) - sum(len(s) for _, s in todo)
     if on_progress:
@@ -160,11 +172,13 @@ class SpeakerVectors:
                 f"ctxprune data speaker-embed {corpus}"
             )
         parts, by_audio = [], {}
+        offset = 0  # a file in both a whole split's shards and a subset's appears twice in `parts`
         for shard in sorted(_split_dir(corpus, split).glob("*.safetensors")):
             with safe_open(str(shard), "pt") as f:
                 audio = json.loads(f.metadata()["audio"])
                 parts.append(f.get_tensor("vectors"))
-            by_audio.update({a: len(by_audio) + k for k, a in enumerate(audio)})
+            by_audio.update({a: offset + k for k, a in enumerate(audio)})
+            offset += len(audio)
         rows = read_manifest(Path(corpus), split, with_reference=False)
         self.index = {e.id: by_audio[e.audio] for e in rows if e.audio in by_audio}
         self.vectors = torch.cat(parts) if parts else torch.zeros(0, SPEAKER_DIM)
