@@ -80,7 +80,7 @@ def test_batch_with_one_bad_file_reports_it_and_transcribes_the_rest(clip, tmp_p
     assert "young man" in proc.stdout
 
 
-def _random_real_predictor(path, seed=0):
+def _random_real_predictor(path, seed=0, **config):
     import torch
 
     from ctxprune import assets
@@ -91,7 +91,7 @@ def _random_real_predictor(path, seed=0):
 
     torch.manual_seed(seed)  # before the predictor is built: its weights are drawn here too
     gw = GatedWhisper(assets.load().model)
-    p = GatePredictor(whisper_predictor_config(gw.config, whisper_gate_space(gw), ["en", "de"]))
+    p = GatePredictor(whisper_predictor_config(gw.config, whisper_gate_space(gw), ["en", "de"], **config))
     with torch.no_grad():
         p.late_bias.normal_(2.0, 2.0)  # mostly kept, some decoder branches skipped
         p.early_bias.fill_(3.0)
@@ -107,6 +107,19 @@ def test_transcribe_with_gates_reports_mask_and_flops(clip, tmp_path):
     utterance = record["segments"][0]["gates"]  # the modules that ran for the segment's window
     assert 10 < len(utterance["ran"]) < 30 and all(name.startswith("enc.") for name in utterance["ran"][:12])
     assert 0.3 < utterance["flops_executed_share"] < 1.0
+
+
+def test_a_gate_set_that_reads_the_speaker_transcribes_with_the_vector_of_its_audio(clip, tmp_path):
+    """The speaker vector is computed from the audio (language detection's window too): a speaker gate
+    set runs where it was refused before for want of the vector."""
+    from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM
+
+    context = ["task", "language", "audio", "encoder", SPEAKER]
+    _random_real_predictor(tmp_path / "gates", context=context, vectors={SPEAKER: SPEAKER_DIM})
+    proc = run("transcribe", clip, "--json", "--gates", tmp_path / "gates")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert "young man" in record["text"] and record["segments"][0]["gates"]["ran"]
 
 
 def test_gates_for_another_model_are_refused(clip, tmp_path):

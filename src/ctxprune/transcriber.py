@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ctxprune.data.speaker import context_vectors
 from ctxprune.errors import CtxpruneError
 from ctxprune.longform.audio_stream import AudioStream, SampleWindow
 from ctxprune.longform.decoder import Job, LongFormDecoder, LongFormOptions
@@ -201,7 +202,8 @@ class Transcriber:
         features = source.window(0)[None].to(self.spec.device, self.spec.dtype)
         frames = torch.tensor([source.total_frames])
         first = replace(self.options, max_new_tokens=1)
-        return self.stack.pipeline.run(features, frames, ["transcribe"], [None], options=first).languages[0]
+        vectors = context_vectors(self.stack.pipeline.policy.reads, [source.speech(0)])
+        return self.stack.pipeline.run(features, frames, ["transcribe"], [None], vectors, first).languages[0]
 
     def _segments(self, job: Job) -> list[Segment]:
         tokenizer, eot = self.stack.loaded.tokenizer, self.special.eot

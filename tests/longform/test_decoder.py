@@ -129,3 +129,45 @@ def test_a_pruned_window_that_loops_is_marked_as_the_teachers(
     assert [s.tokens for s in pruned] == [s.tokens for s in dense]  # the teacher's answer
     assert all(s.window.teacher for s in pruned) and not any(s.window.teacher for s in dense)
     assert all(s.window.flops_share > 1.0 for s in pruned)  # a pruned decoding, then a dense one
+
+
+def test_a_gate_set_that_reads_the_speaker_gets_each_windows_own_vector(
+    tiny_whisper, tiny_tokens, tmp_path, monkeypatch
+):
+    """Long form embeds each window's own samples (as evaluation embeds each utterance), so a gate set
+    trained with the speaker vector decodes files; before, it was refused for want of the vector."""
+    import soundfile as sf
+
+    from ctxprune.data import speaker
+    from ctxprune.gating.policy import policy_for
+    from ctxprune.gating.predictor import GatePredictor
+    from ctxprune.models.whisper_context import whisper_predictor_config
+
+    _noise(tmp_path / "a.wav", 36.3, 5)
+    samples, _ = sf.read(tmp_path / "a.wav", dtype="float32")
+    gw = GatedWhisper(tiny_whisper)
+    context = ["task", "language", "audio", "encoder", speaker.SPEAKER]
+    config = whisper_predictor_config(
+        gw.config,
+        whisper_gate_space(gw),
+        ["en"],
+        context=context,
+        vectors={speaker.SPEAKER: speaker.SPEAKER_DIM},
+    )
+    seen = []
+    real = speaker.embed
+    monkeypatch.setattr(speaker, "embed", lambda chunks: seen.extend(chunks) or real(chunks, workers=1))
+    decode = DecodeOptions(max_new_tokens=32, path="gather")
+    policy = policy_for(GatePredictor(config).eval())
+    decoder = LongFormDecoder(Pipeline(gw, tiny_tokens, policy), options=GREEDY_LONG_FORM, decode=decode)
+    (job,) = decoder.run([Job(0, StreamedMel(AudioStream(tmp_path / "a.wav")), "en")])
+    assert job.error is None and len(job.windows) == len(seen) >= 2
+    starts = []
+    for chunk in seen:  # each is the window's samples from its seek on, 30 s or to the end of the file
+        start = next(
+            s for s in range(0, len(samples), 160) if np.array_equal(samples[s : s + 160], chunk[:160])
+        )
+        assert len(chunk) == min(480000, len(samples) - start)
+        np.testing.assert_array_equal(chunk, samples[start : start + len(chunk)])
+        starts.append(start)
+    assert starts[0] == 0 and starts == sorted(set(starts))

@@ -32,3 +32,11 @@ def test_speech_pieces_map_back_to_the_file():
     assert source.time(2.0) == pytest.approx(20.0)  # a start at the joint opens the second piece
     assert source.time(2.0, end=True) == pytest.approx(12.0)  # an end at the joint closes the first
     assert source.time(4.5, end=True) == pytest.approx(22.5)
+
+
+def test_a_speech_window_hands_out_its_joined_samples_from_a_seek():
+    pieces = [(0, np.arange(16000, dtype=np.float32)), (48000, np.ones(8000, dtype=np.float32))]
+    source = SpeechMel(pieces)
+    joined = np.concatenate([a for _, a in pieces])
+    np.testing.assert_array_equal(source.speech(0), joined)
+    np.testing.assert_array_equal(source.speech(100), joined[16000:])

@@ -43,6 +43,16 @@ def test_groups_by_decoder_signature(setup):
     row0 = decoder_signature(_mask(gw)[0].tolist(), decoding.decoder_gate)
     assert few[0] == ([0, 3], row0) and few[-1] == ([1, 2], None)  # the rare two share a gather pass
     assert row0 == decoder_signature(_mask(gw)[3].tolist(), decoding.decoder_gate)  # encoder gates ignored
+    # no groups: every row gathers (before, all signatures but the rarest went to the fixed-shape pool,
+    # whose KV caches then grew a CPU evaluation of a gate set to 23 GB)
+    assert decoding.groups(_mask(gw), max_groups=0) == [([0, 1, 2, 3], None)]
+
+
+def test_the_gather_path_builds_no_fixed_shape_steps(setup):
+    gw, tokens, enc, prompts = setup
+    decoding = BatchDecoding(gw, tokens)
+    decoding(enc, prompts, _mask(gw), DecodeOptions(max_new_tokens=4, path="gather"))
+    assert decoding.pool(False).keys_built == decoding.pool(True).keys_built == 0
 
 
 @pytest.mark.parametrize("beams", [1, 3])

@@ -38,6 +38,7 @@ from ctxprune.paths import write_json_atomic
 
 SPEAKER = "speaker"  # the context input's name (`--context ...,speaker`)
 SPEAKER_DIM = 256
+MIN_SAMPLES = 512  # the recipe's FFT size: a shorter chunk (a long file's last few ms) is zero-padded to it
 SHARD_FILES = 256  # small enough that every worker has shards: at 2048, every 4th train file made 7
 # shards, and 7 of the GPU machine's 16 cores embedded while the rest waited (fourteenth step)
 
@@ -65,6 +66,7 @@ class SpeakerEmbedder:
         self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, chunks: list[np.ndarray]) -> Tensor:
+        chunks = [np.pad(c, (0, MIN_SAMPLES - len(c))) if len(c) < MIN_SAMPLES else c for c in chunks]
         vectors = [self._extract(c, self._params, self._session) for c in chunks]
         return torch.from_numpy(np.stack(vectors)).float() if vectors else torch.zeros(0, SPEAKER_DIM)
 

@@ -6,6 +6,9 @@ together in one batch of up to `batch_size` rows, and a finished source's row go
 so a batch stays full until the work runs out. Every window gets its own mask from its own context:
 the batch runs through the stack's pipeline like any other batch.
 
+A gate set that reads the speaker's vector gets it from each window's own audio (`data/speaker.py`), as
+evaluation computes it per utterance: a file whose speaker changes gets each window's speaker.
+
 Where the compression ratio or the average log-probability says the output is bad, a window is decoded
 again at the next temperature (sampling); where the no-speech probability is high and the log-probability
 low, it is skipped as silence. The rules and thresholds are HF's long-form `generate`
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ctxprune.data.features import N_FRAMES
+from ctxprune.data.speaker import SPEAKER, context_vectors
 from ctxprune.errors import CtxpruneError
 from ctxprune.longform.segments import split_window
 from ctxprune.longform.sources import FRAME_SECONDS, FrameSource
@@ -156,10 +160,12 @@ class LongFormDecoder:
     def step(self, jobs: list[Job], on_window: Callable[[Job, int], None] | None = None) -> list[Window]:
         """Decode the next window of every job, with fallback, and move each job's seek on; the windows
         decoded (a job whose audio fails gets its error instead)."""
-        features, ready = [], []
+        features, speech, ready = [], [], []
+        reads = self.pipeline.policy.reads
         for job in jobs:
             try:
                 features.append(job.source.window(job.seek))
+                speech.append(job.source.speech(job.seek) if reads(SPEAKER) else None)
                 ready.append(job)
             except CtxpruneError as e:
                 job.error = str(e)
@@ -168,7 +174,8 @@ class LongFormDecoder:
         gw = self.pipeline.gw
         feats = torch.stack(features).to(gw.device, next(gw.parameters()).dtype)
         frames = [min(N_FRAMES, j.source.total_frames - j.seek) for j in ready]
-        attempts = self._decode_with_fallback(ready, feats, torch.tensor(frames))
+        vectors = context_vectors(reads, speech)
+        attempts = self._decode_with_fallback(ready, feats, torch.tensor(frames), vectors)
         for job, n, attempt in zip(ready, frames, attempts, strict=True):
             before = job.seek
             self._advance(job, n, attempt)
@@ -176,7 +183,7 @@ class LongFormDecoder:
                 on_window(job, job.seek - before)
         return attempts
 
-    def _decode_with_fallback(self, jobs: list[Job], feats, frames) -> list[Window]:
+    def _decode_with_fallback(self, jobs: list[Job], feats, frames, vectors) -> list[Window]:
         o = self.options
         attempts: list[Window | None] = [None] * len(jobs)
         languages = [None if o.language_per_window else j.language for j in jobs]
@@ -189,7 +196,8 @@ class LongFormDecoder:
             prefixes = [self._previous_text(jobs[r]) for r in rows] if prompted else None
             result = self.pipeline.run(
                 feats[index.to(feats.device)], frames[index], [tasks[r] for r in rows],
-                [languages[r] for r in rows], None, self._at(temperature), prefixes,
+                [languages[r] for r in rows], {n: v[index] for n, v in vectors.items()},
+                self._at(temperature), prefixes,
             )  # fmt: skip
             flops = result.flops(self.pipeline.space, prompt_len)
             retry = []

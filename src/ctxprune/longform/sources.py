@@ -36,6 +36,11 @@ class FrameSource(Protocol):
         """[n_mels, 3000] from frame `seek` (zero-padded past the end); `seek` never decreases."""
         ...
 
+    def speech(self, seek: int) -> np.ndarray:
+        """The window's 16 kHz samples (not padded), for context vectors such as the speaker's; called
+        after `window(seek)` at the same `seek`."""
+        ...
+
     def time(self, seconds: float, end: bool = False) -> float:
         """Where a time of this source's audio lies in the file (an `end` at a joint belongs before it)."""
         ...
@@ -67,6 +72,10 @@ class StreamedMel:
             self._mel = log_mel(torch.from_numpy(audio)[None].to(self.device), self.n_mels)[0]
         return _slice(self._mel, seek - self._start)
 
+    def speech(self, seek: int) -> np.ndarray:
+        end = min(seek + N_FRAMES, self.total_frames)
+        return self.samples.get(seek * HOP_LENGTH, end * HOP_LENGTH)
+
     def time(self, seconds: float, end: bool = False) -> float:
         return seconds
 
@@ -83,10 +92,14 @@ class SpeechMel:
         self.joints = list(itertools.accumulate(lengths, initial=0.0))  # each piece's place in the window
         audio = np.concatenate([a for _, a in pieces])
         self.total_frames = min(N_FRAMES, -(-len(audio) // HOP_LENGTH))
+        self._audio = audio[: N_FRAMES * HOP_LENGTH]
         self._mel = log_mel(torch.from_numpy(pad_or_trim(audio))[None].to(device), n_mels)[0]
 
     def window(self, seek: int) -> Tensor:
         return _slice(self._mel, seek)
+
+    def speech(self, seek: int) -> np.ndarray:
+        return self._audio[seek * HOP_LENGTH :]
 
     def time(self, seconds: float, end: bool = False) -> float:
         k = (bisect.bisect_left if end else bisect.bisect_right)(self.joints, seconds) - 1

@@ -120,7 +120,8 @@ class BatchDecoding:
         signatures = [decoder_signature(row, self.decoder_gate) for row in mask.tolist()]
         keys = list(zip(signatures, lengths, strict=True))
         counts = Counter(keys).most_common()
-        graphed = {k for k, _ in (counts[: max_groups - 1] if len(counts) > max_groups else counts)}
+        kept = counts[: max_groups - 1] if len(counts) > max_groups else counts
+        graphed = {k for k, _ in kept} if max_groups > 0 else set()  # counts[:-1] is not "none"
         groups = [([r for r, k in enumerate(keys) if k == g], g[0]) for g, _ in counts if g in graphed]
         rare = [r for r, k in enumerate(keys) if k not in graphed]
         by_length = {lengths[r]: [q for q in rare if lengths[q] == lengths[r]] for r in rare}
