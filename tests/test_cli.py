@@ -112,10 +112,15 @@ def test_transcribe_with_gates_reports_mask_and_flops(clip, tmp_path):
 def test_a_gate_set_that_reads_the_speaker_transcribes_with_the_vector_of_its_audio(clip, tmp_path):
     """The speaker vector is computed from the audio (language detection's window too): a speaker gate
     set runs where it was refused before for want of the vector."""
+    import torch
+
     from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM
 
     context = ["task", "language", "audio", "encoder", SPEAKER]
-    _random_real_predictor(tmp_path / "gates", context=context, vectors={SPEAKER: SPEAKER_DIM})
+    p = _random_real_predictor(tmp_path / "gates", context=context, vectors={SPEAKER: SPEAKER_DIM})
+    with torch.no_grad():
+        p.late_bias.fill_(4.0)  # keep every branch: random masks can silence a clip (logit > 0 either way)
+    p.save_pretrained(tmp_path / "gates")
     proc = run("transcribe", clip, "--json", "--gates", tmp_path / "gates")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
