@@ -115,15 +115,15 @@ def write_gate_times(path: Path, names: list[str], times: tuple[GateCost, ...], 
     write_json_atomic(path, {"device": device, "gates": gates})
 
 
-def read_gate_times(path: Path, names: list[str], device: str | None) -> tuple[GateCost, ...]:
-    """Branch times written by `write_gate_times`; refused if measured elsewhere (unless `device` is None)
-    or for other gates."""
+def read_gate_times(path: Path, names: list[str], device: str | None) -> tuple[tuple[GateCost, ...], str]:
+    """Branch times written by `write_gate_times` and the device that measured them; refused if measured
+    elsewhere (unless `device` is None) or for other gates."""
     record = json.loads(path.read_text())
     if device is not None and record["device"] != device:
         raise CtxpruneError(f"{path}: branch times measured on {record['device']}, not on this {device}")
     if sorted(record["gates"]) != sorted(names):
         raise CtxpruneError(f"{path}: branch times for other gates than this model's; delete it to measure")
-    return tuple(GateCost(**record["gates"][n]) for n in names)
+    return tuple(GateCost(**record["gates"][n]) for n in names), record["device"]
 
 
 _UNITS = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))  # per utterance, per token, per position

@@ -10,7 +10,6 @@ encoder runs without autograd: that is most of the compute saved."""
 from __future__ import annotations
 
 import copy
-import json
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -80,9 +79,7 @@ def measured_times(
     where = f"{device_name(str(device))}, {str(dtype).removeprefix('torch.')}"
     names = whisper_gate_names(model.config)
     if shared and Path(shared).is_file():
-        if elsewhere:
-            return read_gate_times(Path(shared), names, None), json.loads(Path(shared).read_text())["device"]
-        return read_gate_times(Path(shared), names, where), where
+        return read_gate_times(Path(shared), names, None if elsewhere else where)
     timed = GatedWhisper(copy.deepcopy(model).to(dtype).eval())
     times = [gate_time_costs(timed, special.prompt("en", "transcribe"))]
     del timed
