@@ -136,8 +136,6 @@ def test_a_gate_set_that_reads_the_speaker_gets_each_windows_own_vector(
 ):
     """Long form embeds each window's own samples (as evaluation embeds each utterance), so a gate set
     trained with the speaker vector decodes files; before, it was refused for want of the vector."""
-    import soundfile as sf
-
     from ctxprune.data import speaker
     from ctxprune.gating.policy import policy_for
     from ctxprune.gating.predictor import GatePredictor
