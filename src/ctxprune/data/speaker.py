@@ -141,13 +141,15 @@ def embed_corpus(
     shards = [audio[i : i + SHARD_FILES] for i in range(0, len(audio), SHARD_FILES)]
     prefix = "" if every == 1 else f"every{every}-"
     paths = [out / f"{prefix}{j:05d}.safetensors" for j in range(len(shards))]
+    todo = []
     for path, s in zip(paths, shards, strict=True):
-        if path.exists() and _shard_audio(path) != s:
+        if not path.exists():
+            todo.append((path, s))
+        elif _shard_audio(path) != s:
             raise CtxpruneError(
                 f"{path} holds other files than this split's shard {path.stem}: it was written with another "
                 f"shard size or manifest; delete {out} and run again"
             )
-    todo = [(path, s) for path, s in zip(paths, shards, strict=True) if not path.exists()]
     done = len(audio) - sum(len(s) for _, s in todo)
     if on_progress:
         on_progress(done, len(audio))
