@@ -64,6 +64,20 @@ def test_every_from_the_environment_applies_to_every_run_and_a_flag_overrides_it
     assert setting(runs["decoder-flops-0.5-context-seed1-every8"], "train_every_audio") == "8"
 
 
+def test_a_steps_flag_sets_that_runs_length_ramp_and_evaluations_alone():
+    runs = plan(
+        "0.5:decoder:latency:context:1+wide+steps1400",
+        "0.5:decoder:latency:context:1",
+        STEPS="1000",
+        EVALS="2",
+    )
+    long, short = runs["decoder-latency-0.5-context-seed1-wide"], runs["decoder-latency-0.5-context-seed1"]
+    assert long[long.index("--steps") + 1] == "1400"
+    assert (setting(long, "target_warmup"), setting(long, "eval_every")) == ("466", "700")
+    assert short[short.index("--steps") + 1] == "1000"
+    assert (setting(short, "target_warmup"), setting(short, "eval_every")) == ("333", "500")
+
+
 def test_an_encoder_spec_continued_from_a_set_holds_its_target_from_the_first_step():
     runs = plan("0.3:both:flops:context:0:0.33@/sets/both")
     args = runs["both-flops-0.3-context-seed0-enc0.33-continued"]
@@ -72,7 +86,14 @@ def test_an_encoder_spec_continued_from_a_set_holds_its_target_from_the_first_st
     assert setting(args, "lora_rank") == "64"
 
 
-@pytest.mark.parametrize("spec", ["0.5:decoder:flops:context:0+bogus", "0.5:decoder:flops:context:0+every"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "0.5:decoder:flops:context:0+bogus",
+        "0.5:decoder:flops:context:0+every",
+        "0.5:decoder:flops:context:0+steps",
+    ],
+)
 def test_an_unknown_flag_is_refused_in_one_line(spec):
     done = subprocess.run(["bash", str(SCRIPT), "plan", spec], capture_output=True, text=True)
     assert done.returncode == 2
