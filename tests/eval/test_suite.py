@@ -59,6 +59,24 @@ def test_a_gate_set_names_its_seed_and_how_its_training_departs_from_the_plain_r
     assert Candidate.gate_set(tmp_path).variant == "speed 0.9,1,1.1; continued; speaker"
 
 
+@pytest.mark.parametrize(
+    ("settings", "variant"),
+    [
+        ({"lora_rank": 64, "lora_alpha": 64, "hidden_weight": 1.0}, "LoRA rank 64; hidden states 1"),
+        ({"budget_per": "task"}, "budget per task"),
+        ({"train_every_audio": 4}, "every 4th file"),
+        ({"lora_alpha": 8, "lr": 1e-3}, ""),  # settings the report need not tell apart are no variant
+    ],
+)
+def test_a_wider_student_a_task_budget_or_a_subset_of_the_audio_is_another_configuration(
+    tmp_path, settings, variant
+):
+    card = json.loads((ARTIFACTS / "gates" / "decoder-latency-0.5-context" / "card.json").read_text())
+    card["config"] |= settings
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert Candidate.gate_set(tmp_path).variant == variant
+
+
 def test_bench_interleaves_variants_and_reports_medians(tiny_model_dir, tiny_corpus):
     candidates = [Candidate("dense", "dense"), Candidate("dense-again", "dense")]
     spec = StackSpec(str(tiny_model_dir))

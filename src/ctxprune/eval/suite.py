@@ -26,6 +26,7 @@ from ctxprune.gating.sparsity import gate_weights
 from ctxprune.models.whisper import STACK_PREFIX
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
+from ctxprune.train.config import TrainConfig
 
 
 @dataclass
@@ -78,10 +79,10 @@ class Candidate:
 
 
 def training_variant(card: dict) -> str:
-    """How a gate set's training departs from the plain recipe (speed-perturbed audio, continued from
-    another set, a speaker vector as context): sets that differ here are different configurations, so
-    the report does not count them as seeds of one. "" for the plain recipe."""
-    config = card.get("config", {})
+    """How a gate set's training departs from the plain recipe (the training config's defaults): sets
+    that differ here are different configurations, so the report does not count them as seeds of one.
+    "" for the plain recipe."""
+    config, plain = card.get("config", {}), TrainConfig()
     parts = []
     if (speed := config.get("speed_perturb")) and list(speed) != [1.0]:
         parts.append("speed " + ",".join(f"{f:g}" for f in speed))
@@ -89,6 +90,14 @@ def training_variant(card: dict) -> str:
         parts.append("continued")
     if "speaker" in card.get("context", []):
         parts.append("speaker")
+    if config.get("train_lora") and config.get("lora_rank", plain.lora_rank) != plain.lora_rank:
+        parts.append(f"LoRA rank {config['lora_rank']}")
+    if config.get("hidden_weight", plain.hidden_weight) != plain.hidden_weight:
+        parts.append(f"hidden states {config['hidden_weight']:g}")
+    if config.get("budget_per", plain.budget_per) != plain.budget_per:
+        parts.append(f"budget per {config['budget_per']}")
+    if (every := config.get("train_every_audio", plain.train_every_audio)) != plain.train_every_audio:
+        parts.append(f"every {every}th file")
     return "; ".join(parts)
 
 
