@@ -9,6 +9,9 @@
 #   here:  scripts/distill_on_gpu.sh rechunk     # the same bundle in smaller chunks, when the tree has grown
 #                                                # since pack (a call carries the tree and one chunk)
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
+#                                                  # (receive reads neither results/ nor artifacts/, 59 of
+#                                                  # the tree's 60 MB: moved out of the working tree for
+#                                                  # those calls, chunks can be CHUNK=56M, 5 calls in all)
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus;
 #                                                  # gate sets to continue from, if carried in .carry-start/,
 #                                                  # are kept in /root/persist/start/
