@@ -65,7 +65,7 @@ def test_a_gate_set_names_its_seed_and_how_its_training_departs_from_the_plain_r
         ({"lora_rank": 64, "lora_alpha": 64, "hidden_weight": 1.0}, "LoRA rank 64; hidden states 1"),
         ({"budget_per": "task"}, "budget per task"),
         ({"train_every_audio": 4}, "every 4th file"),
-        ({"lora_alpha": 8, "lr": 1e-3}, ""),  # settings the report need not tell apart are no variant
+        ({"lora_alpha": 8, "lr": 1e-3}, ""),  # no run flag sets these: no variant
     ],
 )
 def test_a_wider_student_a_task_budget_or_a_subset_of_the_audio_is_another_configuration(

@@ -79,9 +79,11 @@ class Candidate:
 
 
 def training_variant(card: dict) -> str:
-    """How a gate set's training departs from the plain recipe (the training config's defaults): sets
-    that differ here are different configurations, so the report does not count them as seeds of one.
-    "" for the plain recipe."""
+    """How a gate set's training departs from the plain recipe, in what the GPU recipe's run flags change
+    (scripts/distill_on_gpu.sh: speed perturbation, continued, speaker, a wider LoRA with hidden states,
+    a budget per task, a subset of the audio), against the training config's defaults: sets that differ
+    here are different configurations, so the report does not count them as seeds of one. "" for the
+    plain recipe."""
     config, plain = card.get("config", {}), TrainConfig()
     parts = []
     if (speed := config.get("speed_perturb")) and list(speed) != [1.0]:
