@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,7 +35,17 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
+    """Indented JSON, but a list of numbers on one line: an eval's per-row statistics are thousands."""
+    text = _NUMBER_LIST.sub(_one_line, json.dumps(obj, indent=2, ensure_ascii=False))
+    write_bytes_atomic(path, (text + "\n").encode())
+
+
+# a list of numbers that json.dumps spread over lines (a raw newline never occurs inside a JSON string)
+_NUMBER_LIST = re.compile(r"\[\n(?:\s*-?[0-9.eE+-]+,\n)*\s*-?[0-9.eE+-]+\n\s*\]")
+
+
+def _one_line(match: re.Match) -> str:
+    return "[" + ", ".join(item.strip() for item in match.group(0)[1:-1].split(",")) + "]"
 
 
 def replace_dir_atomic(staging: Path, final: Path) -> None:

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from ctxprune.data.manifest import Example, read_manifest
-from ctxprune.eval.quality import evaluate, group_batches, limit_per_group
+from ctxprune.eval.metrics import bleu_from_stats
+from ctxprune.eval.quality import evaluate, group_batches, limit_per_group, rows_digest
 from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.runtime.decoding import DecodeOptions
@@ -93,6 +94,17 @@ def test_evaluate_scores_each_group_and_counts_what_ran(tiny_stack, tiny_corpus,
         assert group["sparsity_count"] == pytest.approx(1 - sum(keep.values()) / len(keep))
         assert 0.0 < group["sparsity_flops"] < 1.0
         assert group["gflops_encoder"] > 0 and group["gflops_decoder"] > 0
+        # each row's statistics, in manifest order, sum to the group's corpus score
+        task, language = key.split("/")
+        assert group["rows_digest"] == rows_digest(
+            [e.id for e in rows if (e.task, e.language) == (task, language)]
+        )
+        stats = group["row_stats"]
+        assert all(len(v) == group["n"] for v in stats.values())
+        if task == "transcribe":
+            assert sum(stats["errors"]) / sum(stats["words"]) == pytest.approx(group["wer"])
+        else:
+            assert bleu_from_stats({k: sum(v) for k, v in stats.items()}) == pytest.approx(group["bleu"])
     # the tiny random model never says end-of-text within 3 tokens: every row hits the cap
     assert {group["capped"] for group in out.values()} == {1.0}
 

@@ -341,3 +341,33 @@ def test_sets_trained_another_way_are_not_counted_as_seeds_of_the_plain_recipe(t
     target = next(t for t in summary["targets"] if t["name"] == "context_beats_static_random")
     assert "decoder/flops/0.5 transcribe: context WER 0.200 [0.200-0.200, 3 seed(s)]" in target["detail"]
     assert "speed" not in target["detail"]  # no static set was trained with speed perturbation
+
+
+def with_rows(m: dict, errors: list[int]) -> dict:
+    """The model with row statistics on its transcribe groups: 10 rows of 10 words, `errors` per row."""
+    for key, g in m["groups"].items():
+        if key.startswith("transcribe/"):
+            g |= {"rows_digest": key, "row_stats": {"errors": errors, "words": [10] * 10}}
+    return m
+
+
+def test_a_verdict_shows_its_bootstrap_interval_where_the_records_hold_row_statistics(tmp_path):
+    dense_rows, set_rows = [2] * 10, [2, 2, 2, 2, 2, 3, 3, 3, 3, 3]  # WER 0.20 and 0.25
+    files = [
+        eval_file(
+            tmp_path / f"{split}.json",
+            split,
+            [
+                with_rows(model("dense", "dense", {"de": 0.20}, {}), dense_rows),
+                with_rows(model("c", "context", {"de": 0.25}, {}, 0.5), set_rows),
+            ],
+        )
+        for split in ("test", "test_unseen_voice")
+    ]
+    targets = {t["name"]: t for t in build_report(files, tmp_path / "out")["targets"]}
+    wer = targets["wer_rise_at_50_decoder"]["detail"]
+    low, high = map(float, re.search(r"95% interval over rows \[([-+.\d]+), ([-+.\d]+)\]", wer).groups())
+    assert 0 < low < 0.05 < high  # the rise, 0.05, inside an interval that excludes no rise
+    gap = targets["unseen_wer_gap"]["detail"]
+    low, high = map(float, re.search(r"95% interval over rows \[([-+.\d]+), ([-+.\d]+)\]", gap).groups())
+    assert low < 0 < high  # the same rise on both splits: no gap, within noise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example
 from ctxprune.data.speaker import context_vectors
-from ctxprune.eval.metrics import asr_scores, translation_scores
+from ctxprune.eval.metrics import asr_row_stats, asr_scores, bleu_row_stats, translation_scores
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 from ctxprune.runtime.pipeline import Pipeline
@@ -57,7 +58,10 @@ def evaluate(
     and by FLOPs), and each gate's keep rate; with `options.count_flops`, the executed GFLOPs per utterance of
     the encoder and decoder phases, measured by FlopCounterMode (each batch holds one group); with
     `options.loop_guard`, the shares of rows whose answer the guard stopped (`looped`) and of rows the
-    dense teacher decoded again (`fallback`, whose cost the GFLOPs include)."""
+    dense teacher decoded again (`fallback`, whose cost the GFLOPs include); each row's metric statistics
+    (`row_stats`, in manifest order) and a digest of the row ids (`rows_digest`), so that two candidates'
+    rows can be paired for a confidence interval (`eval/significance.py`)."""
+    ids: dict[tuple[str, str], list[str]] = defaultdict(list)
     hyps: dict[tuple[str, str], list[str]] = defaultdict(list)
     refs: dict[tuple[str, str], list[str]] = defaultdict(list)
     masks: dict[tuple[str, str], list[torch.Tensor]] = defaultdict(list)
@@ -86,6 +90,7 @@ def evaluate(
             capped[(e.task, e.language)] += len(row) >= options.max_new_tokens
             looped[(e.task, e.language)] += hit
             fallback[(e.task, e.language)] += first is not None
+            ids[(e.task, e.language)].append(e.id)
             hyps[(e.task, e.language)].append(text.strip())
             refs[(e.task, e.language)].append(e.target)
             masks[(e.task, e.language)].append(mask)
@@ -96,11 +101,12 @@ def evaluate(
     out = {}
     for key in sorted(hyps):
         task, language = key
-        scores = (
-            asr_scores(refs[key], hyps[key], language)
-            if task == "transcribe"
-            else translation_scores(refs[key], hyps[key])
-        )
+        if task == "transcribe":
+            scores = asr_scores(refs[key], hyps[key], language)
+            rows = asr_row_stats(refs[key], hyps[key], language)
+        else:
+            scores = translation_scores(refs[key], hyps[key])
+            rows = bleu_row_stats(refs[key], hyps[key])
         keep = torch.stack(masks[key]).float()
         out[f"{task}/{language}"] = {
             **scores,
@@ -122,5 +128,12 @@ def evaluate(
             "sparsity_flops": float(((1 - keep) * by_flops).sum(-1).mean() / by_flops.sum()),
             "sparsity_count": float(((1 - keep) * by_count).sum(-1).mean() / by_count.sum()),
             "keep_rate": dict(zip(space.names, keep.mean(0).tolist(), strict=True)),
+            "rows_digest": rows_digest(ids[key]),
+            "row_stats": rows,
         }
     return out
+
+
+def rows_digest(ids: list[str]) -> str:
+    """A short fingerprint of which rows, in which order, a group's statistics are about."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]

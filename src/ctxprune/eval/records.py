@@ -52,6 +52,8 @@ class GroupResult:
     sparsity_count: float | None = None
     keep_rate: dict[str, float] | None = None
     achieved_sparsity: float | None = None
+    rows_digest: str | None = None  # which rows, in which order (eval/quality.py rows_digest)
+    row_stats: dict[str, list[int]] | None = None  # each row's metric statistics (eval/metrics.py)
 
     def metric(self, name: str) -> float | None:
         """A quality metric by name: wer, cer, bleu or chrf."""

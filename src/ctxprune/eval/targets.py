@@ -22,6 +22,7 @@ from ctxprune.eval.measures import (
     task_means,
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord
+from ctxprune.eval.significance import cost_interval, gap_interval
 from ctxprune.models.whisper_tokens import TASKS
 from ctxprune.paths import ARTIFACTS
 
@@ -103,11 +104,20 @@ def _target_quality(
         note = f"limit {limit:.1f} BLEU per language"
         show = ", ".join(f"{lang} {d:.1f}→{m:.1f} ({m - d:+.1f})" for lang, (d, m) in sorted(pairs.items()))
     worst, loss = max(losses.items(), key=lambda kv: kv[1])
+    interval = cost_interval(model.task_groups(task)[worst], dense.task_groups(task)[worst], task)
+    scale = 100 if task == "transcribe" else 1  # the interval is in WER points; the figure a fraction
     detail = (
-        f"{model.name} vs dense on split {split!r}: worst language {worst}, {what} {loss:.3f}; {note}. "
-        f"Per language: {show}"
+        f"{model.name} vs dense on split {split!r}: worst language {worst}, {what} {loss:.3f}"
+        f"{_shown(interval, scale)}; {note}. Per language: {show}"
     )
     return _target(name, loss <= limit + EPS, detail)
+
+
+def _shown(interval: tuple[float, float] | None, scale: float) -> str:
+    """A bootstrap interval beside its figure, where the records hold row statistics."""
+    if interval is None:
+        return ""
+    return f" (95% interval over rows [{interval[0] / scale:+.3f}, {interval[1] / scale:+.3f}])"
 
 
 def _target_both_tasks(
@@ -275,11 +285,15 @@ def _target_unseen(
     if not gaps:
         return _target(name, None, f"not measured: no transcribe language shared by {main!r} and {unseen!r}")
     worst, gap = max(gaps.items(), key=lambda kv: kv[1])
+    interval = gap_interval(
+        (model.task_groups("transcribe")[worst], dense.task_groups("transcribe")[worst]),
+        (umodel.task_groups("transcribe")[worst], udense.task_groups("transcribe")[worst]),
+    )
     show = ", ".join(
         f"{lang} {new[lang]:+.3f} vs {test[lang]:+.3f} ({g:+.3f})" for lang, g in sorted(gaps.items())
     )
     detail = (
         f"{umodel.name}: WER rise vs dense on {unseen!r} minus on {main!r}, worst language {worst} "
-        f"{gap:+.3f}; limit +0.005 (0.5 WER points). Per language: {show}"
+        f"{gap:+.3f}{_shown(interval, 100)}; limit +0.005 (0.5 WER points). Per language: {show}"
     )
     return _target(name, gap <= 0.005 + EPS, detail)

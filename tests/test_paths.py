@@ -1,0 +1,16 @@
+"""paths.py: atomic JSON writes that keep long lists of numbers on one line and read back unchanged."""
+
+import json
+
+from ctxprune.paths import write_json_atomic
+
+
+def test_number_lists_go_on_one_line_and_everything_reads_back(tmp_path):
+    obj = {"stats": {"errors": [3, 0, 12], "x": [-1.5e-05, 2.0]}, "names": ["a", 1], "s": "[1,\n2]", "e": []}
+    path = tmp_path / "out.json"
+    write_json_atomic(path, obj)
+    text = path.read_text()
+    assert json.loads(text) == obj
+    assert '"errors": [3, 0, 12]' in text and '"x": [-1.5e-05, 2.0]' in text
+    assert '"names": [\n' in text  # a list holding a string keeps one item per line
+    assert not list(tmp_path.glob("*.tmp*"))
