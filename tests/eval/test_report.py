@@ -364,7 +364,12 @@ def test_a_verdict_shows_its_bootstrap_interval_where_the_records_hold_row_stati
         )
         for split in ("test", "test_unseen_voice")
     ]
-    targets = {t["name"]: t for t in build_report(files, tmp_path / "out")["targets"]}
+    summary = build_report(files, tmp_path / "out")
+    targets = {t["name"]: t for t in summary["targets"]}
+    low, high = summary["models"]["test"]["c"]["wer_rise_interval"]["de"]  # in points, as the table
+    assert 0 < low < 5.0 < high
+    assert summary["models"]["test"]["c"]["bleu_drop_interval"] == {}  # no translate rows here
+    assert f"+5.0 [{low:+.1f}, {high:+.1f}]" in (tmp_path / "out" / "report.md").read_text()
     wer = targets["wer_rise_at_50_decoder"]["detail"]
     low, high = map(float, re.search(r"95% interval over rows \[([-+.\d]+), ([-+.\d]+)\]", wer).groups())
     assert 0 < low < 0.05 < high  # the rise, 0.05, inside an interval that excludes no rise

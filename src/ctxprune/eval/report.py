@@ -28,6 +28,7 @@ from ctxprune.eval.measures import (
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord, read_record
 from ctxprune.eval.render import Block, render_html, render_md
+from ctxprune.eval.significance import cost_interval, gap_interval
 from ctxprune.eval.targets import judge_targets
 from ctxprune.models.whisper_tokens import TASKS
 from ctxprune.paths import write_bytes_atomic, write_json_atomic
@@ -51,10 +52,11 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     main = _main_split(splits)
     pngs: dict[str, bytes] = {}
     targets = judge_targets(splits, main, benches)
+    figures = _model_figures(splits)
 
     blocks: list[Block] = [("h", 1, title), ("h", 2, "Targets"), ("targets", targets)]
     for split, ev in splits.items():
-        blocks += _split_blocks(split, ev, pngs)
+        blocks += _split_blocks(split, ev, figures.get(split, {}), pngs)
     blocks += _unseen_gap_blocks(splits, main)
     if benches:
         blocks.append(("h", 2, "Latency"))
@@ -73,7 +75,7 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     write_bytes_atomic(out / "report.html", render_html(title, blocks, pngs).encode())
     write_bytes_atomic(out / "report.md", render_md(blocks).encode())
     written += [out / "report.html", out / "report.md", out / "summary.json"]
-    summary = {"targets": targets, "models": _model_figures(splits), "files": [str(p) for p in written]}
+    summary = {"targets": targets, "models": figures, "files": [str(p) for p in written]}
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -134,7 +136,9 @@ def _or_unknown(value: object) -> object:
     return "?" if value is None else value
 
 
-def _split_blocks(split: str, ev: EvalRecord, pngs: dict[str, bytes]) -> list[Block]:
+def _split_blocks(
+    split: str, ev: EvalRecord, figures: dict[str, dict], pngs: dict[str, bytes]
+) -> list[Block]:
     models = ev.models
     keys = ("data", "device", "torch", "normalizer", "bleu_signature")
     meta = ", ".join(f"{k}: {getattr(ev, k)}" for k in keys if getattr(ev, k))
@@ -154,9 +158,15 @@ def _split_blocks(split: str, ev: EvalRecord, pngs: dict[str, bytes]) -> list[Bl
         blocks.append(("table", *_cost_table(models, dense, task)))
     if dense:
         blocks.append(("h", 3, "Per language, against dense"))
-        blocks.append(("p", "The quality targets hold per language: WER rise in points, BLEU drop."))
+        blocks.append(
+            (
+                "p",
+                "The quality targets hold per language: WER rise in points, BLEU drop; in brackets the "
+                "95% bootstrap interval over the rows, where the eval recorded row statistics.",
+            )
+        )
         for task in TASKS:
-            blocks.append(("table", *_language_table(models, dense, task)))
+            blocks.append(("table", *_language_table(figures, dense, task)))
     pareto = f"pareto_{_slug(split)}.png"
     pngs[pareto] = pareto_png(models, split)
     blocks += [("h", 3, "Quality against executed compute"), ("img", pareto, f"Pareto plot, split {split}")]
@@ -195,7 +205,8 @@ def _cost_table(
 
 def _model_figures(splits: dict[str, EvalRecord]) -> dict[str, dict[str, dict]]:
     """Per split with a dense reference, each set's skipped FLOP shares (mean over groups, executed
-    against dense) and per-language costs in the targets' units: what a README table cites."""
+    against dense) and per-language costs in the targets' units, with their 95% bootstrap intervals
+    where the eval recorded row statistics: what a README table cites."""
     out = {}
     for split, ev in splits.items():
         dense = ev.dense()
@@ -207,6 +218,8 @@ def _model_figures(splits: dict[str, EvalRecord]) -> dict[str, dict[str, dict]]:
                 "whole_model_flops_skipped": skipped_share(m, dense),
                 "wer_rise_points": _changes(m, dense, "transcribe"),
                 "bleu_drop": _changes(m, dense, "translate"),
+                "wer_rise_interval": _intervals(m, dense, "transcribe"),
+                "bleu_drop_interval": _intervals(m, dense, "translate"),
             }
             for m in ev.models
             if m is not dense
@@ -220,16 +233,34 @@ def _changes(model: CandidateResult, dense: CandidateResult, task: str) -> dict[
     return {lang: sign * (q - base) for lang, (base, q) in per_language_delta(model, dense, task).items()}
 
 
+def _intervals(model: CandidateResult, dense: CandidateResult, task: str) -> dict[str, list[float]]:
+    """{language: [low, high]} of the cost's 95% bootstrap interval, for the languages that have one."""
+    out = {}
+    for lang, group in model.task_groups(task).items():
+        base = dense.task_groups(task).get(lang)
+        interval = cost_interval(group, base, task) if base is not None else None
+        if interval is not None:
+            out[lang] = list(interval)
+    return out
+
+
+def _with_interval(value: float | None, interval: list[float] | tuple[float, float] | None) -> str:
+    shown = fmt(value, "+.1f")
+    return shown if interval is None else f"{shown} [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+
+
 def _language_table(
-    models: list[CandidateResult], dense: CandidateResult, task: str
+    figures: dict[str, dict], dense: CandidateResult, task: str
 ) -> tuple[list[str], list[list[str]]]:
     langs = sorted(dense.task_groups(task))
-    what = "WER rise, points" if task == "transcribe" else "BLEU drop"
+    if task == "transcribe":
+        what, value, interval = "WER rise, points", "wer_rise_points", "wer_rise_interval"
+    else:
+        what, value, interval = "BLEU drop", "bleu_drop", "bleu_drop_interval"
     rows = []
-    for m in models:
-        if m is not dense:
-            change = _changes(m, dense, task)
-            rows.append([m.name, *(fmt(change.get(lang), "+.1f") for lang in langs)])
+    for name, f in figures.items():
+        change, bounds = f[value], f[interval]
+        rows.append([name, *(_with_interval(change.get(lang), bounds.get(lang)) for lang in langs)])
     return [f"{task} model ({what})", *langs], rows
 
 
@@ -252,10 +283,21 @@ def _unseen_gap_blocks(splits: dict[str, EvalRecord], main: str) -> list[Block]:
             if m is dense or seen is None:
                 continue
             here, there = _changes(m, dense, "transcribe"), _changes(seen, main_dense, "transcribe")
-            gaps = {lang: here[lang] - there[lang] for lang in set(here) & set(there)}
-            rows.append([m.name, *(fmt(gaps.get(lang), "+.1f") for lang in langs)])
+            cells = []
+            for lang in langs:
+                if lang not in here or lang not in there:
+                    cells.append(fmt(None, "+.1f"))
+                    continue
+                pairs = [
+                    (x.task_groups("transcribe")[lang], d.task_groups("transcribe")[lang])
+                    for x, d in ((seen, main_dense), (m, dense))
+                ]
+                cells.append(_with_interval(here[lang] - there[lang], gap_interval(*pairs)))
+            rows.append([m.name, *cells])
         if rows:
-            blocks.append(("h", 3, f"Unseen voices: WER rise on {split} minus on {main}, points"))
+            blocks.append(
+                ("h", 3, f"Unseen voices: WER rise on {split} minus on {main}, points [95% interval]")
+            )
             blocks.append(("table", ["model", *langs], rows))
     return blocks
 
