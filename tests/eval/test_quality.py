@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from ctxprune.data.manifest import Example, read_manifest
+from ctxprune.errors import CtxpruneError
 from ctxprune.eval.metrics import bleu_from_stats
-from ctxprune.eval.quality import evaluate, group_batches, limit_per_group, rows_digest
+from ctxprune.eval.quality import evaluate, group_batches, limit_per_group, only_groups, rows_digest
 from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.runtime.decoding import DecodeOptions
@@ -38,6 +39,22 @@ def test_limit_per_group_keeps_the_first_rows_of_each_group_in_manifest_order():
     assert [e.id for e in limit_per_group(ROWS, 2)] == [e.id for e in ROWS if e.id != "transcribe-de-2"]
     assert limit_per_group(ROWS, None) == ROWS
     assert limit_per_group(ROWS, 0) == []
+
+
+def test_only_groups_keeps_the_named_groups_in_manifest_order_and_refuses_a_group_with_no_rows():
+    assert [e.id for e in only_groups(ROWS, ["transcribe/de"])] == [
+        "transcribe-de-0",
+        "transcribe-de-1",
+        "transcribe-de-2",
+    ]
+    assert [e.id for e in only_groups(ROWS, ["transcribe/en", "translate/fr"])] == [
+        "translate-fr-0",
+        "translate-fr-1",
+        "transcribe-en-0",
+    ]
+    assert only_groups(ROWS, None) == ROWS
+    with pytest.raises(CtxpruneError, match="no rows for group transcribe/fr; the split has transcribe/de"):
+        only_groups(ROWS, ["transcribe/fr"])
 
 
 def test_group_batches_hold_one_task_and_language_each():

@@ -76,6 +76,10 @@ def eval_(
         typer.Option(help="Evaluate the dense reference too (leave out in all but one part of a split)."),
     ] = True,
     limit: Annotated[int | None, typer.Option(help="Rows per (task, language); default all.")] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this task/language, e.g. transcribe/fr (repeatable); default all."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Utterances decoded together.")] = 16,
     max_new_tokens: Annotated[int, typer.Option(help="Decode length cap per utterance.")] = 224,
     beams: BeamsOpt = 1,
@@ -92,7 +96,7 @@ def eval_(
         from rich.table import Table
 
         from ctxprune.data.manifest import read_manifest
-        from ctxprune.eval.quality import limit_per_group
+        from ctxprune.eval.quality import limit_per_group, only_groups
         from ctxprune.eval.suite import evaluate_candidates, summarize
         from ctxprune.paths import write_json_atomic
         from ctxprune.progress import progress_bar
@@ -100,7 +104,7 @@ def eval_(
         from ctxprune.stack import StackSpec
 
         candidates, adapter = pick_candidates(gates, adapter, random, random_where, seeds, dense)
-        rows = len(limit_per_group(read_manifest(data, split), limit))
+        rows = len(limit_per_group(only_groups(read_manifest(data, split), group), limit))
         with progress_bar() as bar:
             task = bar.add_task("eval", total=rows * len(candidates))
             record = evaluate_candidates(
@@ -113,6 +117,7 @@ def eval_(
                 DecodeOptions(beams=beams, max_new_tokens=max_new_tokens, loop_guard=loop_guard),
                 on_progress=lambda n: bar.advance(task, n),
                 on_candidate=lambda name: bar.update(task, description=f"eval {name}"),
+                groups=group,
             )
         write_json_atomic(json_out, record.to_json())
         table = Table(title=f"{split}: {rows} rows per candidate")

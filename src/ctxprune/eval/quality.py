@@ -12,6 +12,7 @@ from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.data.manifest import Example
 from ctxprune.data.speaker import context_vectors
+from ctxprune.errors import CtxpruneError
 from ctxprune.eval.metrics import asr_row_stats, asr_scores, bleu_row_stats, translation_scores
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
@@ -29,6 +30,18 @@ def limit_per_group(examples: list[Example], limit: int | None) -> list[Example]
             seen[(e.task, e.language)] += 1
             out.append(e)
     return out
+
+
+def only_groups(examples: list[Example], groups: list[str] | None) -> list[Example]:
+    """The rows of the named "task/language" groups (all rows for None), in manifest order; a group the
+    rows lack is an error, so that a typo does not evaluate nothing."""
+    if not groups:
+        return examples
+    present = sorted({f"{e.task}/{e.language}" for e in examples})
+    missing = [g for g in groups if g not in present]
+    if missing:
+        raise CtxpruneError(f"no rows for group {', '.join(missing)}; the split has {', '.join(present)}")
+    return [e for e in examples if f"{e.task}/{e.language}" in groups]
 
 
 def group_batches(examples: list[Example], batch_size: int) -> list[list[Example]]:

@@ -18,7 +18,7 @@ import torch
 
 from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
-from ctxprune.eval.quality import evaluate, limit_per_group
+from ctxprune.eval.quality import evaluate, limit_per_group, only_groups
 from ctxprune.eval.records import CandidateResult, EvalRecord, GroupResult
 from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
@@ -134,11 +134,13 @@ def evaluate_candidates(
     options: DecodeOptions = GREEDY,
     on_progress: Callable[[int], None] | None = None,
     on_candidate: Callable[[str], None] | None = None,
+    groups: list[str] | None = None,
 ) -> EvalRecord:
     """Evaluate each candidate on the same rows (`spec` without its gates: each candidate brings its
-    own); returns the record (`kind: eval`) the report reads. FLOPs are counted on what ran, except
+    own), the first `limit` of each (task, language), of the `groups` named ("task/language", default
+    all); returns the record (`kind: eval`) the report reads. FLOPs are counted on what ran, except
     with int8 (FlopCounterMode does not count quantized Linear layers)."""
-    examples = limit_per_group(read_manifest(data, split), limit)
+    examples = limit_per_group(only_groups(read_manifest(data, split), groups), limit)
     if not examples:
         raise CtxpruneError(f"{data}: the {split} split has no rows")
     options = replace(options, count_flops=not spec.int8)
