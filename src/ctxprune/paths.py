@@ -34,10 +34,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def json_text(obj: Any) -> str:
     """Indented JSON, but a list of numbers on one line: an eval's per-row statistics are thousands."""
-    text = _NUMBER_LIST.sub(_one_line, json.dumps(obj, indent=2, ensure_ascii=False))
-    write_bytes_atomic(path, (text + "\n").encode())
+    return _NUMBER_LIST.sub(_one_line, json.dumps(obj, indent=2, ensure_ascii=False)) + "\n"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, json_text(obj).encode())
 
 
 # a list of numbers that json.dumps spread over lines (a raw newline never occurs inside a JSON string)

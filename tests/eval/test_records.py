@@ -7,6 +7,7 @@ import pytest
 
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.records import BenchRecord, EvalRecord, GroupResult, read_record
+from ctxprune.paths import json_text
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 
@@ -33,7 +34,7 @@ def test_every_committed_record_round_trips(path):
     assert isinstance(record, EvalRecord if json.loads(text)["kind"] == "eval" else BenchRecord)
     assert record.to_json() == json.loads(text)
     # Same keys in the same order: written back, the file is byte for byte what was committed.
-    assert json.dumps(record.to_json(), indent=2, ensure_ascii=False) + "\n" == text
+    assert json_text(record.to_json()) == text
 
 
 def test_an_int8_eval_has_no_gflops_and_writes_none():

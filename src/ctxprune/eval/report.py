@@ -44,7 +44,7 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     """Write report.html, report.md, their PNGs and summary.json into `out`; return the summary.
 
     The summary is {"targets": [{"name", "met", "detail"}, ...], "models": {split: {set: its figures
-    against dense}}, "files": [paths written]}.
+    against dense}}, "unseen_gaps": {unseen split: {set: its gaps}}, "files": [paths written]}.
     """
     evals, benches = _load([Path(p) for p in results])
     out = Path(out)
@@ -57,7 +57,10 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     blocks: list[Block] = [("h", 1, title), ("h", 2, "Targets"), ("targets", targets)]
     for split, ev in splits.items():
         blocks += _split_blocks(split, ev, figures.get(split, {}), pngs)
-    blocks += _unseen_gap_blocks(splits, main)
+    gaps = _unseen_gaps(splits, main)
+    main_dense = splits[main].dense()
+    langs = sorted(main_dense.task_groups("transcribe")) if main_dense else []
+    blocks += _unseen_gap_blocks(gaps, main, langs)
     if benches:
         blocks.append(("h", 2, "Latency"))
         for i, (path, bench) in enumerate(benches):
@@ -75,7 +78,7 @@ def build_report(results: list[Path], out: Path, title: str = "ctxprune report")
     write_bytes_atomic(out / "report.html", render_html(title, blocks, pngs).encode())
     write_bytes_atomic(out / "report.md", render_md(blocks).encode())
     written += [out / "report.html", out / "report.md", out / "summary.json"]
-    summary = {"targets": targets, "models": figures, "files": [str(p) for p in written]}
+    summary = {"targets": targets, "models": figures, "unseen_gaps": gaps, "files": [str(p) for p in written]}
     write_json_atomic(out / "summary.json", summary)
     return summary
 
@@ -264,41 +267,52 @@ def _language_table(
     return [f"{task} model ({what})", *langs], rows
 
 
-def _unseen_gap_blocks(splits: dict[str, EvalRecord], main: str) -> list[Block]:
-    """Per set and language, the WER rise on each unseen split minus the rise on the main split: how
-    much of a set's cost the main split's voices hide."""
-    blocks: list[Block] = []
+def _unseen_gaps(splits: dict[str, EvalRecord], main: str) -> dict[str, dict[str, dict]]:
+    """{unseen split: {set: {"gap_points": {language: ...}, "gap_interval": {language: [low, high]}}}}:
+    the WER rise on the unseen split minus the rise on the main split, in points, with its 95%
+    bootstrap interval where both splits recorded row statistics."""
+    out: dict[str, dict[str, dict]] = {}
     base = splits[main]
     main_dense = base.dense()
     if main_dense is None:
-        return blocks
-    langs = sorted(main_dense.task_groups("transcribe"))
+        return out
     for split, ev in splits.items():
         dense = ev.dense()
         if "unseen" not in split or split == main or dense is None:
             continue
-        rows = []
         for m in ev.models:
             seen = base.candidate(m.name)
             if m is dense or seen is None:
                 continue
             here, there = _changes(m, dense, "transcribe"), _changes(seen, main_dense, "transcribe")
-            cells = []
-            for lang in langs:
-                if lang not in here or lang not in there:
-                    cells.append(fmt(None, "+.1f"))
-                    continue
+            gaps, intervals = {}, {}
+            for lang in sorted(set(here) & set(there)):
+                gaps[lang] = here[lang] - there[lang]
                 pairs = [
                     (x.task_groups("transcribe")[lang], d.task_groups("transcribe")[lang])
                     for x, d in ((seen, main_dense), (m, dense))
                 ]
-                cells.append(_with_interval(here[lang] - there[lang], gap_interval(*pairs)))
-            rows.append([m.name, *cells])
-        if rows:
-            blocks.append(
-                ("h", 3, f"Unseen voices: WER rise on {split} minus on {main}, points [95% interval]")
-            )
-            blocks.append(("table", ["model", *langs], rows))
+                interval = gap_interval(*pairs)
+                if interval is not None:
+                    intervals[lang] = list(interval)
+            out.setdefault(split, {})[m.name] = {"gap_points": gaps, "gap_interval": intervals}
+    return out
+
+
+def _unseen_gap_blocks(gaps: dict[str, dict[str, dict]], main: str, langs: list[str]) -> list[Block]:
+    """Per set and language, the WER rise on each unseen split minus the rise on the main split: how
+    much of a set's cost the main split's voices hide."""
+    blocks: list[Block] = []
+    for split, sets in gaps.items():
+        rows = [
+            [
+                name,
+                *(_with_interval(g["gap_points"].get(lang), g["gap_interval"].get(lang)) for lang in langs),
+            ]
+            for name, g in sets.items()
+        ]
+        blocks.append(("h", 3, f"Unseen voices: WER rise on {split} minus on {main}, points [95% interval]"))
+        blocks.append(("table", ["model", *langs], rows))
     return blocks
 
 
