@@ -11,7 +11,9 @@
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
 #                                                  # (receive reads neither results/ nor artifacts/, 59 of
 #                                                  # the tree's 60 MB: moved out of the working tree for
-#                                                  # those calls, chunks can be CHUNK=56M, 5 calls in all)
+#                                                  # those calls, chunks can be CHUNK=56M, 5 calls in all;
+#                                                  # never `git commit -a` while they are away: it records
+#                                                  # both folders as deleted)
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus;
 #                                                  # gate sets to continue from, if carried in .carry-start/,
 #                                                  # are kept in /root/persist/start/
