@@ -95,16 +95,14 @@ def eval_(
         set_threads(threads)
         from rich.table import Table
 
-        from ctxprune.data.manifest import read_manifest
-        from ctxprune.eval.quality import limit_per_group, only_groups
-        from ctxprune.eval.suite import evaluate_candidates, summarize
+        from ctxprune.eval.suite import eval_rows, evaluate_candidates, summarize
         from ctxprune.paths import write_json_atomic
         from ctxprune.progress import progress_bar
         from ctxprune.runtime.decoding import DecodeOptions
         from ctxprune.stack import StackSpec
 
         candidates, adapter = pick_candidates(gates, adapter, random, random_where, seeds, dense)
-        rows = len(limit_per_group(only_groups(read_manifest(data, split), group), limit))
+        rows = len(eval_rows(data, split, limit, group))
         with progress_bar() as bar:
             task = bar.add_task("eval", total=rows * len(candidates))
             record = evaluate_candidates(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ctxprune.data.manifest import read_manifest
+from ctxprune.data.manifest import Example, read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.quality import evaluate, limit_per_group, only_groups
 from ctxprune.eval.records import CandidateResult, EvalRecord, GroupResult
@@ -124,6 +124,14 @@ def rows_sparsity(results: dict, space, where: str, by: str) -> float:
     return sum(r["n"] * stack_sparsity(r["keep_rate"], space, where, by) for r in results.values()) / total
 
 
+def eval_rows(
+    data: Path, split: str, limit: int | None = None, groups: list[str] | None = None
+) -> list[Example]:
+    """The rows an evaluation decodes: the first `limit` of each (task, language) of the `groups` named
+    ("task/language", default all), in manifest order."""
+    return limit_per_group(only_groups(read_manifest(data, split), groups), limit)
+
+
 def evaluate_candidates(
     candidates: list[Candidate],
     data: Path,
@@ -140,7 +148,7 @@ def evaluate_candidates(
     own), the first `limit` of each (task, language), of the `groups` named ("task/language", default
     all); returns the record (`kind: eval`) the report reads. FLOPs are counted on what ran, except
     with int8 (FlopCounterMode does not count quantized Linear layers)."""
-    examples = limit_per_group(only_groups(read_manifest(data, split), groups), limit)
+    examples = eval_rows(data, split, limit, groups)
     if not examples:
         raise CtxpruneError(f"{data}: the {split} split has no rows")
     options = replace(options, count_flops=not spec.int8)
