@@ -3,6 +3,8 @@
 # Here = this machine; there = the device.
 #
 #   here:  CORPUS=/path/to/full scripts/distill_on_gpu.sh pack
+#                       # (TEST_ROWS, UNSEEN_ROWS: a larger test or unseen-voice split, `data build
+#                       # --test-rows/--unseen-rows`, as CORPUS was planned; setup reads them from the plan)
 #                       # .carry-xfer/1..N: one xz stream of the base model (CTranslate2 parts), the voices
 #                       # (espeak-ng, Pico, MBROLA), wheels and the full corpus plan, in chunks that fit a
 #                       # call beside the tree (gpu_env.sh chunk_size; CHUNK overrides)
@@ -49,7 +51,10 @@
 #                                                  # runs (here: cat runs.tar.gz.* | tar xz)
 #   here or there: scripts/distill_on_gpu.sh plan SPEC...  # what train would run for each SPEC, runs nothing
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set (and the sets in ALSO), in
-#                                                  # parallel parts, with the loop guard
+#                                                  # parallel parts, with the loop guard; PARTS splits each
+#                                                  # candidate's rows by group too ("transcribe/de,translate/de
+#                                                  # transcribe/en ...": one process per part and candidate;
+#                                                  # `ctxprune report` joins the parts)
 #   there: scripts/distill_on_gpu.sh runtimes SET...  # bench/runtimes.py (fp16, CUDA graphs, loop guard;
 #                                                  # ROWS, REPEATS) for shipped sets and ones evaluated here
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
@@ -109,7 +114,8 @@ case "${1:-}" in
     stage=$(mktemp -d) && mkdir -p "$stage"/{wheels,corpus}
     stage_model "$stage/ct2"
     device_wheels "$stage/wheels"
-    .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only
+    .venv/bin/ctxprune data build --out "$stage/corpus" --preset full --seed 0 --plan-only \
+      ${TEST_ROWS:+--test-rows $TEST_ROWS} ${UNSEEN_ROWS:+--unseen-rows $UNSEEN_ROWS}
     cmp "$stage/corpus/plan.jsonl" "${CORPUS:?set CORPUS to the full corpus built here}/plan.jsonl"
     tar cf - -C "$stage" ct2 wheels corpus -C "$PWD/.carry/espeak" root | xz -T2 -2 > "$stage/bundle.tar.xz"
     split_bundle "$stage/bundle.tar.xz"
@@ -130,7 +136,11 @@ case "${1:-}" in
     python3 -m pip install -q --no-index --no-deps --target /tmp/site $P/wheels/*.whl
     [ ! -d .carry-start ] || { mkdir -p $P/start && cp -r .carry-start/. $P/start/; }
     [ -f $P/cache/models/whisper-base/config.json ] || ctxprune model prepare --source $P/ct2
-    ctxprune data build --out $P/corpus --preset full --seed 0 --workers "$(nproc)" | tail -4 ;;
+    # the test and unseen-voice rows the bundle's plan was made with (TEST_ROWS, UNSEEN_ROWS at pack)
+    rows=$(python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["config"]
+print(*(f"--{flag} {c[k]}" for k, flag in (("test_rows", "test-rows"), ("unseen_rows", "unseen-rows")) if c.get(k)))' \
+      $P/corpus/build.json)
+    ctxprune data build --out $P/corpus --preset full --seed 0 $rows --workers "$(nproc)" | tail -4 ;;
   label)
     remote_env; mkdir -p $R
     gpus=$(nvidia-smi -L | wc -l)
@@ -184,6 +194,7 @@ case "${1:-}" in
   eval)
     remote_env; mkdir -p $R $P/gates
     for card in $P/runs/*/card.json; do
+      [ -f "$card" ] || continue  # no runs on this machine: only dense and the sets in ALSO
       run=$(dirname "$card") name=$(basename "$(dirname "$card")")
       [ -d "$P/gates/$name" ] || { mkdir -p "$P/gates/$name" && cp -r "$run"/predictor/* "$run"/*.json "$run"/config.yaml "$run"/*.jsonl "$P/gates/$name/"; }
     done
@@ -193,12 +204,21 @@ case "${1:-}" in
     common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
       ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
     [ "${GUARD:-1}" = 0 ] || common+=(--loop-guard)
-    [ -f "$dir/dense.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --json "$dir/dense.json" > "$dir/dense.log" 2>&1 &
-    for g in $P/gates/*/; do
-      name=$(basename "$g")
-      [ -f "$dir/$name.json" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" --no-dense --gates "$g" \
-        --json "$dir/$name.json" > "$dir/$name.log" 2>&1 &
-    done
+    parts=(${PARTS:-all})  # PARTS: one process per part and candidate; a part is comma-separated groups
+    run_parts() {  # $1: the candidate's name; the rest: its options
+      local name=$1 k=0 part file g groups; shift
+      for part in "${parts[@]}"; do
+        k=$((k + 1)) file=$dir/$name.json groups=()
+        if [ "$part" != all ]; then
+          file=$dir/$name.part$k.json
+          for g in ${part//,/ }; do groups+=(--group "$g"); done
+        fi
+        [ -f "$file" ] || timeout "${LIMIT:-540}" python3 -m ctxprune.cli "${common[@]}" "$@" "${groups[@]}" \
+          --json "$file" > "${file%.json}.log" 2>&1 &
+      done
+    }
+    run_parts dense
+    for g in $P/gates/*/; do run_parts "$(basename "$g")" --no-dense --gates "$g"; done
     wait || true
     save_results
     ls "$dir" ;;

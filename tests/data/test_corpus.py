@@ -165,3 +165,22 @@ def test_bad_input_errors(tmp_path, monkeypatch):
     )
     with pytest.raises(CtxpruneError, match="libttspico-utils.*`--preset espeak` still builds"):
         build(tmp_path / "z", BuildConfig(preset="small"))
+
+
+def test_more_test_rows_extend_the_presets_and_change_no_other_split():
+    """--test-rows / --unseen-rows: each split draws from its own stream, so the preset's rows are the
+    first rows of the larger split (earlier results stay comparable) and train and dev are untouched."""
+
+    def by_split(utterances):
+        return {s: [u for u in utterances if u.split == s] for s in SPLITS}
+
+    preset = by_split(plan(BuildConfig(languages=("it",), preset="small")))
+    more = by_split(plan(BuildConfig(languages=("it",), preset="small", test_rows=9, unseen_rows=6)))
+    assert (len(more["test"]), len(more["test_unseen_voice"])) == (9, 6)
+    assert more["test"][:4] == preset["test"] and more["test_unseen_voice"][:3] == preset["test_unseen_voice"]
+    assert more["train"] == preset["train"] and more["dev"] == preset["dev"]
+    assert "test_rows" not in BuildConfig().to_json()  # a corpus built before the option keeps its config
+    with pytest.raises(CtxpruneError, match="test split of it has only .* sentences"):
+        plan(BuildConfig(languages=("it",), preset="small", test_rows=10**6))
+    proc = cli("data", "build", "--out", "/tmp/never", "--test-rows", "0")
+    assert proc.returncode == 1 and "--test-rows must be at least 1" in proc.stderr

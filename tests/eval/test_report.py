@@ -290,6 +290,41 @@ def test_an_evaluation_in_parts_reports_like_one_file(tmp_path):
         build_report([parts[0], eval_file(tmp_path / "p3.json", "test", models)], tmp_path / "twice")
 
 
+def _only(models: list[dict], language: str) -> list[dict]:
+    return [{**m, "groups": {k: g for k, g in m["groups"].items() if k.endswith(language)}} for m in models]
+
+
+def test_an_evaluation_split_by_group_and_candidate_reports_like_one_file(tmp_path):
+    models = [
+        model("dense", "dense", {"de": 0.10, "fr": 0.2}, {"de": 20.0, "fr": 25.0}),
+        model("c", "context", {"de": 0.30, "fr": 0.2}, {"de": 20.0, "fr": 24.0}, 0.5),
+    ]
+    whole = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "whole")
+    de, fr = _only(models, "de"), _only(models, "fr")
+    parts = [
+        eval_file(tmp_path / "p1.json", "test", de),
+        eval_file(tmp_path / "p2.json", "test", fr[:1]),
+        eval_file(tmp_path / "p3.json", "test", fr[1:]),
+    ]
+    summary = build_report(parts, tmp_path / "parts")
+    assert summary["targets"] == whole["targets"]
+    assert summary["models"] == whole["models"]
+
+
+def test_parts_that_decoded_other_rows_of_a_group_are_refused(tmp_path):
+    dense = model("dense", "dense", {"de": 0.10}, {"de": 20.0})
+    ctx = model("c", "context", {"de": 0.30}, {"de": 20.0}, 0.5)
+    ctx["groups"]["transcribe/de"]["n"] = 5  # a part run with --limit 5
+    parts = [eval_file(tmp_path / "p1.json", "test", [dense]), eval_file(tmp_path / "p2.json", "test", [ctx])]
+    with pytest.raises(CtxpruneError, match="different rows of transcribe/de"):
+        build_report(parts, tmp_path / "out")
+    ctx["groups"]["transcribe/de"] |= {"n": 10, "rows_digest": "b"}
+    dense["groups"]["transcribe/de"]["rows_digest"] = "a"
+    parts = [eval_file(tmp_path / "p3.json", "test", [dense]), eval_file(tmp_path / "p4.json", "test", [ctx])]
+    with pytest.raises(CtxpruneError, match="different rows of transcribe/de"):
+        build_report(parts, tmp_path / "out2")
+
+
 def test_context_wins_over_three_seeds_each_and_shows_their_range(tmp_path):
     def seeds(kind, wers, bleu):
         return [model(f"{kind}-{i}", kind, {"de": w}, {"de": bleu + i}, 0.5, i) for i, w in enumerate(wers)]

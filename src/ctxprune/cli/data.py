@@ -17,11 +17,21 @@ app = typer.Typer(help="The synthesized multilingual, multitask speech corpus.",
 def data_build(
     out: Annotated[Path, typer.Option(help="Output directory.")],
     languages: Annotated[str, typer.Option(help="Comma-separated language codes.")] = "en,de,fr,es,it",
-    preset: Annotated[str, typer.Option(help="small (seconds, for tests) | full (20 h train).")] = "small",
+    preset: Annotated[
+        str,
+        typer.Option(help="small (seconds, for tests) | full (64 h train) | espeak (20 h, espeak-ng only)."),
+    ] = "small",
     hours: Annotated[
         float | None, typer.Option(help="Train hours over all languages (default: preset's).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    test_rows: Annotated[
+        int | None,
+        typer.Option(help="Test utterances per language (default: preset's); more extend the preset's."),
+    ] = None,
+    unseen_rows: Annotated[
+        int | None, typer.Option(help="Unseen-voice utterances per language (default: preset's).")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Parallel synthesis processes.")] = 2,
     resume: Annotated[
         bool, typer.Option(help="Reuse audio in a directory built with another config.")
@@ -36,7 +46,8 @@ def data_build(
         from ctxprune.data.corpus import BuildConfig, build
         from ctxprune.progress import progress_bar
 
-        config = BuildConfig(tuple(x.strip() for x in languages.split(",") if x.strip()), preset, hours, seed)
+        languages_ = tuple(x.strip() for x in languages.split(",") if x.strip())
+        config = BuildConfig(languages_, preset, hours, seed, test_rows, unseen_rows)
         with progress_bar() as bar:
             task = bar.add_task("planning", total=None)
 

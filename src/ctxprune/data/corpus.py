@@ -73,6 +73,10 @@ class BuildConfig:
     preset: str = "small"
     hours: float | None = None  # train hours over all languages; None: the preset's
     seed: int = 0
+    # utterances per language in the test and unseen-voice splits; None: the preset's. Each split draws
+    # from its own random stream, so more rows extend the preset's rows and change no other split.
+    test_rows: int | None = None
+    unseen_rows: int | None = None
 
     def __post_init__(self):
         bad = [lang for lang in self.languages if lang not in LANGUAGES]
@@ -84,13 +88,23 @@ class BuildConfig:
             raise CtxpruneError(f"unknown preset {self.preset!r}; use one of: {', '.join(PRESETS)}")
         if self.hours is not None and self.hours < 0:
             raise CtxpruneError("--hours must not be negative")
+        for name, rows in (("--test-rows", self.test_rows), ("--unseen-rows", self.unseen_rows)):
+            if rows is not None and rows < 1:
+                raise CtxpruneError(f"{name} must be at least 1")
 
     @property
     def train_hours(self) -> float:
         return PRESETS[self.preset]["hours"] if self.hours is None else self.hours
 
+    def rows_wanted(self, split: str) -> int | None:
+        """Utterances per language for a split; None: the train split's hours decide."""
+        asked = {"test": self.test_rows, "test_unseen_voice": self.unseen_rows}.get(split)
+        return PRESETS[self.preset][split] if asked is None else asked
+
     def to_json(self) -> dict:
-        return {**asdict(self), "languages": list(self.languages)}
+        # the row counts only when given, so that a corpus built before they existed keeps its config
+        out = {**asdict(self), "languages": list(self.languages)}
+        return {k: v for k, v in out.items() if v is not None or k not in ("test_rows", "unseen_rows")}
 
 
 def split_of(english: str) -> str:
@@ -194,7 +208,7 @@ def plan(config: BuildConfig) -> list[Utterance]:
             template_items = [i for i in pool if i[2].startswith("template")]
             mono_items = list(mono) if split == "train" and families != ("espeak",) else []
             rng.shuffle(mono_items)
-            want = preset[split]
+            want = config.rows_wanted(split)
             chosen, seconds = [], 0.0
             while gettext_items or template_items:
                 if mono_items and rng.random() < MONO_SHARE:
@@ -209,6 +223,11 @@ def plan(config: BuildConfig) -> list[Utterance]:
                     want is None and seconds >= per_language_seconds
                 ):
                     break
+            if want is not None and len(chosen) < want and want != preset[split]:
+                raise CtxpruneError(
+                    f"the {split} split of {language} has only {len(chosen)} sentences; "
+                    f"ask for at most that many rows"
+                )
             utterances += chosen
     return utterances
 

@@ -101,24 +101,45 @@ def _load(paths: list[Path]) -> tuple[list[EvalRecord], list[tuple[Path, BenchRe
 
 
 def _merge_parts(evals: list[EvalRecord]) -> list[EvalRecord]:
-    """One eval record per split: files of one split (an evaluation run in parallel parts) are joined
-    when they decoded the same rows of the same corpus and name each candidate once."""
+    """One eval record per split. An evaluation run in parallel parts (files of one split and corpus, split
+    by candidate, by group, or both) is joined; every candidate of a group must have decoded its rows."""
     by_split: dict[str, EvalRecord] = {}
     for ev in evals:
-        first = by_split.get(ev.split)
-        if first is None:
-            by_split[ev.split] = dataclasses.replace(ev, models=list(ev.models))
-            continue
-        if (first.data, first.rows) != (ev.data, ev.rows):
+        first = by_split.setdefault(ev.split, dataclasses.replace(ev, models=[]))
+        if first.data != ev.data:
             raise CtxpruneError(
-                f"two eval files for split {ev.split!r} decoded different rows or corpora; "
-                "pass one evaluation per split (its parts may be several files)"
+                f"two eval files for split {ev.split!r} decoded different corpora; "
+                "pass one evaluation per split"
             )
-        names = {m.name for m in first.models}
-        if twice := [m.name for m in ev.models if m.name in names]:
-            raise CtxpruneError(f"candidate {twice[0]!r} appears in two eval files for split {ev.split!r}")
-        first.models += ev.models
+        for m in ev.models:
+            twin = first.candidate(m.name)
+            if twin is None:
+                first.models.append(dataclasses.replace(m, groups=dict(m.groups)))
+            elif twice := sorted(set(twin.groups) & set(m.groups)):
+                raise CtxpruneError(
+                    f"candidate {m.name!r} ({twice[0]}) appears in two eval files for split {ev.split!r}"
+                )
+            else:
+                twin.groups.update(m.groups)
+    for ev in by_split.values():
+        _check_same_rows(ev)
     return list(by_split.values())
+
+
+def _check_same_rows(ev: EvalRecord) -> None:
+    """Candidates are compared group by group, so each group's rows must be the same for all of them;
+    the record's row count becomes that of its groups."""
+    rows: dict[str, tuple] = {}
+    for m in ev.models:
+        for key, g in m.groups.items():
+            n, digest = rows.setdefault(key, (g.n, g.rows_digest))
+            if n != g.n or (None not in (digest, g.rows_digest) and digest != g.rows_digest):
+                raise CtxpruneError(
+                    f"the eval files for split {ev.split!r} decoded different rows of {key}; "
+                    "pass one evaluation per split (its parts may be several files)"
+                )
+    if all(n is not None for n, _ in rows.values()):
+        ev.rows = sum(n for n, _ in rows.values())
 
 
 def _main_split(splits: dict[str, EvalRecord]) -> str:
