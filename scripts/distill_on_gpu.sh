@@ -16,7 +16,8 @@
 #                                                  # those calls, chunks can be CHUNK=56M, 5 calls in all;
 #                                                  # never `git commit -a` while they are away: it records
 #                                                  # both folders as deleted)
-#   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus;
+#   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus
+#                                                  # (EVAL_ONLY=1: all but its train split, for eval alone);
 #                                                  # gate sets to continue from, if carried in .carry-start/,
 #                                                  # are kept in /root/persist/start/
 #   there: scripts/distill_on_gpu.sh label         # the teacher's pseudo-labels of the train split; the
@@ -140,6 +141,8 @@ case "${1:-}" in
     rows=$(python3 -c 'import json, sys; c = json.load(open(sys.argv[1]))["config"]
 print(*(f"--{flag} {c[k]}" for k, flag in (("test_rows", "test-rows"), ("unseen_rows", "unseen-rows")) if c.get(k)))' \
       $P/corpus/build.json)
+    # EVAL_ONLY=1: no train audio (a minute less of synthesis); label and train then need a fresh machine
+    [ "${EVAL_ONLY:-0}" = 0 ] || { grep -v '"split": "train"' $P/corpus/plan.jsonl > $P/plan.eval && mv $P/plan.eval $P/corpus/plan.jsonl; }
     ctxprune data build --out $P/corpus --preset full --seed 0 $rows --workers "$(nproc)" | tail -4 ;;
   label)
     remote_env; mkdir -p $R
