@@ -180,7 +180,9 @@ def test_more_test_rows_extend_the_presets_and_change_no_other_split():
     assert more["test"][:4] == preset["test"] and more["test_unseen_voice"][:3] == preset["test_unseen_voice"]
     assert more["train"] == preset["train"] and more["dev"] == preset["dev"]
     assert "test_rows" not in BuildConfig().to_json()  # a corpus built before the option keeps its config
-    with pytest.raises(CtxpruneError, match="test split of it has only .* sentences"):
+    with pytest.raises(
+        CtxpruneError, match="test split of it has only .* sentences; pass --test-rows .* or fewer"
+    ):
         plan(BuildConfig(languages=("it",), preset="small", test_rows=10**6))
     proc = cli("data", "build", "--out", "/tmp/never", "--test-rows", "0")
     assert proc.returncode == 1 and "--test-rows must be at least 1" in proc.stderr

@@ -46,8 +46,8 @@ def data_build(
         from ctxprune.data.corpus import BuildConfig, build
         from ctxprune.progress import progress_bar
 
-        languages_ = tuple(x.strip() for x in languages.split(",") if x.strip())
-        config = BuildConfig(languages_, preset, hours, seed, test_rows, unseen_rows)
+        langs = tuple(x.strip() for x in languages.split(",") if x.strip())
+        config = BuildConfig(langs, preset, hours, seed, test_rows, unseen_rows)
         with progress_bar() as bar:
             task = bar.add_task("planning", total=None)
 

@@ -224,9 +224,10 @@ def plan(config: BuildConfig) -> list[Utterance]:
                 ):
                     break
             if want is not None and len(chosen) < want and want != preset[split]:
+                option = "--test-rows" if split == "test" else "--unseen-rows"
                 raise CtxpruneError(
                     f"the {split} split of {language} has only {len(chosen)} sentences; "
-                    f"ask for at most that many rows"
+                    f"pass {option} {len(chosen)} or fewer"
                 )
             utterances += chosen
     return utterances
