@@ -65,6 +65,12 @@ PRESETS = {
 }
 # the share of each family where a language has it (mbrola: de, fr, en); the rest goes to pico
 FAMILY_SHARE = {"mbrola": 0.25, "espeak": 0.25}
+# the splits whose size per language a build can set, and the BuildConfig field that sets it
+ROW_FIELDS = {"test": "test_rows", "test_unseen_voice": "unseen_rows"}
+
+
+def _option(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -88,23 +94,22 @@ class BuildConfig:
             raise CtxpruneError(f"unknown preset {self.preset!r}; use one of: {', '.join(PRESETS)}")
         if self.hours is not None and self.hours < 0:
             raise CtxpruneError("--hours must not be negative")
-        for name, rows in (("--test-rows", self.test_rows), ("--unseen-rows", self.unseen_rows)):
-            if rows is not None and rows < 1:
-                raise CtxpruneError(f"{name} must be at least 1")
+        for field in ROW_FIELDS.values():
+            if getattr(self, field) is not None and getattr(self, field) < 1:
+                raise CtxpruneError(f"{_option(field)} must be at least 1")
 
     @property
     def train_hours(self) -> float:
         return PRESETS[self.preset]["hours"] if self.hours is None else self.hours
 
-    def rows_wanted(self, split: str) -> int | None:
-        """Utterances per language for a split; None: the train split's hours decide."""
-        asked = {"test": self.test_rows, "test_unseen_voice": self.unseen_rows}.get(split)
-        return PRESETS[self.preset][split] if asked is None else asked
+    def rows_asked(self, split: str) -> int | None:
+        """Utterances per language asked for a split; None: the preset's (or, for train, its hours)."""
+        return getattr(self, ROW_FIELDS[split]) if split in ROW_FIELDS else None
 
     def to_json(self) -> dict:
         # the row counts only when given, so that a corpus built before they existed keeps its config
         out = {**asdict(self), "languages": list(self.languages)}
-        return {k: v for k, v in out.items() if v is not None or k not in ("test_rows", "unseen_rows")}
+        return {k: v for k, v in out.items() if v is not None or k not in ROW_FIELDS.values()}
 
 
 def split_of(english: str) -> str:
@@ -208,7 +213,8 @@ def plan(config: BuildConfig) -> list[Utterance]:
             template_items = [i for i in pool if i[2].startswith("template")]
             mono_items = list(mono) if split == "train" and families != ("espeak",) else []
             rng.shuffle(mono_items)
-            want = config.rows_wanted(split)
+            asked = config.rows_asked(split)
+            want = preset[split] if asked is None else asked
             chosen, seconds = [], 0.0
             while gettext_items or template_items:
                 if mono_items and rng.random() < MONO_SHARE:
@@ -223,11 +229,10 @@ def plan(config: BuildConfig) -> list[Utterance]:
                     want is None and seconds >= per_language_seconds
                 ):
                     break
-            if want is not None and len(chosen) < want and want != preset[split]:
-                option = "--test-rows" if split == "test" else "--unseen-rows"
+            if asked is not None and len(chosen) < asked:
                 raise CtxpruneError(
                     f"the {split} split of {language} has only {len(chosen)} sentences; "
-                    f"pass {option} {len(chosen)} or fewer"
+                    f"pass {_option(ROW_FIELDS[split])} {len(chosen)} or fewer"
                 )
             utterances += chosen
     return utterances
