@@ -5,7 +5,7 @@ import pytest
 
 from ctxprune.eval.metrics import bleu_row_stats
 from ctxprune.eval.records import GroupResult
-from ctxprune.eval.significance import cost_interval, gap_interval
+from ctxprune.eval.significance import cost_interval, cost_on_rows, gap_interval
 
 
 def asr_group(errors, words, digest="rows") -> GroupResult:
@@ -62,3 +62,18 @@ def test_the_gap_interval_is_wide_where_one_split_is_noisy(pair):
     assert low < point < high
     assert high - low > 1.0  # a point's change is within noise here
     assert gap_interval(test, (GroupResult(), asr_group(dense, words))) is None
+
+
+def test_the_cost_on_a_slice_of_rows_is_that_rows_figure(pair):
+    words, dense = pair
+    worse = dense.copy()
+    worse[:100] = np.minimum(dense[:100] + 1, words[:100])  # errors added to the first 100 rows only
+    model, ref = asr_group(worse, words), asr_group(dense, words)
+    head = cost_on_rows(model, ref, "transcribe", slice(100))
+    assert head == pytest.approx(100 * (worse[:100].sum() - dense[:100].sum()) / words[:100].sum())
+    assert head > 0 and cost_on_rows(model, ref, "transcribe", slice(100, None)) == 0
+    assert cost_on_rows(model, ref, "transcribe", slice(None)) == pytest.approx(
+        100 * (worse.sum() - dense.sum()) / words.sum()
+    )
+    assert cost_on_rows(model, asr_group(dense, words, "other rows"), "transcribe", slice(None)) is None
+    assert cost_on_rows(model, ref, "transcribe", slice(400, None)) is None  # no rows there

@@ -41,6 +41,14 @@ def _cost(rows: np.ndarray, task: str) -> float:
     return bleu_from_stats(dense) - bleu_from_stats(model)
 
 
+def cost_on_rows(model: GroupResult, dense: GroupResult, task: str, rows: slice) -> float | None:
+    """The model's WER rise (points) or BLEU drop against dense on a slice of one group's rows (say, the
+    first 300: what a smaller split drawn the same way would have said), or None where they cannot be
+    paired."""
+    paired = _paired_rows(model, dense, task)
+    return None if paired is None or not len(paired[rows]) else _cost(paired[rows], task)
+
+
 def _interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[float, float]:
     result = bootstrap(
         tuple(range(len(s)) for s in samples),  # resample row indices; the statistic sums their rows
