@@ -35,7 +35,7 @@ from ctxprune.data.manifest import read_manifest
 from ctxprune.eval.latency import interleaved, mixed_rows
 from ctxprune.eval.module_times import branch_times
 from ctxprune.eval.suite import device_name
-from ctxprune.paths import ARTIFACTS, write_json_atomic
+from ctxprune.paths import ARTIFACTS, predictor_digest, write_json_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.runtime.decoding import DecodeOptions
 from ctxprune.stack import Stack, StackSpec, load_stack
@@ -170,6 +170,8 @@ def main() -> None:
             "transformers": transformers.__version__,
         },
         "settings": {k: v for k, v in vars(args).items() if k not in ("corpus", "out")},
+        # which set each name was when timed: a shipped set may be replaced under its name
+        "gate_set_predictors": {s: predictor_digest(ARTIFACTS / "gates" / s) for s in sets},
     }
     names = list(b.stacks[sets[0] if sets else "dense"].space.names)
     with progress_bar() as bar:

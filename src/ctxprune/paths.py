@@ -71,3 +71,12 @@ def sha256_files(directory: Path, exclude: set[str] = frozenset()) -> dict[str, 
         for p in sorted(directory.rglob("*"))
         if p.is_file() and str(p.relative_to(directory)) not in exclude
     }
+
+
+def predictor_digest(gate_set: Path) -> str | None:
+    """The sha256 of a gate set's predictor weights, from its card: what a set is, whatever its name (a
+    shipped set may be replaced under the same name). None where the card or its digest is missing."""
+    card = gate_set / "card.json"
+    if not card.is_file():
+        return None
+    return json.loads(card.read_text()).get("files", {}).get("predictor.safetensors")

@@ -8,6 +8,7 @@ import pytest
 
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.report import build_report
+from ctxprune.paths import ARTIFACTS, predictor_digest
 
 LAT = "ctx-lat-0.5"
 GATES = [f"enc.{i}.{m}" for i in range(2) for m in ("attn", "ffn")] + [
@@ -208,31 +209,38 @@ def test_missing_unseen_and_bench_are_not_measured(tmp_path):
 
 def test_the_gpu_target_reads_a_shipped_latency_set_that_the_bench_names_by_its_shipped_name(tmp_path):
     """Eval files name the run a set was trained as; bench/runtimes.py names the shipped copy. The
-    shipped card says what the set is, so the verdict still comes; an unknown name is not guessed at."""
+    shipped card says what the set is, so the verdict still comes; an unknown name is not guessed at, and
+    a bench that timed another set under the shipped name (before it was replaced) is not credited."""
     models = [
         model("dense", "dense", {"de": 0.1}, {"de": 20.0}),
         model("decoder-latency-0.5-context-seed0", "context", {"de": 0.1}, {"de": 20.0}, 0.5, by="latency"),
     ]
     evals = eval_file(tmp_path / "e.json", "test", models)
+    shipped_digest = predictor_digest(ARTIFACTS / "gates" / "decoder-latency-0.5-context")
 
-    def runtimes(set_name: str) -> Path:
+    def runtimes(set_name: str, digest: str | None) -> Path:
         timing = {"p25_ms": 0, "p75_ms": 0, "repeats": 5, "tokens": 90}
         results = {
             "ours-dense-graphs": {**timing, "median_ms": 7.2},
             f"ours-{set_name}": {**timing, "median_ms": 5.0},
         }
-        path = tmp_path / f"{set_name}.json"
-        path.write_text(
-            json.dumps({"kind": "bench-runtimes", "device": "H100", "natural_batch1": {"results": results}})
-        )
+        record = {"kind": "bench-runtimes", "device": "H100", "natural_batch1": {"results": results}}
+        if digest is not None:
+            record["gate_set_predictors"] = {set_name: digest}
+        path = tmp_path / f"{set_name}-{digest}.json"
+        path.write_text(json.dumps(record))
         return path
 
-    shipped = build_report([evals, runtimes("decoder-latency-0.5-context")], tmp_path / "a")
-    target = next(t for t in shipped["targets"] if t["name"] == "gpu_latency_batch1")
+    def verdict(bench: Path, out: str) -> dict:
+        summary = build_report([evals, bench], tmp_path / out)
+        return next(t for t in summary["targets"] if t["name"] == "gpu_latency_batch1")
+
+    target = verdict(runtimes("decoder-latency-0.5-context", shipped_digest), "a")
     assert target["met"] is False and "decoder-latency-0.5-context 5.00 ms" in target["detail"]
     assert "30.6% faster" in target["detail"]
-    unknown = build_report([evals, runtimes("some-other-set")], tmp_path / "b")
-    assert next(t for t in unknown["targets"] if t["name"] == "gpu_latency_batch1")["met"] is None
+    assert verdict(runtimes("some-other-set", shipped_digest), "b")["met"] is None
+    assert verdict(runtimes("decoder-latency-0.5-context", "0" * 64), "c")["met"] is None  # replaced since
+    assert verdict(runtimes("decoder-latency-0.5-context", None), "d")["met"] is None  # no digest recorded
 
 
 def test_an_encoder_set_that_skips_too_little_misses_the_whole_model_target(tmp_path):

@@ -71,7 +71,7 @@ def test_a_gate_set_names_its_seed_and_how_its_training_departs_from_the_plain_r
 def test_a_wider_student_a_task_budget_or_a_subset_of_the_audio_is_another_configuration(
     tmp_path, settings, variant
 ):
-    card = json.loads((ARTIFACTS / "gates" / "decoder-latency-0.5-context" / "card.json").read_text())
+    card = json.loads((ARTIFACTS / "gates" / "decoder-latency-0.3-context" / "card.json").read_text())
     card["config"] |= settings
     (tmp_path / "card.json").write_text(json.dumps(card))
     assert Candidate.gate_set(tmp_path).variant == variant

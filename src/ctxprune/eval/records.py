@@ -188,10 +188,14 @@ class BenchRecord:
     reference: str | None = None
     versions: dict[str, str] | None = None
     loop_guard: bool | None = None  # None: written before the bench could run with the guard (it did not)
+    # gate set name -> its predictor's sha256 when timed (bench/runtimes.py since the eighteenth step)
+    gate_set_predictors: dict[str, str] | None = None
     results: list[BenchResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        skip = ("results",) if self.loop_guard is not None else ("results", "loop_guard")
+        skip = ("results", "gate_set_predictors") if self.gate_set_predictors is None else ("results",)
+        if self.loop_guard is None:
+            skip += ("loop_guard",)
         out = {"kind": self.kind, **_all_fields(self, skip=skip)}
         out["results"] = [r.to_json() for r in self.results]
         return out
@@ -226,6 +230,7 @@ class BenchRecord:
             dtype=obj.get("dtype"),
             reference="dense",
             versions=obj.get("versions"),
+            gate_set_predictors=obj.get("gate_set_predictors"),
             results=results,
         )
 

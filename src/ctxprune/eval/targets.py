@@ -24,7 +24,7 @@ from ctxprune.eval.measures import (
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord
 from ctxprune.eval.significance import cost_interval, gap_interval
 from ctxprune.models.whisper_tokens import TASKS
-from ctxprune.paths import ARTIFACTS
+from ctxprune.paths import ARTIFACTS, predictor_digest
 
 EPS = 1e-9  # so that 0.18 - 0.17 counts as a rise of exactly 0.01
 # The issue's other quality targets: (name, sparsity_by, decoder target, the WER points and BLEU allowed).
@@ -153,14 +153,18 @@ def _target_whole_model(split: str, dense: CandidateResult | None, models: list[
     return _target(name, met, detail)
 
 
-def _shipped_latency_set(name: str) -> bool:
-    """Whether `name` is a shipped context-aware decoder set by latency at 0.5 (its card says so): bench
-    files name shipped sets, eval files name the runs they were copied from."""
+def _shipped_latency_set(name: str, bench: BenchRecord) -> bool:
+    """Whether the bench timed, as `name`, the shipped context-aware decoder set by latency at 0.5 (its
+    card says so): bench files name shipped sets, eval files name the runs they were copied from. The
+    bench must record the shipped predictor's digest, so that a set replaced under its name is not
+    credited with its predecessor's times."""
     card = ARTIFACTS / "gates" / name / "card.json"
     if not card.is_file():
         return False
     c = json.loads(card.read_text())
-    return all(c.get(k) == v for k, v in SHIPPED_LATENCY_SET.items())
+    timed = (bench.gate_set_predictors or {}).get(name)
+    shipped = all(c.get(k) == v for k, v in SHIPPED_LATENCY_SET.items())
+    return shipped and timed is not None and timed == predictor_digest(card.parent)
 
 
 def _target_latency(model: CandidateResult | None, benches: list[tuple[Path, BenchRecord]]) -> dict:
@@ -173,7 +177,7 @@ def _target_latency(model: CandidateResult | None, benches: list[tuple[Path, Ben
         rows = [r for r in bench.results if r.batch == 1]
         dense = next((r for r in rows if r.name == "dense"), None)
         row = next((r for r in rows if model is not None and r.name == model.name), None)
-        row = row or next((r for r in rows if _shipped_latency_set(r.name)), None)
+        row = row or next((r for r in rows if _shipped_latency_set(r.name, bench)), None)
         if row and dense:
             red = reduction(bench.results, row)
             detail = (
