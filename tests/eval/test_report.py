@@ -207,6 +207,18 @@ def test_missing_unseen_and_bench_are_not_measured(tmp_path):
     assert targets["quality_whole_model_25"] is None
 
 
+def test_a_verdict_names_the_other_sets_of_its_kind_that_it_did_not_judge(tmp_path):
+    models = [
+        model("dense", "dense", {"de": 0.1}, {"de": 20.0}),
+        model("first", "context", {"de": 0.1}, {"de": 20.0}, 0.5),
+        model("second", "context", {"de": 0.5}, {"de": 10.0}, 0.5),
+    ]
+    summary = build_report([eval_file(tmp_path / "e.json", "test", models)], tmp_path / "out")
+    wer = next(t for t in summary["targets"] if t["name"] == "wer_rise_at_50_decoder")
+    assert wer["met"] is True and wer["detail"].startswith("first vs dense")
+    assert wer["detail"].endswith("(1 more set(s) of this kind in the files, not judged: second)")
+
+
 def test_the_gpu_target_reads_a_shipped_latency_set_that_the_bench_names_by_its_shipped_name(tmp_path):
     """Eval files name the run a set was trained as; bench/runtimes.py names the shipped copy. The
     shipped card says what the set is, so the verdict still comes; an unknown name is not guessed at, and

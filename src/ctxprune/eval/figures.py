@@ -20,7 +20,7 @@ from ctxprune.eval.records import BenchResult, CandidateResult  # noqa: E402
 from ctxprune.models.whisper_tokens import TASKS  # noqa: E402
 
 MARKERS = {"dense": "*", "context": "o", "static": "s", "random": "x"}
-COLOURS = {None: "black", "decoder": "tab:blue", "both": "tab:orange"}
+PALETTE = plt.get_cmap("tab10").colors  # a colour per (where, weighting, variant); the marker: the kind
 GATE_COLUMNS = [("enc", "attn"), ("enc", "ffn"), ("dec", "self_attn"), ("dec", "cross_attn"), ("dec", "ffn")]
 
 
@@ -31,38 +31,41 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _colour(colours: dict[tuple, str], key: tuple) -> str:
+    """The next palette colour for a configuration not seen yet, the same one after."""
+    return colours.setdefault(key, PALETTE[len(colours) % len(PALETTE)])
+
+
 def pareto_png(models: list[CandidateResult], split: str) -> bytes:
     """Quality against executed GFLOPs; seeds faint, their mean solid, context points joined by target."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    colours: dict[tuple, str] = {}  # shared, so that a configuration has one colour in both plots
     for ax, task in zip(axes, TASKS, strict=True):
         metric = PRIMARY[task]
         series: dict[tuple, list[tuple[float, float, float]]] = defaultdict(list)
-        labelled = set()
         for (kind, where, by, target, variant), ms in by_config(models).items():
             pts = [(task_means(m, task)["gflops_total"], task_means(m, task)[metric]) for m in ms]
             pts = [p for p in pts if not any(math.isnan(v) for v in p)]
             if not pts:
                 continue
-            style = {"marker": MARKERS.get(kind, "D"), "color": COLOURS.get(where, "tab:green")}
+            colour = "black" if kind == "dense" else _colour(colours, (where, by, variant))
+            style = {"marker": MARKERS.get(kind, "D"), "color": colour}
             if len(pts) > 1:
                 ax.scatter(*zip(*pts, strict=True), alpha=0.25, s=25, **style)
             x, y = mean([p[0] for p in pts]), mean([p[1] for p in pts])
             extra = f", {variant}" if variant else ""
             label = kind if kind == "dense" else f"{kind} ({where}, by {by}{extra})"
-            ax.scatter(
-                x, y, s=140 if kind == "dense" else 50, label=None if label in labelled else label, **style
-            )
-            labelled.add(label)
+            ax.scatter(x, y, s=140 if kind == "dense" else 50, label=label, **style)
             if target is not None:
                 ax.annotate(f"{target:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
             series[(kind, where, by, variant)].append((num(target), x, y))
-        for (kind, where, by, _), pts in series.items():
+        for (kind, where, by, variant), pts in series.items():
             if kind == "context" and len(pts) > 1:
                 pts.sort()
                 ax.plot(
                     [p[1] for p in pts],
                     [p[2] for p in pts],
-                    color=COLOURS.get(where, "tab:green"),
+                    color=_colour(colours, (where, by, variant)),
                     linestyle="--" if by == "count" else "-",
                     linewidth=1,
                 )
@@ -73,8 +76,11 @@ def pareto_png(models: list[CandidateResult], split: str) -> bytes:
             ylabel=f"mean {metric.upper()} ({better} is better)",
         )
         ax.grid(alpha=0.3)
-        if labelled:
-            ax.legend(fontsize=8)
+    legend = {}  # one legend under both plots, so that it hides no point
+    for ax in axes:
+        legend |= dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=2, fontsize=8)
     return _png(fig)
 
 

@@ -51,7 +51,7 @@ def judge_targets(
     dense, chosen = splits[main].dense(), next(iter(paper_models(models)), None)
     unseen = next((s for s in splits if "unseen" in s), None)
     latency = _context_model(models, "latency", 0.5)
-    return [
+    targets = [
         _target_quality("wer_rise_at_50_decoder", "transcribe", main, dense, chosen),
         _target_quality("bleu_drop_at_50_decoder", "translate", main, dense, chosen),
         *(
@@ -63,11 +63,27 @@ def judge_targets(
         _target_baselines(main, models),
         _target_unseen(splits, main, unseen, dense, chosen),
     ]
+    judged = {"wer_rise_at_50_decoder": ("flops", 0.5), "bleu_drop_at_50_decoder": ("flops", 0.5)}
+    judged |= {name: (by, target) for name, by, target, _ in DECODER_TARGETS}
+    for t in targets:
+        if t["name"] in judged:
+            _name_the_unjudged(t, models, *judged[t["name"]])
+    return targets
 
 
 def _context_model(models: list[CandidateResult], by: str, target: float) -> CandidateResult | None:
     """The first context-aware decoder set of this weighting and target (the paper's choice of seed)."""
     return next(iter(context_models(models, by, target)), None)
+
+
+def _name_the_unjudged(target: dict, models: list[CandidateResult], by: str, sparsity: float) -> None:
+    """Name the other sets of the judged kind in the files: the verdict is the first one's, and which
+    comes first is the order of the files given."""
+    others = [m.name for m in context_models(models, by, sparsity)[1:]]
+    if others:
+        target["detail"] += (
+            f" ({len(others)} more set(s) of this kind in the files, not judged: {', '.join(others)})"
+        )
 
 
 def _target(name: str, met: bool | None, detail: str) -> dict:
