@@ -30,7 +30,17 @@ def group(quality: dict, gflops_decoder: float, keep: float, where: str = "decod
 
 
 def model(
-    name, kind, wer, bleu, target=None, seed=None, where="decoder", by="flops", variant=None, skipped=None
+    name,
+    kind,
+    wer,
+    bleu,
+    target=None,
+    seed=None,
+    where="decoder",
+    by="flops",
+    variant=None,
+    skipped=None,
+    predictor=None,
 ) -> dict:
     """`wer` and `bleu` are per language: {"de": ..., "fr": ...}; `target` is also the skipped share
     unless `skipped` says otherwise."""
@@ -49,6 +59,7 @@ def model(
         "target_sparsity": target,
         "seed": seed,
         "variant": variant,
+        **({"predictor": predictor} if predictor else {}),
         "groups": groups,
     }
 
@@ -219,6 +230,27 @@ def test_a_verdict_names_the_other_sets_of_its_kind_that_it_did_not_judge(tmp_pa
     assert wer["detail"].endswith("(1 more set(s) of this kind in the files, not judged: second)")
 
 
+def runtimes_file(tmp_path: Path, set_name: str, digest: str | None) -> Path:
+    """A bench/runtimes.py file that timed dense at 7.2 ms and `set_name` at 5.0 (30.6% faster), with the
+    set's predictor digest where `digest` is given (files before the eighteenth step have none)."""
+    timing = {"p25_ms": 0, "p75_ms": 0, "repeats": 5, "tokens": 90}
+    results = {
+        "ours-dense-graphs": {**timing, "median_ms": 7.2},
+        f"ours-{set_name}": {**timing, "median_ms": 5.0},
+    }
+    record = {"kind": "bench-runtimes", "device": "H100", "natural_batch1": {"results": results}}
+    if digest is not None:
+        record["gate_set_predictors"] = {set_name: digest}
+    path = tmp_path / f"{set_name}-{digest}.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def gpu_verdict(tmp_path: Path, evals: Path, bench: Path) -> dict:
+    summary = build_report([evals, bench], tmp_path / bench.stem)
+    return next(t for t in summary["targets"] if t["name"] == "gpu_latency_batch1")
+
+
 def test_the_gpu_target_reads_a_shipped_latency_set_that_the_bench_names_by_its_shipped_name(tmp_path):
     """Eval files name the run a set was trained as; bench/runtimes.py names the shipped copy. The
     shipped card says what the set is, so the verdict still comes; an unknown name is not guessed at, and
@@ -228,31 +260,26 @@ def test_the_gpu_target_reads_a_shipped_latency_set_that_the_bench_names_by_its_
         model("decoder-latency-0.5-context-seed0", "context", {"de": 0.1}, {"de": 20.0}, 0.5, by="latency"),
     ]
     evals = eval_file(tmp_path / "e.json", "test", models)
-    shipped_digest = predictor_digest(ARTIFACTS / "gates" / "decoder-latency-0.5-context")
+    shipped, digest = (
+        "decoder-latency-0.5-context",
+        predictor_digest(ARTIFACTS / "gates" / "decoder-latency-0.5-context"),
+    )
 
-    def runtimes(set_name: str, digest: str | None) -> Path:
-        timing = {"p25_ms": 0, "p75_ms": 0, "repeats": 5, "tokens": 90}
-        results = {
-            "ours-dense-graphs": {**timing, "median_ms": 7.2},
-            f"ours-{set_name}": {**timing, "median_ms": 5.0},
-        }
-        record = {"kind": "bench-runtimes", "device": "H100", "natural_batch1": {"results": results}}
-        if digest is not None:
-            record["gate_set_predictors"] = {set_name: digest}
-        path = tmp_path / f"{set_name}-{digest}.json"
-        path.write_text(json.dumps(record))
-        return path
-
-    def verdict(bench: Path, out: str) -> dict:
-        summary = build_report([evals, bench], tmp_path / out)
-        return next(t for t in summary["targets"] if t["name"] == "gpu_latency_batch1")
-
-    target = verdict(runtimes("decoder-latency-0.5-context", shipped_digest), "a")
-    assert target["met"] is False and "decoder-latency-0.5-context 5.00 ms" in target["detail"]
+    target = gpu_verdict(tmp_path, evals, runtimes_file(tmp_path, shipped, digest))
+    assert target["met"] is False and f"{shipped} 5.00 ms" in target["detail"]
     assert "30.6% faster" in target["detail"]
-    assert verdict(runtimes("some-other-set", shipped_digest), "b")["met"] is None
-    assert verdict(runtimes("decoder-latency-0.5-context", "0" * 64), "c")["met"] is None  # replaced since
-    assert verdict(runtimes("decoder-latency-0.5-context", None), "d")["met"] is None  # no digest recorded
+    assert gpu_verdict(tmp_path, evals, runtimes_file(tmp_path, "some-other-set", digest))["met"] is None
+    assert gpu_verdict(tmp_path, evals, runtimes_file(tmp_path, shipped, "0" * 64))["met"] is None  # replaced
+    assert gpu_verdict(tmp_path, evals, runtimes_file(tmp_path, shipped, None))["met"] is None  # no digest
+
+
+def test_the_gpu_target_matches_the_timed_set_by_its_predictor_where_both_files_record_it(tmp_path):
+    run = model("run-seed0", "context", {"de": 0.1}, {"de": 20.0}, 0.5, by="latency", predictor="a" * 64)
+    evals = eval_file(tmp_path / "e.json", "test", [model("dense", "dense", {"de": 0.1}, {"de": 20.0}), run])
+    target = gpu_verdict(tmp_path, evals, runtimes_file(tmp_path, "any-name", "a" * 64))
+    assert target["met"] is False and "any-name 5.00 ms" in target["detail"]
+    # the same name, another predictor: not the set that was judged
+    assert gpu_verdict(tmp_path, evals, runtimes_file(tmp_path, "run-seed0", "b" * 64))["met"] is None
 
 
 def test_an_encoder_set_that_skips_too_little_misses_the_whole_model_target(tmp_path):

@@ -10,7 +10,7 @@ from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.latency import bench_latency, mixed_rows
 from ctxprune.eval.suite import Candidate, evaluate_candidates, summarize
-from ctxprune.paths import ARTIFACTS
+from ctxprune.paths import ARTIFACTS, predictor_digest
 from ctxprune.runtime.decoding import DecodeOptions
 from ctxprune.stack import StackSpec
 
@@ -138,6 +138,7 @@ def test_shipped_gate_set_on_the_real_model_skips_the_share_it_claims(
         assert p["gflops_encoder"] == pytest.approx(d["gflops_encoder"], rel=0.01)
         assert d["capped"] == p["capped"] == 0.0  # both end on end-of-text within 24 tokens here
     assert Path(record["models"][1]["gates"]) == gate_set
+    assert pruned["predictor"] == predictor_digest(gate_set) and "predictor" not in dense  # to match benches
 
 
 def test_bench_int8_loads_quantized_models(tiny_model_dir, tiny_corpus, monkeypatch):

@@ -84,6 +84,7 @@ class CandidateResult:
     target_sparsity: float | None = None
     seed: int | None = None
     variant: str | None = None  # training beyond the config's fields (suite.training_variant); "" plain
+    predictor: str | None = None  # the gate set's predictor sha256 (from its card), to match bench files
     groups: dict[str, GroupResult] = field(default_factory=dict)
 
     def task_groups(self, task: str) -> dict[str, GroupResult]:
@@ -95,8 +96,8 @@ class CandidateResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        # a file from before the variant field is written back as it was read
-        skip = ("groups",) if self.variant is not None else ("groups", "variant")
+        # a file from before the variant or predictor field is written back as it was read
+        skip = ("groups",) + tuple(k for k in ("variant", "predictor") if getattr(self, k) is None)
         out = _all_fields(self, skip=skip)
         out["groups"] = {k: g.to_json() for k, g in self.groups.items()}
         return out

@@ -24,6 +24,7 @@ from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.models.whisper import STACK_PREFIX
+from ctxprune.paths import predictor_digest
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
 from ctxprune.train.config import TrainConfig
@@ -39,6 +40,7 @@ class Candidate:
     target_sparsity: float | None = None
     seed: int | None = None
     variant: str | None = None
+    predictor: str | None = None
 
     @classmethod
     def gate_set(cls, path: Path) -> Candidate:
@@ -57,6 +59,7 @@ class Candidate:
             target_sparsity=card["target_sparsity"],
             seed=card.get("config", {}).get("seed"),
             variant=training_variant(card),
+            predictor=predictor_digest(path),
         )
 
     @classmethod
@@ -74,6 +77,7 @@ class Candidate:
             target_sparsity=self.target_sparsity,
             seed=self.seed,
             variant=self.variant,
+            predictor=self.predictor,
             groups=groups,
         )
 

@@ -21,7 +21,7 @@ from ctxprune.eval.measures import (
     skipped_share,
     task_means,
 )
-from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord
+from ctxprune.eval.records import BenchRecord, BenchResult, CandidateResult, EvalRecord
 from ctxprune.eval.significance import cost_interval, gap_interval
 from ctxprune.models.whisper_tokens import TASKS
 from ctxprune.paths import ARTIFACTS, predictor_digest
@@ -183,6 +183,18 @@ def _shipped_latency_set(name: str, bench: BenchRecord) -> bool:
     return shipped and timed is not None and timed == predictor_digest(card.parent)
 
 
+def _timed_row(
+    rows: list[BenchResult], bench: BenchRecord, model: CandidateResult | None
+) -> BenchResult | None:
+    """The bench row that timed the judged set: by predictor digest where both files record one; else by
+    name, else the shipped set of that kind (bench/runtimes.py names shipped copies of runs)."""
+    timed = bench.gate_set_predictors or {}
+    if model is not None and model.predictor and timed:
+        return next((r for r in rows if timed.get(r.name) == model.predictor), None)
+    by_name = next((r for r in rows if model is not None and r.name == model.name), None)
+    return by_name or next((r for r in rows if _shipped_latency_set(r.name, bench)), None)
+
+
 def _target_latency(model: CandidateResult | None, benches: list[tuple[Path, BenchRecord]]) -> dict:
     """GPU decoding at batch 1 (natural length) of the latency-weighted decoder 0.5 set at least 35% faster
     than dense: the evaluated set where a bench file names it, else a shipped set of that kind."""
@@ -192,8 +204,7 @@ def _target_latency(model: CandidateResult | None, benches: list[tuple[Path, Ben
             continue
         rows = [r for r in bench.results if r.batch == 1]
         dense = next((r for r in rows if r.name == "dense"), None)
-        row = next((r for r in rows if model is not None and r.name == model.name), None)
-        row = row or next((r for r in rows if _shipped_latency_set(r.name, bench)), None)
+        row = _timed_row(rows, bench, model)
         if row and dense:
             red = reduction(bench.results, row)
             detail = (
