@@ -141,6 +141,23 @@ def test_shipped_gate_set_on_the_real_model_skips_the_share_it_claims(
     assert pruned["predictor"] == predictor_digest(gate_set) and "predictor" not in dense  # to match benches
 
 
+def test_a_bench_records_which_predictor_it_timed(real_whisper, tiny_corpus):
+    """So that a report does not credit a set replaced under the same name with these times."""
+    gate_set = ARTIFACTS / "gates" / "decoder-latency-0.5-context"
+    record = bench_latency(
+        [Candidate("dense", "dense"), Candidate.gate_set(gate_set)],
+        tiny_corpus,
+        StackSpec(),
+        "test",
+        (1,),
+        batch1_rows=1,
+        repeats=1,
+        warmup=0,
+        options=DecodeOptions(max_new_tokens=8),
+    ).to_json()
+    assert record["gate_set_predictors"] == {gate_set.name: predictor_digest(gate_set)}
+
+
 def test_bench_int8_loads_quantized_models(tiny_model_dir, tiny_corpus, monkeypatch):
     import ctxprune.eval.latency as latency
 

@@ -160,6 +160,7 @@ def bench_latency(
         split=split,
         reference=dense_reference(candidates),
         loop_guard=options.loop_guard,
+        gate_set_predictors={c.name: c.predictor for c in candidates if c.predictor} or None,
         versions={
             "python": platform.python_version(),
             "torch": torch.__version__,

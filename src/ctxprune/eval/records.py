@@ -189,7 +189,7 @@ class BenchRecord:
     reference: str | None = None
     versions: dict[str, str] | None = None
     loop_guard: bool | None = None  # None: written before the bench could run with the guard (it did not)
-    # gate set name -> its predictor's sha256 when timed (bench/runtimes.py since the eighteenth step)
+    # gate set name -> its predictor's sha256 when timed (written since the eighteenth step)
     gate_set_predictors: dict[str, str] | None = None
     results: list[BenchResult] = field(default_factory=list)
 
