@@ -203,7 +203,7 @@ print(*(f"--{flag} {c[k]}" for k, flag in (("test_rows", "test-rows"), ("unseen_
       run=$(dirname "$card") name=$(basename "$(dirname "$card")")
       [ -d "$P/gates/$name" ] || { mkdir -p "$P/gates/$name" && cp -r "$run"/predictor/* "$run"/*.json "$run"/config.yaml "$run"/*.jsonl "$P/gates/$name/"; }
     done
-    for g in ${ALSO:-}; do [ -d "$P/gates/$(basename "$g")" ] || cp -r "$g" "$P/gates/"; done
+    for g in ${ALSO:-}; do rm -rf "$P/gates/$(basename "$g")" && cp -r "$g" "$P/gates/"; done  # fresh: a name may be reused
     dir=$R/$2-${EVAL_LIMIT:-all}rows && [ "${GUARD:-1}" != 0 ] || dir+=-noguard
     mkdir -p "$dir"
     common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
