@@ -5,7 +5,7 @@ import pytest
 
 from ctxprune.eval.metrics import bleu_row_stats
 from ctxprune.eval.records import GroupResult
-from ctxprune.eval.significance import cost_interval, cost_on_rows, gap_interval
+from ctxprune.eval.significance import cost_interval, cost_on_rows, gap_interval, pooled_gap
 
 
 def asr_group(errors, words, digest="rows") -> GroupResult:
@@ -77,3 +77,27 @@ def test_the_cost_on_a_slice_of_rows_is_that_rows_figure(pair):
     )
     assert cost_on_rows(model, asr_group(dense, words, "other rows"), "transcribe", slice(None)) is None
     assert cost_on_rows(model, ref, "transcribe", slice(400, None)) is None  # no rows there
+
+
+def test_a_gap_common_to_every_language_is_clearer_pooled_than_in_any_one():
+    rng = np.random.default_rng(2)
+    test, unseen, widths = [], [], []
+    for _ in range(5):  # five languages, 100 rows each way; new voices add an error on a third of rows
+        words = rng.integers(5, 20, 100)
+        dense = rng.binomial(words, 0.3)
+        noisy = np.clip(dense + rng.integers(-2, 3, 100), 0, words)
+        worse = np.clip(noisy + (rng.random(100) < 1 / 3), 0, words)
+        test.append((asr_group(noisy, words), asr_group(dense, words)))
+        unseen.append((asr_group(worse, words), asr_group(dense, words)))
+        low, high = gap_interval(test[-1], unseen[-1])
+        widths.append(high - low)
+    point, (low, high) = pooled_gap(test, unseen)
+
+    def rise(pairs) -> float:  # WER points of the set against dense over every row of every language
+        extra = sum(sum(s.row_stats["errors"]) - sum(d.row_stats["errors"]) for s, d in pairs)
+        return 100 * extra / sum(sum(d.row_stats["words"]) for _, d in pairs)
+
+    assert point == pytest.approx(rise(unseen) - rise(test))  # the word-weighted gap over all rows
+    assert 0 < low < point < high  # the added errors show, pooled
+    assert high - low < min(widths)  # narrower than any one language's interval
+    assert pooled_gap(test, [unseen[0], (GroupResult(), unseen[1][1])]) is None  # no row statistics

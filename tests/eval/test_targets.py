@@ -186,3 +186,7 @@ def test_a_verdict_shows_its_bootstrap_interval_where_the_records_hold_row_stati
         low,
         high,
     ]  # points, the detail's fraction
+    # one language: pooled over languages is that language's gap, on the same rows and resamples
+    assert gaps["pooled_gap_points"] == pytest.approx(0.0)
+    assert gaps["pooled_gap_interval"] == pytest.approx(gaps["gap_interval"]["de"])
+    assert "| model | de | all languages |" in (tmp_path / "out" / "report.md").read_text()

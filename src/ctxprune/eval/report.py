@@ -28,7 +28,7 @@ from ctxprune.eval.measures import (
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord, read_record
 from ctxprune.eval.render import Block, render_html, render_md
-from ctxprune.eval.significance import cost_interval, gap_interval
+from ctxprune.eval.significance import cost_interval, gap_interval, pooled_gap
 from ctxprune.eval.targets import judge_targets
 from ctxprune.models.whisper_tokens import TASKS
 from ctxprune.paths import write_bytes_atomic, write_json_atomic
@@ -289,9 +289,10 @@ def _language_table(
 
 
 def _unseen_gaps(splits: dict[str, EvalRecord], main: str) -> dict[str, dict[str, dict]]:
-    """{unseen split: {set: {"gap_points": {language: ...}, "gap_interval": {language: [low, high]}}}}:
-    the WER rise on the unseen split minus the rise on the main split, in points, with its 95%
-    bootstrap interval where both splits recorded row statistics."""
+    """{unseen split: {set: {"gap_points": {language: ...}, "gap_interval": {language: [low, high]},
+    "pooled_gap_points": ..., "pooled_gap_interval": [low, high]}}}: the WER rise on the unseen split
+    minus the rise on the main split, in points, per language and over all languages' words, with its
+    95% bootstrap interval where both splits recorded row statistics."""
     out: dict[str, dict[str, dict]] = {}
     base = splits[main]
     main_dense = base.dense()
@@ -306,17 +307,24 @@ def _unseen_gaps(splits: dict[str, EvalRecord], main: str) -> dict[str, dict[str
             if m is dense or seen is None:
                 continue
             here, there = _changes(m, dense, "transcribe"), _changes(seen, main_dense, "transcribe")
-            gaps, intervals = {}, {}
-            for lang in sorted(set(here) & set(there)):
-                gaps[lang] = here[lang] - there[lang]
-                pairs = [
+            langs = sorted(set(here) & set(there))
+            pairs = {  # language -> ((set, dense) on the main split, (set, dense) on the unseen one)
+                lang: tuple(
                     (x.task_groups("transcribe")[lang], d.task_groups("transcribe")[lang])
                     for x, d in ((seen, main_dense), (m, dense))
-                ]
-                interval = gap_interval(*pairs)
-                if interval is not None:
-                    intervals[lang] = list(interval)
-            out.setdefault(split, {})[m.name] = {"gap_points": gaps, "gap_interval": intervals}
+                )
+                for lang in langs
+            }
+            intervals = {lang: gap_interval(*pairs[lang]) for lang in langs}
+            entry = {
+                "gap_points": {lang: here[lang] - there[lang] for lang in langs},
+                "gap_interval": {lang: list(i) for lang, i in intervals.items() if i is not None},
+            }
+            # every language's words together: a loss common to all of them shows through the noise
+            pooled = pooled_gap([pairs[lang][0] for lang in langs], [pairs[lang][1] for lang in langs])
+            if pooled is not None:
+                entry |= {"pooled_gap_points": pooled[0], "pooled_gap_interval": list(pooled[1])}
+            out.setdefault(split, {})[m.name] = entry
     return out
 
 
@@ -329,11 +337,12 @@ def _unseen_gap_blocks(gaps: dict[str, dict[str, dict]], main: str, langs: list[
             [
                 name,
                 *(_with_interval(g["gap_points"].get(lang), g["gap_interval"].get(lang)) for lang in langs),
+                _with_interval(g.get("pooled_gap_points"), g.get("pooled_gap_interval")),
             ]
             for name, g in sets.items()
         ]
         blocks.append(("h", 3, f"Unseen voices: WER rise on {split} minus on {main}, points [95% interval]"))
-        blocks.append(("table", ["model", *langs], rows))
+        blocks.append(("table", ["model", *langs, "all languages"], rows))
     return blocks
 
 

@@ -81,3 +81,19 @@ def gap_interval(
     if a is None or b is None or len(a) < 2 or len(b) < 2:
         return None
     return _interval((a, b), lambda x, y: _cost(y, "transcribe") - _cost(x, "transcribe"))
+
+
+def pooled_gap(
+    test: list[tuple[GroupResult, GroupResult]], unseen: list[tuple[GroupResult, GroupResult]]
+) -> tuple[float, tuple[float, float]] | None:
+    """The unseen-voice gap over the words of every language together (WER points) and its 95% interval:
+    one figure on five times the rows, so a loss that new voices cause in every language shows where one
+    language's interval is too wide. None where a pair lacks row statistics."""
+    parts = [[_paired_rows(*pair, "transcribe") for pair in pairs] for pairs in (test, unseen)]
+    if not all(parts) or any(rows is None for rows in parts[0] + parts[1]):
+        return None
+    a, b = (np.concatenate(rows) for rows in parts)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    point = _cost(b, "transcribe") - _cost(a, "transcribe")
+    return point, _interval((a, b), lambda x, y: _cost(y, "transcribe") - _cost(x, "transcribe"))
