@@ -180,6 +180,7 @@ def test_a_verdict_shows_its_bootstrap_interval_where_the_records_hold_row_stati
     gap = targets["unseen_wer_gap"]["detail"]
     low, high = map(float, re.search(r"95% interval over rows \[([-+.\d]+), ([-+.\d]+)\]", gap).groups())
     assert low < 0 < high  # the same rise on both splits: no gap, within noise
+    assert re.search(r"pooled over every language's words [-+]0\.000 \(95% interval over rows", gap)
     gaps = summary["unseen_gaps"]["test_unseen_voice"]["c"]
     assert gaps["gap_points"]["de"] == pytest.approx(0.0)
     assert [round(x / 100, 3) for x in gaps["gap_interval"]["de"]] == [
