@@ -98,6 +98,19 @@ def per_language_delta(
     return {lang: p for lang, p in pairs.items() if not any(math.isnan(v) for v in p)}
 
 
+def split_pairs(
+    seen: tuple[CandidateResult, CandidateResult], unseen: tuple[CandidateResult, CandidateResult], langs
+) -> dict[str, tuple[tuple[GroupResult, GroupResult], tuple[GroupResult, GroupResult]]]:
+    """{language: ((set, dense) transcribe groups on the main split, the same on the unseen one)}: what
+    `significance.gap_interval` and `pooled_gap` resample."""
+    return {
+        lang: tuple(
+            (x.task_groups("transcribe")[lang], d.task_groups("transcribe")[lang]) for x, d in (seen, unseen)
+        )
+        for lang in langs
+    }
+
+
 def context_models(models: list[CandidateResult], by: str, target: float) -> list[CandidateResult]:
     """The context-aware decoder sets of one weighting and target, in the evaluation's order."""
     return [

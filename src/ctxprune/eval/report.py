@@ -24,6 +24,7 @@ from ctxprune.eval.measures import (
     per_language_delta,
     reduction,
     skipped_share,
+    split_pairs,
     task_means,
 )
 from ctxprune.eval.records import BenchRecord, CandidateResult, EvalRecord, read_record
@@ -308,13 +309,7 @@ def _unseen_gaps(splits: dict[str, EvalRecord], main: str) -> dict[str, dict[str
                 continue
             here, there = _changes(m, dense, "transcribe"), _changes(seen, main_dense, "transcribe")
             langs = sorted(set(here) & set(there))
-            pairs = {  # language -> ((set, dense) on the main split, (set, dense) on the unseen one)
-                lang: tuple(
-                    (x.task_groups("transcribe")[lang], d.task_groups("transcribe")[lang])
-                    for x, d in ((seen, main_dense), (m, dense))
-                )
-                for lang in langs
-            }
+            pairs = split_pairs((seen, main_dense), (m, dense), langs)
             intervals = {lang: gap_interval(*pairs[lang]) for lang in langs}
             entry = {
                 "gap_points": {lang: here[lang] - there[lang] for lang in langs},

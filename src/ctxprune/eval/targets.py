@@ -19,6 +19,7 @@ from ctxprune.eval.measures import (
     reduction,
     seed_mean,
     skipped_share,
+    split_pairs,
     task_means,
 )
 from ctxprune.eval.records import BenchRecord, BenchResult, CandidateResult, EvalRecord
@@ -316,13 +317,7 @@ def _target_unseen(
     if not gaps:
         return _target(name, None, f"not measured: no transcribe language shared by {main!r} and {unseen!r}")
     worst, gap = max(gaps.items(), key=lambda kv: kv[1])
-    pairs = {
-        lang: tuple(
-            (x.task_groups("transcribe")[lang], d.task_groups("transcribe")[lang])
-            for x, d in ((model, dense), (umodel, udense))
-        )
-        for lang in sorted(gaps)
-    }
+    pairs = split_pairs((model, dense), (umodel, udense), sorted(gaps))
     show = ", ".join(
         f"{lang} {new[lang]:+.3f} vs {test[lang]:+.3f} ({g:+.3f})" for lang, g in sorted(gaps.items())
     )
