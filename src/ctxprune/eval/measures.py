@@ -99,7 +99,9 @@ def per_language_delta(
 
 
 def split_pairs(
-    seen: tuple[CandidateResult, CandidateResult], unseen: tuple[CandidateResult, CandidateResult], langs
+    seen: tuple[CandidateResult, CandidateResult],
+    unseen: tuple[CandidateResult, CandidateResult],
+    langs: list[str],
 ) -> dict[str, tuple[tuple[GroupResult, GroupResult], tuple[GroupResult, GroupResult]]]:
     """{language: ((set, dense) transcribe groups on the main split, the same on the unseen one)}: what
     `significance.gap_interval` and `pooled_gap` resample."""

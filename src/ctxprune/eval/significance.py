@@ -76,11 +76,9 @@ def gap_interval(
     test: tuple[GroupResult, GroupResult], unseen: tuple[GroupResult, GroupResult]
 ) -> tuple[float, float] | None:
     """The 95% interval of (WER rise on unseen voices) - (WER rise on the test split), in points, each
-    pair being (model, dense) of one transcribe group."""
-    a, b = _paired_rows(*test, "transcribe"), _paired_rows(*unseen, "transcribe")
-    if a is None or b is None or len(a) < 2 or len(b) < 2:
-        return None
-    return _interval((a, b), lambda x, y: _cost(y, "transcribe") - _cost(x, "transcribe"))
+    pair being (model, dense) of one transcribe group: the pooled gap of a single language."""
+    gap = pooled_gap([test], [unseen])
+    return None if gap is None else gap[1]
 
 
 def pooled_gap(
