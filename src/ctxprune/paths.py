@@ -73,10 +73,13 @@ def sha256_files(directory: Path, exclude: set[str] = frozenset()) -> dict[str, 
     }
 
 
-def predictor_digest(gate_set: Path) -> str | None:
+def card_predictor(card: dict) -> str | None:
     """The sha256 of a gate set's predictor weights, from its card: what a set is, whatever its name (a
-    shipped set may be replaced under the same name). None where the card or its digest is missing."""
+    shipped set may be replaced under the same name). None where the card records no digest."""
+    return card.get("files", {}).get("predictor.safetensors")
+
+
+def predictor_digest(gate_set: Path) -> str | None:
+    """`card_predictor` of the gate set in this directory; None where it has no card."""
     card = gate_set / "card.json"
-    if not card.is_file():
-        return None
-    return json.loads(card.read_text()).get("files", {}).get("predictor.safetensors")
+    return card_predictor(json.loads(card.read_text())) if card.is_file() else None

@@ -24,7 +24,7 @@ from ctxprune.gating.policy import RandomMasks
 from ctxprune.gating.random_gates import RandomGates
 from ctxprune.gating.sparsity import gate_weights
 from ctxprune.models.whisper import STACK_PREFIX
-from ctxprune.paths import predictor_digest
+from ctxprune.paths import card_predictor
 from ctxprune.runtime.decoding import GREEDY, DecodeOptions
 from ctxprune.stack import StackSpec, load_stack
 from ctxprune.train.config import TrainConfig
@@ -59,7 +59,7 @@ class Candidate:
             target_sparsity=card["target_sparsity"],
             seed=card.get("config", {}).get("seed"),
             variant=training_variant(card),
-            predictor=predictor_digest(path),
+            predictor=card_predictor(card),
         )
 
     @classmethod

@@ -25,7 +25,7 @@ from ctxprune.eval.measures import (
 from ctxprune.eval.records import BenchRecord, BenchResult, CandidateResult, EvalRecord
 from ctxprune.eval.significance import cost_interval, gap_interval, pooled_gap
 from ctxprune.models.whisper_tokens import TASKS
-from ctxprune.paths import ARTIFACTS
+from ctxprune.paths import ARTIFACTS, card_predictor
 
 EPS = 1e-9  # so that 0.18 - 0.17 counts as a rise of exactly 0.01
 # The other quality targets: (name, sparsity_by, decoder target, the WER points and BLEU allowed).
@@ -181,7 +181,7 @@ def _shipped_latency_set(name: str, bench: BenchRecord) -> bool:
     c = json.loads(card.read_text())
     timed = (bench.gate_set_predictors or {}).get(name)
     shipped = all(c.get(k) == v for k, v in SHIPPED_LATENCY_SET.items())
-    return shipped and timed is not None and timed == c.get("files", {}).get("predictor.safetensors")
+    return shipped and timed is not None and timed == card_predictor(c)
 
 
 def _timed_row(
