@@ -233,8 +233,8 @@ print(*(f"--{flag} {c[k]}" for k, flag in (("test_rows", "test-rows"), ("unseen_
   runtimes)
     # bench/runtimes.py on the synthesized test split (the rows scripts/bench_on_gpu.sh packs), for the
     # shipped sets and the sets this machine trained and evaluated ($P/gates), named as arguments
-    remote_env; mkdir -p $R
-    for g in $P/gates/*/; do [ -d "artifacts/gates/$(basename "$g")" ] || cp -r "$g" artifacts/gates/; done
+    remote_env; mkdir -p $R  # ([ -d ]: before any eval there is no $P/gates, and the glob stays a literal)
+    for g in $P/gates/*/; do [ -d "$g" ] || continue; [ -d "artifacts/gates/$(basename "$g")" ] || cp -r "$g" artifacts/gates/; done
     [ "${TESTS:-1}" = 0 ] || { timeout 120 python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3
     python3 bench/runtimes.py $P/corpus --rows "${ROWS:-27}" --loop-guard --beam-rows 0 --repeats "${REPEATS:-5}" \
       --warmup 1 --gate-sets "${@:2}" --out $R/runtimes_gpu.json 2>&1 | grep -v '^\[transformers\]' | tail -40

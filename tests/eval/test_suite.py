@@ -50,8 +50,9 @@ def test_a_directory_without_a_card_is_not_a_gate_set(tmp_path):
 
 
 def test_a_gate_set_names_its_seed_and_how_its_training_departs_from_the_plain_recipe(tmp_path):
-    card = json.loads((ARTIFACTS / "gates" / "decoder-flops-0.5-context" / "card.json").read_text())
-    plain = Candidate.gate_set(ARTIFACTS / "gates" / "decoder-flops-0.5-context")
+    plain_set = ARTIFACTS / "gates" / "decoder-flops-0.3-context"  # the plain recipe: rank 16, no run flags
+    card = json.loads((plain_set / "card.json").read_text())
+    plain = Candidate.gate_set(plain_set)
     assert (plain.seed, plain.variant) == (card["config"]["seed"], "")
     card["config"] |= {"speed_perturb": [0.9, 1.0, 1.1], "start_from": "artifacts/gates/x"}
     card["context"] = [*card["context"], "speaker"]
