@@ -11,11 +11,15 @@
 #   here:  scripts/distill_on_gpu.sh rechunk     # the same bundle in smaller chunks, when the tree has grown
 #                                                # since pack (a call carries the tree and one chunk)
 #   there: scripts/distill_on_gpu.sh receive N     # one call per chunk, back to back (carry .carry-xfer/N)
-#                                                  # (receive reads neither results/ nor artifacts/, 72 of
-#                                                  # the tree's 73 MB: moved out of the working tree for
+#                                                  # (receive reads neither results/ nor artifacts/, 81 of
+#                                                  # the tree's 83 MB: moved out of the working tree for
 #                                                  # those calls, chunks can be CHUNK=56M, 5 calls in all;
 #                                                  # later calls need artifacts/ but not results/, so move
-#                                                  # results/ out for them: the tree is over a call's 64 MiB;
+#                                                  # results/ out for them: the tree is over a call's 64 MiB
+#                                                  # (without results/ it is 63.7 MiB: a call that carries
+#                                                  # anything beside the tree moves the gate sets it does
+#                                                  # not use out too, e.g. both-flops-0.3-enc0.33-context,
+#                                                  # 17 MiB);
 #                                                  # never `git commit -a` while they are away: it records
 #                                                  # both folders as deleted)
 #   there: scripts/distill_on_gpu.sh setup         # verify, unpack, convert the model, synthesize the corpus
