@@ -49,13 +49,29 @@ def test_short_runs_give_the_gate_biases_the_rate_to_cross_zero(task):
     assert t.parameter_groups()[1]["base_lr"] == pytest.approx(0.01 * t.config.context_lr_scale)
 
 
-@pytest.mark.parametrize("budget_per", ["batch", "task"])
+@pytest.mark.parametrize(
+    ("budget_per", "context"),
+    [
+        ("batch", None),
+        ("task", None),
+        ("task", []),  # static with a budget per task: the twin of a context set trained so
+    ],
+)
 def test_loss_reaches_the_gates_and_predicts_the_early_gates_once(
-    task, tiny_corpus, tiny_model_dir, budget_per
+    task, tiny_corpus, tiny_model_dir, budget_per, context
 ):
     from ctxprune import assets
 
-    t = task(where="both", target=0.5, alpha=10.0, kl_weight=0.0, label_weight=1.0, budget_per=budget_per)
+    settings = {} if context is None else {"context": context}
+    t = task(
+        where="both",
+        target=0.5,
+        alpha=10.0,
+        kl_weight=0.0,
+        label_weight=1.0,
+        budget_per=budget_per,
+        **settings,
+    )
     data = SpeechDataset(str(tiny_corpus), "train")
     loaded = assets.load(str(tiny_model_dir))
     collate = Collate(80, loaded.tokenizer, loaded.tokens)

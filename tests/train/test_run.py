@@ -50,9 +50,11 @@ def test_gate_training_moves_sparsity_to_target_ends_without_noise_and_writes_a_
     assert predictor.config.logit_shift == list(c["logit_shift"].values())
 
 
-def test_static_baseline_has_no_context(quick):
-    card = Run(quick(steps=2, context=[])).train()
+@pytest.mark.parametrize("budget_per", ["batch", "task"])  # task: the twin of a context set trained so
+def test_static_baseline_has_no_context(quick, budget_per):
+    card = Run(quick(steps=2, context=[], budget_per=budget_per)).train()
     assert card["kind"] == "static" and card["context"] == []
+    assert card["config"]["budget_per"] == budget_per
 
 
 def test_a_speaker_context_trains_on_cached_vectors_and_evaluates_on_fresh_ones(quick, tiny_corpus):
