@@ -91,7 +91,7 @@ def test_a_gap_common_to_every_language_is_clearer_pooled_than_in_any_one():
         unseen.append((asr_group(worse, words), asr_group(dense, words)))
         low, high = gap_interval(test[-1], unseen[-1])
         widths.append(high - low)
-    point, (low, high) = pooled_gap(test, unseen)
+    point, (low, high) = pooled_gap(zip(test, unseen, strict=True))
 
     def rise(pairs) -> float:  # WER points of the set against dense over every row of every language
         extra = sum(sum(s.row_stats["errors"]) - sum(d.row_stats["errors"]) for s, d in pairs)
@@ -100,4 +100,5 @@ def test_a_gap_common_to_every_language_is_clearer_pooled_than_in_any_one():
     assert point == pytest.approx(rise(unseen) - rise(test))  # the word-weighted gap over all rows
     assert 0 < low < point < high  # the added errors show, pooled
     assert high - low < min(widths)  # narrower than any one language's interval
-    assert pooled_gap(test, [unseen[0], (GroupResult(), unseen[1][1])]) is None  # no row statistics
+    unrecorded = [unseen[0], (GroupResult(), unseen[1][1]), *unseen[2:]]
+    assert pooled_gap(zip(test, unrecorded, strict=True)) is None  # no row statistics

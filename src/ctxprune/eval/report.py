@@ -316,7 +316,7 @@ def _unseen_gaps(splits: dict[str, EvalRecord], main: str) -> dict[str, dict[str
                 "gap_interval": {lang: list(i) for lang, i in intervals.items() if i is not None},
             }
             # every language's words together: a loss common to all of them shows through the noise
-            pooled = pooled_gap([pairs[lang][0] for lang in langs], [pairs[lang][1] for lang in langs])
+            pooled = pooled_gap(pairs.values())
             if pooled is not None:
                 entry |= {"pooled_gap_points": pooled[0], "pooled_gap_interval": list(pooled[1])}
             out.setdefault(split, {})[m.name] = entry

@@ -7,6 +7,8 @@ recomputes the corpus metric from summed row statistics (`eval/metrics.py`), as 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from scipy.stats import bootstrap
 
@@ -77,18 +79,19 @@ def gap_interval(
 ) -> tuple[float, float] | None:
     """The 95% interval of (WER rise on unseen voices) - (WER rise on the test split), in points, each
     pair being (model, dense) of one transcribe group: the pooled gap of a single language."""
-    gap = pooled_gap([test], [unseen])
+    gap = pooled_gap([(test, unseen)])
     return None if gap is None else gap[1]
 
 
 def pooled_gap(
-    test: list[tuple[GroupResult, GroupResult]], unseen: list[tuple[GroupResult, GroupResult]]
+    languages: Iterable[tuple[tuple[GroupResult, GroupResult], tuple[GroupResult, GroupResult]]],
 ) -> tuple[float, tuple[float, float]] | None:
     """The unseen-voice gap over the words of every language together (WER points) and its 95% interval:
     one figure on five times the rows, so a loss that new voices cause in every language shows where one
-    language's interval is too wide. None where a pair lacks row statistics."""
-    parts = [[_paired_rows(*pair, "transcribe") for pair in pairs] for pairs in (test, unseen)]
-    if not all(parts) or any(rows is None for rows in parts[0] + parts[1]):
+    language's interval is too wide. Each language is ((model, dense) on the test split, the same on the
+    unseen one), as `measures.split_pairs` gives them. None where a pair lacks row statistics."""
+    parts = [[_paired_rows(*pair, "transcribe") for pair in pairs] for pairs in zip(*languages, strict=True)]
+    if not parts or any(rows is None for rows in parts[0] + parts[1]):
         return None
     a, b = (np.concatenate(rows) for rows in parts)
     if len(a) < 2 or len(b) < 2:

@@ -326,7 +326,7 @@ def _target_unseen(
         f"{gap:+.3f}{_shown(gap_interval(*pairs[worst]), 100)}; limit +0.005 (0.5 WER points). "
         f"Per language: {show}"
     )
-    pooled = pooled_gap([p[0] for p in pairs.values()], [p[1] for p in pairs.values()])
+    pooled = pooled_gap(pairs.values())
     if pooled is not None:  # beside the verdict: the worst of several noisy languages is biased upward
         detail += f"; pooled over every language's words {pooled[0] / 100:+.3f}{_shown(pooled[1], 100)}"
     return _target(name, gap <= 0.005 + EPS, detail)
