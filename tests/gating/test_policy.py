@@ -1,7 +1,9 @@
 """Mask policies and the two-stage order, on a toy gate space (no model)."""
 
+import pytest
 import torch
 
+from ctxprune.errors import CtxpruneError
 from ctxprune.gating.policy import (
     HARD,
     DenseMasks,
@@ -122,3 +124,19 @@ def test_a_policy_trains_after_deciding_in_inference_mode():
     masks, _ = _run(training, _ctx())
     masks.keep_prob.sum().backward()
     assert p.late_bias.grad.abs().sum() > 0
+
+
+def test_only_early_gates_left_to_decide_read_the_context_early():
+    """A decoder gate set (every early gate forced open) decides nothing early at inference, so the
+    runtime may make the context that only its late gates read later (in the encoder's graph)."""
+    no_audio = GateContext(["transcribe"] * 3, ["en", "de", "xx"])
+    decoder_only = policy_for(_predictor(force_keep=["enc.0.attn", "enc.0.ffn"]))
+    assert decoder_only.reads_context and not decoder_only.early_reads_context
+    assert decoder_only.early(no_audio).values[:, :2].all()  # the audio is not read
+    assert decoder_only.in_mode(StraightThrough(tau=1.0)).early_reads_context  # training samples them
+    encoder = policy_for(_predictor(force_keep=["enc.0.attn"]))
+    assert encoder.early_reads_context
+    with pytest.raises(CtxpruneError, match="'audio'"):
+        encoder.early(no_audio)
+    assert not policy_for(_predictor(context=[])).early_reads_context
+    assert not DenseMasks(SPACE).early_reads_context

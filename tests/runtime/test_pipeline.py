@@ -28,6 +28,12 @@ def tokens_at_most(n: int, path: str = "auto") -> DecodeOptions:
     return DecodeOptions(max_new_tokens=n, path=path)
 
 
+@pytest.fixture()
+def other_features() -> torch.Tensor:
+    """A second request's features, unlike `random_features` (a stale buffer would show)."""
+    return torch.randn(4, 80, 3000, generator=torch.Generator().manual_seed(2)) + 0.5
+
+
 def _predictor(gw, seed=0, **kw):
     space = whisper_gate_space(gw)
     p = GatePredictor(whisper_predictor_config(gw.config, space, ["en", "de"], **kw))
@@ -70,20 +76,61 @@ def test_run_uses_the_predicted_masks(tiny_whisper, tiny_tokens, random_features
     ("where", "context"),
     [("decoder", None), ("both", None), ("decoder", ["language", "encoder"])],
 )
-def test_graph_path_equals_eager_path(tiny_whisper, tiny_tokens, random_features, where, context):
+def test_graph_path_equals_eager_path(
+    tiny_whisper, tiny_tokens, random_features, other_features, monkeypatch, where, context
+):
     """The fixed-shape path that CUDA captures (late gates inside the encoder's graph, rows grouped by
-    signature, greedy choice inside the step), run eagerly here: the same masks and tokens."""
+    signature, greedy choice inside the step), run eagerly here: the same masks and tokens, over two
+    requests in a row. The gates read each request's own pooled audio (not a buffer's stale one), pooled
+    inside the encoder's graph from its features buffer where every early gate is open (`decoder`),
+    from the request's features before the encoder otherwise."""
+    import ctxprune.runtime.pipeline as pipeline
+
     gw = GatedWhisper(tiny_whisper)
     keep = [n for n in gw.gate_names if n.startswith("enc.")] if where == "decoder" else []
     kwargs = {"context": context} if context else {}
-    pruned = _pipeline(gw, tiny_tokens, _predictor(gw, force_keep=keep, **kwargs))
-    frames = torch.tensor([3000, 2000, 1000, 500])
-    args = (random_features, frames, ["transcribe", "translate"] * 2, ["en", "de", "de", "en"])
-    eager = pruned.run(*args, options=tokens_at_most(6, "gather"))
-    graphed = pruned.run(*args, options=tokens_at_most(6, "eager"))
-    assert torch.equal(eager.mask, graphed.mask) and eager.tokens == graphed.tokens
-    assert len({tuple(m) for m in eager.mask.tolist()}) > 1  # several signatures in the batch
+    predictor = _predictor(gw, force_keep=keep, **kwargs)
+    pruned = _pipeline(gw, tiny_tokens, predictor)
+    read, pooled = _spy_on_audio(predictor, monkeypatch, pipeline)
+    reads_audio = "audio" in predictor.config.context
+    requests = [
+        (random_features, torch.tensor([3000, 2000, 1000, 500])),
+        (other_features, torch.tensor([700, 3000, 1500, 2500])),
+    ]
+    tasks, langs = ["transcribe", "translate"] * 2, ["en", "de", "de", "en"]
+    results = {}
+    for path in ("eager", "gather"):
+        for i, (features, frames) in enumerate(requests):
+            read.clear()
+            pooled.clear()
+            results[path, i] = pruned.run(features, frames, tasks, langs, options=tokens_at_most(6, path))
+            assert bool(read) == bool(pooled) == reads_audio
+            for audio in read:  # every predictor call read this request's audio
+                assert torch.equal(audio, pooled_log_mel(features.float(), frames))
+            # pooled from the request's features (float32: `.float()` is the tensor itself), or in the graph
+            in_graph = path == "eager" and where == "decoder"
+            assert any(f is features for f in pooled) == (reads_audio and not in_graph)
+    for i in range(2):
+        eager, graphed = results["gather", i], results["eager", i]
+        assert torch.equal(eager.mask, graphed.mask) and eager.tokens == graphed.tokens
+        assert len({tuple(m) for m in eager.mask.tolist()}) > 1  # several signatures in the batch
     assert pruned.decoding.pool(False).keys_built > 1
+
+
+def _spy_on_audio(predictor, monkeypatch, module) -> tuple[list, list]:
+    """(the pooled audio each predictor call reads, the features each `module.pooled_log_mel` call pools)."""
+    read, pooled = [], []
+    if "audio" in predictor.projections:
+        predictor.projections["audio"].register_forward_pre_hook(
+            lambda _, inputs: read.append(inputs[0].clone())
+        )
+
+    def spied(features, frames):
+        pooled.append(features)
+        return pooled_log_mel(features, frames)
+
+    monkeypatch.setattr(module, "pooled_log_mel", spied)
+    return read, pooled
 
 
 def test_auto_language_is_detected_and_gates_see_unknown(tiny_whisper, tiny_tokens, random_features):
@@ -152,21 +199,27 @@ def test_real_all_open_predictor_equals_hf_generate(real_whisper):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graphs_equal_eager_with_a_predictor_on_gpu(tiny_whisper, tiny_tokens, random_features):
+def test_cuda_graphs_equal_eager_with_a_predictor_on_gpu(
+    tiny_whisper, tiny_tokens, random_features, other_features
+):
+    """A decoder gate set: the late gates and the audio pooling they read are captured in the encoder's
+    graph; replays for other requests read those requests' features, not the captured one's."""
     gw = GatedWhisper(tiny_whisper.to("cuda"))
     try:
         keep = [n for n in gw.gate_names if n.startswith("enc.")]
         pruned = _pipeline(gw, tiny_tokens, _predictor(gw, force_keep=keep).to("cuda"))
-        args = (
-            random_features.cuda(),
-            torch.tensor([3000, 2000, 1000, 500]),
-            ["transcribe"] * 4,
-            ["en", "de"] * 2,
-        )
-        graphed = [pruned.run(*args, options=tokens_at_most(6)) for _ in range(2)]  # capture, then replay
-        eager = pruned.run(*args, options=tokens_at_most(6, "gather"))
-        for g in graphed:
-            assert torch.equal(g.mask, eager.mask) and g.tokens == eager.tokens
+        requests = [
+            (random_features.cuda(), torch.tensor([3000, 2000, 1000, 500])),
+            (other_features.cuda(), torch.tensor([700, 3000, 1500, 2500])),
+        ]
+        tasks, langs = ["transcribe"] * 4, ["en", "de"] * 2
+        fixed = pruned._fixed_context(4, requests[0][0].device)
+        for features, frames in [*requests, requests[0]]:  # capture, then replays
+            graphed = pruned.run(features, frames, tasks, langs, options=tokens_at_most(6))
+            assert fixed.pools_audio
+            assert torch.equal(fixed.context.audio, pooled_log_mel(features.float(), frames))
+            eager = pruned.run(features, frames, tasks, langs, options=tokens_at_most(6, "gather"))
+            assert torch.equal(graphed.mask, eager.mask) and graphed.tokens == eager.tokens
     finally:
         tiny_whisper.to("cpu")
 

@@ -70,6 +70,13 @@ class MaskPolicy:
         """Whether the policy reads context input `name` (task, language, audio, a caller vector)."""
         return False
 
+    @property
+    def early_reads_context(self) -> bool:
+        """Whether `early` reads the request's context. Where it does not, context that only `late` reads
+        may be made later, next to the late stage (the runtime pools the audio inside the encoder's CUDA
+        graph). A policy that reads context is assumed to read it early unless it says otherwise."""
+        return self.reads_context
+
     def in_mode(self, mode: Mode) -> MaskPolicy:
         """The same policy (shared weights) deciding in `mode`."""
         other = copy.copy(self)
@@ -134,6 +141,11 @@ class PredictedMasks(MaskPolicy):
 
     def reads(self, name: str) -> bool:
         return name in self.predictor.config.context
+
+    @property
+    def early_reads_context(self) -> bool:
+        """Hard masks whose early gates are all forced open predict nothing early (see `early`)."""
+        return self.reads_context and not (self._early_open and isinstance(self.mode, Hard))
 
     def _gates(self, logits: Tensor) -> tuple[Tensor, Tensor | None]:
         if isinstance(self.mode, Hard):

@@ -205,8 +205,8 @@ class GraphedEncoder:
     output in the same graph (`gating.policy.two_stage`): (encoder output, late masks or None).
 
     The late stage is captured at the first call; later calls' late stages are the same function over
-    the same fixed context buffers (`runtime.pipeline.FixedContext`), so a replay reads the new
-    request's context."""
+    the same fixed context buffers (`runtime.pipeline.FixedContext`) and `features`, so a replay reads the
+    new request's context (the late stage may pool its audio from `features`, in the graph)."""
 
     def __init__(self, gw: GatedWhisper, gates: MaskPlan, features: Tensor, capture: bool) -> None:
         self.gw, self.gates, self.capture = gw, gates, capture

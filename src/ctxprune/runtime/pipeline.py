@@ -3,7 +3,9 @@
 
 The mask stays fixed for the whole utterance. On the graph path the encoder of a batch whose rows share
 their early mask is one CUDA graph that also holds the late gates (their context waits in fixed buffers,
-`FixedContext`), so the host copies the mask once, then picks the decoder's graphs.
+`FixedContext`), so the host copies the mask once, then picks the decoder's graphs. Where the early gates
+read no context (a decoder gate set), the pooled log-mel that the late gates read is computed in that graph
+from its own features buffer, not launched from the host before it for each request.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def _encoder_flops(space: GateSpace) -> float:
 
 class FixedContext:
     """A predictor's context in fixed device buffers, so that the late gates can be captured in the
-    encoder's CUDA graph: each request copies its context in, and a replay reads it."""
+    encoder's CUDA graph: each request copies its context in, and a replay reads it. Where only the late
+    stage reads the pooled audio (`pools_audio`), it is not copied in: `late_stage` pools it in the graph."""
 
     def __init__(self, policy: PredictedMasks, batch: int, device: torch.device):
         c = policy.predictor.config
@@ -88,15 +91,18 @@ class FixedContext:
                 n: torch.zeros(batch, d, device=device) for n, d in c.vectors.items() if policy.reads(n)
             },
         )
+        self.pools_audio = policy.reads("audio") and not policy.early_reads_context
 
     def load(self, ctx: GateContext, frames: Tensor) -> GateContext:
         """Copy a request's context in; every input the predictor reads must be given (a buffer left
-        from the previous request would be a silently stale input)."""
+        from the previous request would be a silently stale input), but for the audio that `late_stage`
+        pools."""
         task, language = self.policy.predictor.tag_ids(ctx, self.frames.device)
         self.context.task.copy_(task)
         self.context.language.copy_(language)
         given = {"audio": ctx.audio, **ctx.vectors}
-        for name, buffer in (("audio", self.context.audio), *self.context.vectors.items()):
+        audio = None if self.pools_audio else self.context.audio
+        for name, buffer in (("audio", audio), *self.context.vectors.items()):
             if buffer is None:
                 continue
             if given.get(name) is None:
@@ -107,6 +113,20 @@ class FixedContext:
 
     def summarize(self, encoder_out: Tensor) -> Tensor:
         return pooled_encoder(encoder_out, self.frames)
+
+    def late_stage(self, late: LateStage, features: Tensor) -> LateStage:
+        """`late`, first pooling the audio from `features` where `pools_audio`. Given the encoder graph's
+        own features buffer, the pooling is captured in that graph: at batch 1 the host launching its small
+        kernels for each request costs more than running them. Its values are those of the eager path
+        (`pooled_log_mel` of the same features and frames)."""
+        if not self.pools_audio:
+            return late
+
+        def pooled_then_late(encoder_out: Tensor) -> Masks | None:
+            self.context.audio.copy_(pooled_log_mel(features.float(), self.frames))
+            return late(encoder_out)
+
+        return pooled_then_late
 
 
 class Pipeline:
@@ -156,18 +176,20 @@ class Pipeline:
             self._fixed[(batch, device)] = FixedContext(self.policy, batch, device)
         return self._fixed[(batch, device)]
 
-    def _encoder_stage(self, features: Tensor, path: str):
-        """The encoder (and the late gates) as one graph when every row shares its early mask."""
+    def _encoder_stage(self, features: Tensor, path: str, fixed: FixedContext | None):
+        """The encoder (and the late gates) as one graph when every row shares its early mask; `fixed`:
+        the context buffers that the late gates read there (None on the gather path)."""
 
         def encode(early: Masks, late: LateStage) -> tuple[Tensor, Masks | None]:
             # the encoder signature: the mask with every decoder gate set (they do not change the encoder)
             signatures = {tuple(row) for row in (early.values | self.decoder_gate).tolist()}
             if path != "gather" and len(signatures) == 1:
-                pool = self.decoding.pool(path == "graphs")
-                return pool.encoder(signatures.pop(), features, self.policy)(features, late)
+                graph = self.decoding.pool(path == "graphs").encoder(signatures.pop(), features, self.policy)
+                return graph(features, fixed.late_stage(late, graph.features) if fixed is not None else late)
             encoder_out = self.gw.encode(
                 features, MaskPlan(early.values, self.gw.gate_names, features.device)
             )
+            late = fixed.late_stage(late, features) if fixed is not None else late
             return encoder_out, late(encoder_out)
 
         return encode
@@ -190,22 +212,26 @@ class Pipeline:
         phase (both gate stages and the encoder) and the decoder phase (language detection, decoding)."""
         device = features.device
         path = options.path_on(device)
+        fixed = None  # only a predictor reads the request's context: on the graph path, from fixed buffers
+        if path != "gather" and self.policy.reads_context:
+            fixed = self._fixed_context(len(tasks), device)
+        pooled_now = self.policy.reads("audio") and not (fixed is not None and fixed.pools_audio)
         ctx = GateContext(
             task=tasks,
             language=[lang or UNKNOWN_LANGUAGE for lang in languages],
-            audio=pooled_log_mel(features.float(), frames) if self.policy.reads("audio") else None,
+            audio=pooled_log_mel(features.float(), frames) if pooled_now else None,
             vectors=vectors or {},
         )
         # known languages: the prompts go to the device now, not between the encoder and the decoder
         known = None not in languages
         prompts = self._prompts(languages, tasks, options.timestamps, prefixes, device) if known else None
         summarize = lambda out: pooled_encoder(out, frames)  # noqa: E731
-        if path != "gather" and self.policy.reads_context:  # only a predictor reads the request's context
-            fixed = self._fixed_context(len(tasks), device)
+        if fixed is not None:
             ctx, summarize = fixed.load(ctx, frames), fixed.summarize
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
         with encoder_counter if options.count_flops else nullcontext():
-            masks, encoder_out = two_stage(self.policy, ctx, self._encoder_stage(features, path), summarize)
+            encode = self._encoder_stage(features, path, fixed)
+            masks, encoder_out = two_stage(self.policy, ctx, encode, summarize)
             mask = masks.values.cpu()
         with decoder_counter if options.count_flops else nullcontext():
             if None in languages:
