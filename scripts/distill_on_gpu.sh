@@ -64,6 +64,9 @@
 #                                                  # `ctxprune report` joins the parts)
 #   there: scripts/distill_on_gpu.sh runtimes SET...  # bench/runtimes.py (fp16, CUDA graphs, loop guard;
 #                                                  # ROWS, REPEATS) for shipped sets and ones evaluated here
+#                                                  # (OLD=DIR: then the same bench from DIR/src and DIR/bench,
+#                                                  # an earlier commit's, carried: `git archive REV src bench
+#                                                  # | tar x -C .carry-old`; runtimes_gpu_before.json)
 #   there: scripts/distill_on_gpu.sh pack-results  # $OUT: gate sets, logs, eval parts, tables
 # LIMIT (seconds per call, default 540), STEPS (default 3000), BATCH (default 64), EVALS (dev evaluations
 # per run, default 6), EVAL_LIMIT (rows per task and language in eval; default all), GUARD (0: eval without
@@ -242,6 +245,11 @@ print(*(f"--{flag} {c[k]}" for k, flag in (("test_rows", "test-rows"), ("unseen_
     [ "${TESTS:-1}" = 0 ] || { timeout 120 python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3
     python3 bench/runtimes.py $P/corpus --rows "${ROWS:-27}" --loop-guard --beam-rows 0 --repeats "${REPEATS:-5}" \
       --warmup 1 --gate-sets "${@:2}" --out $R/runtimes_gpu.json 2>&1 | grep -v '^\[transformers\]' | tail -40
+    # OLD: an earlier commit's src/ and bench/ (carried), timed the same way on the same machine, after
+    [ -z "${OLD:-}" ] || ln -sfn "$(pwd)/artifacts" "$OLD/artifacts"  # its paths.ARTIFACTS: beside its src/
+    [ -z "${OLD:-}" ] || PYTHONPATH="/tmp/site:$OLD/src" python3 "$OLD/bench/runtimes.py" $P/corpus --rows "${ROWS:-27}" \
+      --loop-guard --beam-rows 0 --repeats "${REPEATS:-5}" --warmup 1 --gate-sets "${@:2}" \
+      --out $R/runtimes_gpu_before.json 2>&1 | grep -v '^\[transformers\]' | tail -12
     save_results ;;
   pack-results)
     tar czf "$OUT/gates.tar.gz" -C $P gates
