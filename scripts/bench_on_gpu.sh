@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
   pack)
     pack_model
+    device_wheels .carry/wheels  # bench/runtimes.py imports the metrics (jiwer, rapidfuzz) and soundfile
     rm -rf .carry/bench && mkdir -p .carry/bench
     "${PYTHON:-.venv/bin/python}" - "$CORPUS" .carry/bench <<'PY'
 import json, os, shutil, sys
