@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import ctxprune.runtime.pipeline as pipeline_module
 from ctxprune.errors import CtxpruneError
 from ctxprune.gating.policy import DenseMasks, policy_for
 from ctxprune.gating.predictor import GatePredictor
@@ -84,14 +85,12 @@ def test_graph_path_equals_eager_path(
     requests in a row. The gates read each request's own pooled audio (not a buffer's stale one), pooled
     inside the encoder's graph from its features buffer where every early gate is open (`decoder`),
     from the request's features before the encoder otherwise."""
-    import ctxprune.runtime.pipeline as pipeline
-
     gw = GatedWhisper(tiny_whisper)
     keep = [n for n in gw.gate_names if n.startswith("enc.")] if where == "decoder" else []
     kwargs = {"context": context} if context else {}
     predictor = _predictor(gw, force_keep=keep, **kwargs)
     pruned = _pipeline(gw, tiny_tokens, predictor)
-    read, pooled = _spy_on_audio(predictor, monkeypatch, pipeline)
+    read, pooled = _spy_on_audio(predictor, monkeypatch, pipeline_module)
     reads_audio = "audio" in predictor.config.context
     requests = [
         (random_features, torch.tensor([3000, 2000, 1000, 500])),
