@@ -50,7 +50,7 @@ PY
     { python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3 | tee "$OUT/pytest_cuda.log"
     python3 bench/runtimes.py $P/bench --out "$OUT/runtimes_gpu.json" 2>&1 | grep -v '^\[transformers\]' \
       | tee "$OUT/runtimes_gpu.log" | tail -12
-    PYTHONPATH="/tmp/site:$2/src" python3 "$2/bench/runtimes.py" $P/bench --out "$OUT/runtimes_gpu_before.json" 2>&1 \
+    runtimes_of_tree "$2" $P/bench --out "$OUT/runtimes_gpu_before.json" 2>&1 \
       | grep -v '^\[transformers\]' | tee "$OUT/runtimes_gpu_before.log" | tail -12
     ;;
   cli-bench)  # the CLI's own latency bench (fp32), dense against the decoder gate sets

@@ -243,13 +243,11 @@ print(*(f"--{flag} {c[k]}" for k, flag in (("test_rows", "test-rows"), ("unseen_
     remote_env; mkdir -p $R  # ([ -d ]: before any eval there is no $P/gates, and the glob stays a literal)
     for g in $P/gates/*/; do [ -d "$g" ] || continue; [ -d "artifacts/gates/$(basename "$g")" ] || cp -r "$g" artifacts/gates/; done
     [ "${TESTS:-1}" = 0 ] || { timeout 120 python3 -m pytest -q -p no:cacheprovider tests/runtime -k cuda 2>&1 || true; } | tail -3
-    python3 bench/runtimes.py $P/corpus --rows "${ROWS:-27}" --loop-guard --beam-rows 0 --repeats "${REPEATS:-5}" \
-      --warmup 1 --gate-sets "${@:2}" --out $R/runtimes_gpu.json 2>&1 | grep -v '^\[transformers\]' | tail -40
+    args=($P/corpus --rows "${ROWS:-27}" --loop-guard --beam-rows 0 --repeats "${REPEATS:-5}" --warmup 1 --gate-sets "${@:2}")
+    python3 bench/runtimes.py "${args[@]}" --out $R/runtimes_gpu.json 2>&1 | grep -v '^\[transformers\]' | tail -40
     # OLD: an earlier commit's src/ and bench/ (carried), timed the same way on the same machine, after
-    [ -z "${OLD:-}" ] || ln -sfn "$(pwd)/artifacts" "$OLD/artifacts"  # its paths.ARTIFACTS: beside its src/
-    [ -z "${OLD:-}" ] || PYTHONPATH="/tmp/site:$OLD/src" python3 "$OLD/bench/runtimes.py" $P/corpus --rows "${ROWS:-27}" \
-      --loop-guard --beam-rows 0 --repeats "${REPEATS:-5}" --warmup 1 --gate-sets "${@:2}" \
-      --out $R/runtimes_gpu_before.json 2>&1 | grep -v '^\[transformers\]' | tail -12
+    [ -z "${OLD:-}" ] || runtimes_of_tree "$OLD" "${args[@]}" --out $R/runtimes_gpu_before.json 2>&1 \
+      | grep -v '^\[transformers\]' | tail -12
     save_results ;;
   pack-results)
     tar czf "$OUT/gates.tar.gz" -C $P gates

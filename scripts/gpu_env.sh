@@ -65,6 +65,12 @@ split_bundle() {  # here: file $1 into .carry-xfer/1..N, chunks of $(chunk_size)
   sha256sum "$1" | cut -d' ' -f1 > .carry-xfer/1/sha256
 }
 
+runtimes_of_tree() {  # there: bench/runtimes.py of an earlier commit's src/ and bench/ (carried in $1), with the
+  local tree=$1; shift  # rest as its arguments; its paths.ARTIFACTS resolves beside its src/: the tree's is linked there
+  ln -sfn "$(pwd)/artifacts" "$tree/artifacts"
+  PYTHONPATH="/tmp/site:$tree/src" python3 "$tree/bench/runtimes.py" "$@"
+}
+
 receive_chunk() {  # there: chunk $1 appended to $P/bundle.tar.xz (chunk 1 starts it anew)
   mkdir -p $P
   [ "$1" = 1 ] && rm -f $P/bundle.tar.xz && cp .carry-xfer/1/sha256 $P/bundle.sha256
