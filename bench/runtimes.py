@@ -5,7 +5,9 @@ each gate set from measured module times; beam search agreement with HF.
 Phases, each with its variants interleaved in a rotating order after warm-up rounds:
 1. natural, batch 1: greedy to end-of-text (at most --max-new-tokens) over --rows test rows (every task
    and language in turn), one row at a time. Time per utterance (features on the device to tokens),
-   tokens/s, and whether each runtime's tokens equal HF's (dense) and the eager path's (graphs).
+   tokens/s, and whether each runtime's tokens equal HF's (dense) and the eager path's (graphs). On CUDA
+   each gate set also runs as `+late-start`: decoding waits for the mask (`runtime.early_start`); how
+   the early starts' guesses went is recorded.
 2. fixed, batch 1: every variant decodes exactly --fixed-tokens tokens (end-of-text suppressed until then,
    as HF's min_new_tokens), so that all do the same work but the skipped modules. The ideal reduction of
    a gate set is the summed time of the modules it skips (profiled on the dense eager run: kernel time on
@@ -71,10 +73,18 @@ class Bench:
         return feats.to(self.device, dtype), frames, [e.task for e in rows], [e.language for e in rows]
 
     def ours(
-        self, name: str, inputs, graphs: bool, fixed: int | None = None, beams: int = 1, guard: bool = False
+        self,
+        name: str,
+        inputs,
+        graphs: bool,
+        fixed: int | None = None,
+        beams: int = 1,
+        guard: bool = False,
+        early_start: bool = True,
     ):
         """A call that decodes `inputs` (a list of batches) with stack `name`; returns its results.
-        With `guard`, the loop guard runs (and a gated row that loops is decoded again dense)."""
+        With `guard`, the loop guard runs (and a gated row that loops is decoded again dense); without
+        `early_start`, decoding waits for the mask (`runtime.early_start`)."""
         stack = self.stacks[name]
         n = fixed or self.args.max_new_tokens
         path = "graphs" if graphs else "gather"
@@ -83,7 +93,11 @@ class Bench:
         )
 
         def call():
-            return [stack.run(f, fr, t, lang, options=options) for f, fr, t, lang in inputs]
+            stack.pipeline.early_start = early_start
+            try:
+                return [stack.run(f, fr, t, lang, options=options) for f, fr, t, lang in inputs]
+            finally:
+                stack.pipeline.early_start = True
 
         return call
 
@@ -181,6 +195,10 @@ def main() -> None:
         if cuda:
             variants["ours-dense-graphs"] = b.ours("dense", b.rows1, True)
         variants |= {f"ours-{s}": b.ours(s, b.rows1, cuda) for s in sets}
+        if cuda:  # the same, decoding only once the mask is read
+            variants |= {f"ours-{s}+late-start": b.ours(s, b.rows1, cuda, early_start=False) for s in sets}
+        for s in sets:
+            b.stacks[s].pipeline.guesses.outcomes.clear()
         if args.loop_guard:
             variants[f"ours-dense{'-graphs' if cuda else '-eager'}+guard"] = b.ours(
                 "dense", b.rows1, cuda, guard=True
@@ -205,7 +223,13 @@ def main() -> None:
                 eager = _tokens(b.ours(s, b.rows1, False)())
                 same = sum(a == c for a, c in zip(eager, _tokens(outputs[f"ours-{s}"]), strict=True))
                 checks[f"{s}_graphs_equal_eager"] = same
-        record["natural_batch1"] = {"rows": rows, "checks": checks, "results": summary}
+                late = _tokens(outputs[f"ours-{s}+late-start"])
+                checks[f"{s}_early_start_equals_late"] = sum(
+                    a == c for a, c in zip(late, _tokens(outputs[f"ours-{s}"]), strict=True)
+                )
+        # how the early starts' guesses went over this section (timed rounds, warm-up and the checks)
+        early = {s: dict(b.stacks[s].pipeline.guesses.outcomes) for s in sets}
+        record["natural_batch1"] = {"rows": rows, "checks": checks, "results": summary, "early_starts": early}
 
         # 2. fixed length, batch 1, against the ideal
         fixed = args.fixed_tokens

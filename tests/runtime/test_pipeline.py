@@ -116,6 +116,60 @@ def test_graph_path_equals_eager_path(
     assert pruned.decoding.pool(False).keys_built > 1
 
 
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+        ),
+    ],
+)
+def test_decoding_starts_early_on_the_usual_signature(
+    tiny_whisper, tiny_tokens, random_features, monkeypatch, request, device
+):
+    """One row at a time on the fixed-shape path (graphs on CUDA), decoding starts on the decoder
+    signature its context had most often, before the mask is read (`runtime.early_start`). Right or
+    wrong, masks and tokens are those of the gather path, which starts nothing early; a right guess goes
+    on with the lane it started (one start per request), a wrong one starts the right lane behind it."""
+    from ctxprune.runtime.cuda_graphs import GraphedGreedy
+
+    gw = GatedWhisper(tiny_whisper.to(device))
+    keep = [n for n in gw.gate_names if n.startswith("enc.")]
+    pruned = _pipeline(gw, tiny_tokens, _predictor(gw, force_keep=keep).to(device))
+    request.addfinalizer(lambda: tiny_whisper.to("cpu"))
+    starts = []
+    start = GraphedGreedy.start
+    monkeypatch.setattr(GraphedGreedy, "start", lambda lane: starts.append(lane) or start(lane))
+    for i, f in enumerate(random_features):
+        if i == 3:  # make the usual signature one this request's mask does not have: every gate open
+            for _ in range(4):
+                pruned.guesses.record(("transcribe", "de"), (True,) * len(gw.gate_names), None)
+        starts.clear()
+        args = (f[None].to(device), torch.tensor([3000 - 500 * i]), ["transcribe"], ["de"])
+        graphed = pruned.run(*args, options=tokens_at_most(6, "graphs"))
+        gathered = pruned.run(*args, options=tokens_at_most(6, "gather"))
+        assert torch.equal(graphed.mask, gathered.mask) and graphed.tokens == gathered.tokens
+        assert not graphed.mask[0].all()
+        assert len(starts) == (2 if i == 3 else 1)
+    assert pruned.guesses.outcomes == {"hit": 2, "miss": 1}  # the first request had no guess
+
+
+def test_prompt_tensors_are_kept_per_prompt_list(tiny_whisper, tiny_tokens):
+    """Requests with the prompts of an earlier one reuse its device tensor (no host-to-device copy);
+    rows with previous text get a new one, and rows whose prompts differ in length stay lists."""
+    pruned = _pipeline(GatedWhisper(tiny_whisper), tiny_tokens)
+    cpu = torch.device("cpu")
+    first = pruned._prompts(["en", "de"], ["transcribe"] * 2, False, None, cpu)
+    assert pruned._prompts(["en", "de"], ["transcribe"] * 2, False, None, cpu) is first
+    other = pruned._prompts(["de", "en"], ["transcribe"] * 2, False, None, cpu)
+    assert other is not first and torch.equal(other, first.flip(0))
+    prefixed = pruned._prompts(["en", "de"], ["transcribe"] * 2, False, [[7], [8]], cpu)
+    assert prefixed.tolist() == [[7, *first[0].tolist()], [8, *first[1].tolist()]]
+    ragged = pruned._prompts(["en", "de"], ["transcribe"] * 2, False, [[7], []], cpu)
+    assert ragged == [[7, *first[0].tolist()], first[1].tolist()]
+
+
 def _spy_on_audio(predictor, monkeypatch, module) -> tuple[list, list]:
     """(the pooled audio each predictor call reads, the features each `module.pooled_log_mel` call pools)."""
     read, pooled = [], []

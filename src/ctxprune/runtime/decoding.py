@@ -21,8 +21,9 @@ from ctxprune.gating.skip import MaskPlan
 from ctxprune.models.whisper import DECODER_PREFIX, GatedWhisper
 from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.beam import beam_search
-from ctxprune.runtime.cuda_graphs import GraphPool
-from ctxprune.runtime.greedy import MAX_NEW_TOKENS, StepLane, cache_length, greedy_lanes
+from ctxprune.runtime.cuda_graphs import GraphedGreedy, GraphPool
+from ctxprune.runtime.early_start import Signature, Started
+from ctxprune.runtime.greedy import MAX_NEW_TOKENS, StepLane, _on, cache_length, greedy_lanes
 from ctxprune.runtime.steps import EagerSteps, repeat_rows
 
 PATHS = ("auto", "graphs", "eager", "gather")
@@ -137,6 +138,29 @@ class BatchDecoding:
         """Token ids per row (prompt and end-of-text excluded); see `decode`."""
         return self.decode(encoder_out, prompts, mask, options).tokens
 
+    def _greedy_lane(
+        self, signature: Signature, encoder_out: Tensor, prompts: Tensor, o: DecodeOptions
+    ) -> GraphedGreedy:
+        """The fixed-shape greedy lane of a signature group, bound to its encoder output and prompts."""
+        new_tokens, max_len = cache_length(self.gw, prompts.shape[1], o.max_new_tokens)
+        choice = (o.min_new_tokens, o.scores, o.timestamps, o.temperature, o.loop_guard)
+        pool = self.pool(o.path_on(encoder_out.device) == "graphs")
+        return pool.greedy(signature, prompts, max_len, encoder_out, self.special, new_tokens, *choice)
+
+    @torch.inference_mode()
+    def start_early(
+        self, encoder_out: Tensor, prompts: Tensor, signature: Signature, options: DecodeOptions
+    ) -> Started:
+        """Launch the first token of greedy decoding for a batch whose rows will all have decoder
+        `signature`, before its mask is known (`runtime.early_start`); `decode` goes on with it if the
+        mask has that signature, and starts the right lane behind it if not."""
+        lane = self._greedy_lane(signature, encoder_out, prompts, options)
+        stream = self._streams(1)[0] if encoder_out.device.type == "cuda" else None
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream())
+        with _on(stream):
+            return Started(signature, lane, lane.start())
+
     @torch.inference_mode()
     def decode(
         self,
@@ -144,12 +168,14 @@ class BatchDecoding:
         prompts: Tensor | list[list[int]],
         mask: Tensor,
         options: DecodeOptions = GREEDY,
+        started: Started | None = None,
     ) -> Decoded:
         """Token ids per row (prompt and end-of-text excluded), per row (sum of the chosen tokens'
         log-probabilities, tokens scored, no-speech probability), zeros unless `options.timestamps` or
         `options.scores`, and which rows the loop guard stopped. `mask` is [batch, n_gates] bool.
         `prompts` is a tensor when every row's prompt has the same length (it stays on the device), else
-        token lists (rows with previous text), which never share a group across lengths."""
+        token lists (rows with previous text), which never share a group across lengths. `started`: a
+        lane launched by `start_early`, used where every row has its signature."""
         o = options
         device = encoder_out.device
         lengths = None if isinstance(prompts, Tensor) else [len(p) for p in prompts]
@@ -158,8 +184,14 @@ class BatchDecoding:
         path = o.path_on(device)
         on_cuda = device.type == "cuda"
         groups = self.groups(mask, o.max_groups if path != "gather" else 0, lengths)
-        lanes, limits = [], []
+        lanes, limits, first = [], [], []
         for rows, signature in groups:
+            early = started is not None and started.signature == signature and len(rows) == len(mask)
+            first.append(started.done if early else None)
+            if early:  # the lane that `start_early` launched, bound to these rows already
+                lanes.append(started.lane)
+                limits.append(cache_length(self.gw, prompts.shape[1], o.max_new_tokens)[0])
+                continue
             if len(rows) == len(mask):  # one group, in order: no copies
                 enc, pr = encoder_out, prompts
             else:
@@ -172,16 +204,15 @@ class BatchDecoding:
             limits.append(new_tokens)
             if o.beams > 1:
                 enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
-            pool = self.pool(path == "graphs")
-            choice = (o.min_new_tokens, o.scores, o.timestamps, o.temperature, o.loop_guard)
             if signature is None:
                 plan = MaskPlan(repeat_rows(mask[rows], o.beams), self.gw.gate_names, device)
                 steps = EagerSteps(self.gw, enc, plan, max_len)
+                choice = (o.min_new_tokens, o.scores, o.timestamps, o.temperature, o.loop_guard)
                 lanes.append((steps, pr) if o.beams > 1 else StepLane(steps, pr, self.special, *choice))
             elif o.beams > 1:
-                lanes.append((pool.steps(signature, pr, max_len, enc), pr))
+                lanes.append((self.pool(path == "graphs").steps(signature, pr, max_len, enc), pr))
             else:
-                lanes.append(pool.greedy(signature, pr, max_len, enc, self.special, new_tokens, *choice))
+                lanes.append(self._greedy_lane(signature, enc, pr, o))
         out: list[list[int]] = [[] for _ in range(len(mask))]
         scores: list[tuple[float, int, float]] = [(0.0, 0, 0.0)] * len(mask)
         if o.beams > 1:
@@ -191,7 +222,7 @@ class BatchDecoding:
                 for r, row, score in zip(rows, tokens, kept, strict=True):
                     out[r], scores[r] = row, score
             return Decoded(out, scores, [False] * len(mask))
-        decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None)
+        decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None, first)
         looped = [False] * len(mask)
         for (rows, _), group, lane, limit in zip(groups, decoded, lanes, limits, strict=True):
             rules, guard = lane.rules, lane.guard

@@ -110,7 +110,10 @@ class StepLane:
 
 @torch.inference_mode()
 def greedy_lanes(
-    lanes: list[Lane], max_new_tokens: int | list[int], streams: list | None = None
+    lanes: list[Lane],
+    max_new_tokens: int | list[int],
+    streams: list | None = None,
+    started: list[Tensor | None] | None = None,
 ) -> list[list[list[int]]]:
     """Greedy decoding of several row groups ("lanes") in lockstep; token ids per lane and row.
 
@@ -118,11 +121,14 @@ def greedy_lanes(
     and step t+1 is launched before the host learns whether token t ended every row: the host waits
     only for the end flags of the step before (copied to pinned memory, behind an event), never for
     the step in flight. A lane whose rows have all ended stops; its last launched step is unused.
-    `max_new_tokens` may be given per lane (lanes whose prompts are longer have fewer positions left)."""
+    `max_new_tokens` may be given per lane (lanes whose prompts are longer have fewer positions left).
+    `started`: per lane, the end flag of a `start` already launched on its stream (`decoding.Started`),
+    or None to start it here."""
     cuda = lanes[0].prompts.device.type == "cuda"
     limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(lanes)
     if streams is None:
         streams = [torch.cuda.Stream() if cuda else None for _ in lanes]
+    started = started or [None] * len(lanes)
     flags = torch.zeros(2, len(lanes), dtype=torch.bool, pin_memory=cuda)  # by step parity
     events: list[list] = [[None] * len(lanes), [None] * len(lanes)]
 
@@ -136,7 +142,7 @@ def greedy_lanes(
     for i, lane in enumerate(lanes):
         if cuda:
             streams[i].wait_stream(torch.cuda.current_stream())
-        launch(i, 0, lane.start)
+        launch(i, 0, lane.start if started[i] is None else (lambda done=started[i]: done))
     active = list(range(len(lanes)))
     for step in range(1, max(limits)):
         active = [i for i in active if step < limits[i]]

@@ -10,6 +10,7 @@ from its own features buffer, not launched from the host before it for each requ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -27,7 +28,8 @@ from ctxprune.gating.space import GateSpace
 from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper
 from ctxprune.models.whisper_context import UNKNOWN_LANGUAGE, pooled_encoder, pooled_log_mel
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.decoding import GREEDY, BatchDecoding, DecodeOptions
+from ctxprune.runtime.decoding import GREEDY, BatchDecoding, DecodeOptions, decoder_signature
+from ctxprune.runtime.early_start import SignatureGuesses
 from ctxprune.runtime.greedy import detect_language
 
 ENCODER = STACK_PREFIX["encoder"]
@@ -83,6 +85,8 @@ class FixedContext:
         c = policy.predictor.config
         self.policy = policy
         self.frames = torch.zeros(batch, dtype=torch.long, device=device)
+        # pinned: the frame counts go to the device without waiting for it
+        self._frames_host = torch.zeros(batch, dtype=torch.long, pin_memory=device.type == "cuda")
         self.context = GateContext(
             task=torch.zeros(batch, dtype=torch.long, device=device),
             language=torch.zeros(batch, dtype=torch.long, device=device),
@@ -108,7 +112,8 @@ class FixedContext:
             if given.get(name) is None:
                 raise CtxpruneError(f"the gate predictor needs context input {name!r}, which was not given")
             buffer.copy_(given[name])
-        self.frames.copy_(frames)
+        self._frames_host.copy_(frames)
+        self.frames.copy_(self._frames_host, non_blocking=True)
         return self.context
 
     def summarize(self, encoder_out: Tensor) -> Tensor:
@@ -150,6 +155,9 @@ class Pipeline:
         self.teacher_shares_encoder = teacher is None or same_encoder(gw, teacher)
         self.decoder_gate = torch.tensor(self.decoding.decoder_gate)
         self._fixed: dict[tuple[int, torch.device], FixedContext] = {}  # by batch size and device
+        self._prompt_tensors: dict[tuple, Tensor] = {}
+        self.guesses = SignatureGuesses()  # the decoder signature to start decoding on early
+        self.early_start = True  # off: decoding waits for the mask (what a bench compares against)
 
     @property
     def space(self) -> GateSpace:
@@ -163,36 +171,62 @@ class Pipeline:
         prefixes: list[list[int]] | None,
         device: torch.device,
     ) -> Tensor | list[list[int]]:
-        """A tensor on `device` when every row's prompt has the same length, else token lists."""
-        prefixes = prefixes or [[] for _ in tasks]
+        """A tensor on `device` when every row's prompt has the same length, else token lists. Without
+        previous text the tensor is kept per distinct prompt list: a host-to-device copy per request
+        waits for the GPU."""
         rows = [
-            [*prefix, *self.special.prompt(lang, t, timestamps)]
-            for lang, t, prefix in zip(languages, tasks, prefixes, strict=True)
+            (*prefix, *self.special.prompt(lang, t, timestamps))
+            for lang, t, prefix in zip(languages, tasks, prefixes or [()] * len(tasks), strict=True)
         ]
-        return torch.tensor(rows, device=device) if len({len(r) for r in rows}) == 1 else rows
+        if len({len(r) for r in rows}) > 1:
+            return [list(r) for r in rows]
+        if prefixes:
+            return torch.tensor(rows, device=device)
+        key = (tuple(rows), device)
+        if key not in self._prompt_tensors:
+            if len(self._prompt_tensors) > 1024:
+                self._prompt_tensors.clear()
+            self._prompt_tensors[key] = torch.tensor(rows, device=device)
+        return self._prompt_tensors[key]
 
     def _fixed_context(self, batch: int, device: torch.device) -> FixedContext:
         if (batch, device) not in self._fixed:
             self._fixed[(batch, device)] = FixedContext(self.policy, batch, device)
         return self._fixed[(batch, device)]
 
-    def _encoder_stage(self, features: Tensor, path: str, fixed: FixedContext | None):
+    def _encoder_stage(
+        self, features: Tensor, path: str, fixed: FixedContext | None, then: Callable[[Tensor], None]
+    ):
         """The encoder (and the late gates) as one graph when every row shares its early mask; `fixed`:
-        the context buffers that the late gates read there (None on the gather path)."""
+        the context buffers that the late gates read there (None on the gather path). `then(encoder
+        output)` runs once the encoder is launched, before anything waits for it."""
 
         def encode(early: Masks, late: LateStage) -> tuple[Tensor, Masks | None]:
             # the encoder signature: the mask with every decoder gate set (they do not change the encoder)
             signatures = {tuple(row) for row in (early.values | self.decoder_gate).tolist()}
             if path != "gather" and len(signatures) == 1:
                 graph = self.decoding.pool(path == "graphs").encoder(signatures.pop(), features, self.policy)
-                return graph(features, fixed.late_stage(late, graph.features) if fixed is not None else late)
+                out = graph(features, fixed.late_stage(late, graph.features) if fixed is not None else late)
+                then(out[0])
+                return out
             encoder_out = self.gw.encode(
                 features, MaskPlan(early.values, self.gw.gate_names, features.device)
             )
+            then(encoder_out)
             late = fixed.late_stage(late, features) if fixed is not None else late
             return encoder_out, late(encoder_out)
 
         return encode
+
+    def _early_context(self, tasks: list[str], languages: list, prompts, path: str, o: DecodeOptions):
+        """The context whose usual decoder signature decoding may start on before the mask is known
+        (`runtime.early_start`), or None: only for one greedy row on a fixed-shape path, whose mask is
+        decided after the encoder (in a batch the rows' signatures vary, and the GPU has more to do)."""
+        if not (self.early_start and self.policy.reads_context and len(tasks) == 1):
+            return None
+        if not isinstance(prompts, Tensor):
+            return None
+        return (tasks[0], languages[0]) if path != "gather" and o.beams == 1 else None
 
     @torch.inference_mode()
     def run(
@@ -228,11 +262,21 @@ class Pipeline:
         summarize = lambda out: pooled_encoder(out, frames)  # noqa: E731
         if fixed is not None:
             ctx, summarize = fixed.load(ctx, frames), fixed.summarize
+        early = self._early_context(tasks, languages, prompts, path, options)
+        guess = self.guesses.guess(early) if early is not None else None
+        started = []
+
+        def start_early(encoder_out: Tensor) -> None:
+            if guess is not None:
+                started.append(self.decoding.start_early(encoder_out, prompts, guess, options))
+
         encoder_counter, decoder_counter = (FlopCounterMode(display=False) for _ in range(2))
         with encoder_counter if options.count_flops else nullcontext():
-            encode = self._encoder_stage(features, path, fixed)
+            encode = self._encoder_stage(features, path, fixed, start_early)
             masks, encoder_out = two_stage(self.policy, ctx, encode, summarize)
             mask = masks.values.cpu()
+        if early is not None:
+            self.guesses.record(early, decoder_signature(mask[0].tolist(), self.decoding.decoder_gate), guess)
         with decoder_counter if options.count_flops else nullcontext():
             if None in languages:
                 plan = MaskPlan(mask, self.gw.gate_names, device)
@@ -240,7 +284,7 @@ class Pipeline:
                 languages = [lang or d for lang, d in zip(languages, detected, strict=True)]
             if prompts is None:
                 prompts = self._prompts(languages, tasks, options.timestamps, prefixes, device)
-            decoded = self.decoding.decode(encoder_out, prompts, mask, options)
+            decoded = self.decoding.decode(encoder_out, prompts, mask, options, *started)
         result = GatedResult(decoded.tokens, list(languages), mask)
         if options.timestamps or options.scores:
             result.scores = decoded.scores
