@@ -23,7 +23,7 @@ from ctxprune.models.whisper_tokens import WhisperTokens
 from ctxprune.runtime.beam import beam_search
 from ctxprune.runtime.cuda_graphs import GraphedGreedy, GraphPool
 from ctxprune.runtime.early_start import Signature, Started
-from ctxprune.runtime.greedy import MAX_NEW_TOKENS, StepLane, _on, cache_length, greedy_lanes
+from ctxprune.runtime.greedy import MAX_NEW_TOKENS, StepLane, cache_length, greedy_lanes, on_stream
 from ctxprune.runtime.steps import EagerSteps, repeat_rows
 
 PATHS = ("auto", "graphs", "eager", "gather")
@@ -158,7 +158,7 @@ class BatchDecoding:
         stream = self._streams(1)[0] if encoder_out.device.type == "cuda" else None
         if stream is not None:
             stream.wait_stream(torch.cuda.current_stream())
-        with _on(stream):
+        with on_stream(stream):
             return Started(signature, lane, lane.start())
 
     @torch.inference_mode()

@@ -133,7 +133,7 @@ def greedy_lanes(
     events: list[list] = [[None] * len(lanes), [None] * len(lanes)]
 
     def launch(i: int, step: int, call) -> None:
-        with _on(streams[i]):
+        with on_stream(streams[i]):
             flags[step % 2, i].copy_(call(), non_blocking=cuda)
             if cuda:
                 events[step % 2][i] = torch.cuda.Event()
@@ -160,7 +160,8 @@ def greedy_lanes(
     return [[lane.special.until_end(row) for row in lane.generated()] for lane in lanes]
 
 
-def _on(stream):
+def on_stream(stream):
+    """`with on_stream(s)`: run on CUDA stream `s`; a no-op where `s` is None (the CPU)."""
     return torch.cuda.stream(stream) if stream is not None else nullcontext()
 
 

@@ -222,11 +222,10 @@ class Pipeline:
         """The context whose usual decoder signature decoding may start on before the mask is known
         (`runtime.early_start`), or None: only for one greedy row on a fixed-shape path, whose mask is
         decided after the encoder (in a batch the rows' signatures vary, and the GPU has more to do)."""
-        if not (self.early_start and self.policy.reads_context and len(tasks) == 1):
-            return None
-        if not isinstance(prompts, Tensor):
-            return None
-        return (tasks[0], languages[0]) if path != "gather" and o.beams == 1 else None
+        one_greedy_row = len(tasks) == 1 and isinstance(prompts, Tensor) and o.beams == 1
+        if self.early_start and self.policy.reads_context and one_greedy_row and path != "gather":
+            return tasks[0], languages[0]
+        return None
 
     @torch.inference_mode()
     def run(
