@@ -159,6 +159,10 @@ def test_decoding_starts_early_on_the_usual_signature(
         if i == 3:
             assert outcomes - before == {"miss": 1}
     assert outcomes.total() == 3  # the first request had no guess
+    # previous text changes the prompt length every window: nothing is started on a guess
+    starts.clear()
+    pruned.run(*args, options=tokens_at_most(6, "graphs"), prefixes=[[7]])
+    assert outcomes.total() == 3 and len(starts) == 1
 
 
 def test_prompt_tensors_are_kept_per_prompt_list(tiny_whisper, tiny_tokens):

@@ -218,11 +218,15 @@ class Pipeline:
 
         return encode
 
-    def _early_context(self, tasks: list[str], languages: list, prompts, path: str, o: DecodeOptions):
+    def _early_context(
+        self, tasks: list[str], languages: list, prompts, prefixes, path: str, o: DecodeOptions
+    ) -> tuple[str, str] | None:
         """The context whose usual decoder signature decoding may start on before the mask is known
         (`runtime.early_start`), or None: only for one greedy row on a fixed-shape path, whose mask is
-        decided after the encoder (in a batch the rows' signatures vary, and the GPU has more to do)."""
-        one_greedy_row = len(tasks) == 1 and isinstance(prompts, Tensor) and o.beams == 1
+        decided after the encoder (in a batch the rows' signatures vary, and the GPU has more to do),
+        and without previous text (its prompt length changes every window: a wrong guess would capture
+        graphs that are never used again)."""
+        one_greedy_row = len(tasks) == 1 and isinstance(prompts, Tensor) and o.beams == 1 and not prefixes
         if self.early_start and self.policy.reads_context and one_greedy_row and path != "gather":
             return tasks[0], languages[0]
         return None
@@ -261,7 +265,7 @@ class Pipeline:
         summarize = lambda out: pooled_encoder(out, frames)  # noqa: E731
         if fixed is not None:
             ctx, summarize = fixed.load(ctx, frames), fixed.summarize
-        early = self._early_context(tasks, languages, prompts, path, options)
+        early = self._early_context(tasks, languages, prompts, prefixes, path, options)
         guess = self.guesses.guess(early) if early is not None else None
         started = []
 
