@@ -184,14 +184,8 @@ class BatchDecoding:
         path = o.path_on(device)
         on_cuda = device.type == "cuda"
         groups = self.groups(mask, o.max_groups if path != "gather" else 0, lengths)
-        lanes, limits, first = [], [], []
+        lanes, limits, started_done = [], [], []
         for rows, signature in groups:
-            early = started is not None and started.signature == signature and len(rows) == len(mask)
-            first.append(started.done if early else None)
-            if early:  # the lane that `start_early` launched, bound to these rows already
-                lanes.append(started.lane)
-                limits.append(cache_length(self.gw, prompts.shape[1], o.max_new_tokens)[0])
-                continue
             if len(rows) == len(mask):  # one group, in order: no copies
                 enc, pr = encoder_out, prompts
             else:
@@ -202,6 +196,11 @@ class BatchDecoding:
                 pr = torch.tensor(pr, device=device)
             new_tokens, max_len = cache_length(self.gw, pr.shape[1], o.max_new_tokens)
             limits.append(new_tokens)
+            early = started is not None and started.signature == signature and len(rows) == len(mask)
+            started_done.append(started.done if early else None)
+            if early:  # the lane that `start_early` launched, bound to these rows already
+                lanes.append(started.lane)
+                continue
             if o.beams > 1:
                 enc, pr = repeat_rows(enc, o.beams), repeat_rows(pr, o.beams)
             if signature is None:
@@ -222,7 +221,7 @@ class BatchDecoding:
                 for r, row, score in zip(rows, tokens, kept, strict=True):
                     out[r], scores[r] = row, score
             return Decoded(out, scores, [False] * len(mask))
-        decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None, first)
+        decoded = greedy_lanes(lanes, limits, self._streams(len(lanes)) if on_cuda else None, started_done)
         looped = [False] * len(mask)
         for (rows, _), group, lane, limit in zip(groups, decoded, lanes, limits, strict=True):
             rules, guard = lane.rules, lane.guard

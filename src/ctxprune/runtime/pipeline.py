@@ -278,8 +278,6 @@ class Pipeline:
             encode = self._encoder_stage(features, path, fixed, start_early)
             masks, encoder_out = two_stage(self.policy, ctx, encode, summarize)
             mask = masks.values.cpu()
-        if early is not None:
-            self.guesses.record(early, decoder_signature(mask[0].tolist(), self.decoding.decoder_gate), guess)
         with decoder_counter if options.count_flops else nullcontext():
             if None in languages:
                 plan = MaskPlan(mask, self.gw.gate_names, device)
@@ -288,6 +286,8 @@ class Pipeline:
             if prompts is None:
                 prompts = self._prompts(languages, tasks, options.timestamps, prefixes, device)
             decoded = self.decoding.decode(encoder_out, prompts, mask, options, *started)
+        if early is not None:  # after decoding: nothing waits on it there
+            self.guesses.record(early, decoder_signature(mask[0].tolist(), self.decoding.decoder_gate), guess)
         result = GatedResult(decoded.tokens, list(languages), mask)
         if options.timestamps or options.scores:
             result.scores = decoded.scores
