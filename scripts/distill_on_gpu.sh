@@ -56,6 +56,8 @@
 #                                                  # call returns the runs (no checkpoints) in $OUT, so a
 #                                                  # machine lost between calls costs the schedule, not the
 #                                                  # runs (here: cat runs.tar.gz.* | tar xz)
+#                                                  # (a call the device stops returns nothing: give train
+#                                                  # its own call, LIMIT below the call's and the budget's)
 #   here or there: scripts/distill_on_gpu.sh plan SPEC...  # what train would run for each SPEC, runs nothing
 #   there: scripts/distill_on_gpu.sh eval SPLIT    # dense and every finished set (and the sets in ALSO), in
 #                                                  # parallel parts, with the loop guard; PARTS splits each
