@@ -1,5 +1,7 @@
 """Loading a stack: int8 dynamic quantization on CPU, gate costs measured before it."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -17,6 +19,14 @@ def test_int8_quantizes_every_linear_and_still_decodes(tiny_model_dir):
     options = DecodeOptions(max_new_tokens=3)
     result = stack.run(feats, torch.tensor([3000]), ["transcribe"], ["de"], options=options)
     assert len(result.tokens) == 1 and len(result.tokens[0]) <= 3
+
+
+def test_int8_loads_without_torch_notices(tiny_model_dir):
+    # torch says its quantization API moves to torchao: a user of --int8 can do nothing about that
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        load_stack(StackSpec(str(tiny_model_dir), int8=True))
+    assert not [str(w.message) for w in seen if "quantiz" in str(w.message)]
 
 
 def test_int8_refuses_a_gpu(tiny_model_dir):

@@ -176,4 +176,7 @@ def _placed(model: WhisperForConditionalGeneration, spec: StackSpec) -> WhisperF
 
 
 def _quantized(model: WhisperForConditionalGeneration) -> WhisperForConditionalGeneration:
-    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch's notices that the API moves to torchao: nothing a user can do
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
