@@ -63,7 +63,8 @@
 #                                                  # parallel parts, with the loop guard; PARTS splits each
 #                                                  # candidate's rows by group too ("transcribe/de,translate/de
 #                                                  # transcribe/en ...": one process per part and candidate;
-#                                                  # `ctxprune report` joins the parts)
+#                                                  # `ctxprune report` joins the parts; DENSE=DIR takes
+#                                                  # dense's files from an earlier eval, carried in DIR)
 #   there: scripts/distill_on_gpu.sh runtimes SET...  # bench/runtimes.py (fp16, CUDA graphs, loop guard;
 #                                                  # ROWS, REPEATS) for shipped sets and ones evaluated here
 #                                                  # (OLD=DIR: then the same bench from DIR/src and DIR/bench,
@@ -215,6 +216,9 @@ print(*(f"--{flag} {c[k]}" for k, flag in (("test_rows", "test-rows"), ("unseen_
     for g in ${ALSO:-}; do rm -rf "$P/gates/$(basename "$g")" && cp -r "$g" "$P/gates/"; done  # fresh: a name may be reused
     dir=$R/$2-${EVAL_LIMIT:-all}rows && [ "${GUARD:-1}" != 0 ] || dir+=-noguard
     mkdir -p "$dir"
+    # DENSE: an earlier eval's dense files of this split and rows (carried), so that dense is not decoded
+    # again (one candidate in four of a 3-set eval); `ctxprune report` refuses them if their rows differ
+    [ -z "${DENSE:-}" ] || cp "$DENSE"/dense*.json "$dir"/
     common=(eval --data $P/corpus --split "$2" --device cuda --threads 1 --max-new-tokens 160 --batch-size 32
       ${EVAL_LIMIT:+--limit $EVAL_LIMIT})
     [ "${GUARD:-1}" = 0 ] || common+=(--loop-guard)
