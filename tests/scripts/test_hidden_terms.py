@@ -1,0 +1,47 @@
+"""scripts/hidden_terms.py on the real Whisper base: dense measured against itself departs nowhere, and a
+shipped set's whole-layer skips are the ones the runtime's masks skip."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ctxprune.data.audio import load_audio
+from ctxprune.data.features import features_for
+from ctxprune.stack import StackSpec, load_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = importlib.util.spec_from_file_location("hidden_terms", ROOT / "scripts" / "hidden_terms.py")
+hidden_terms = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(hidden_terms)
+
+
+@pytest.fixture(scope="module")
+def dense(real_whisper):
+    return load_stack(StackSpec())
+
+
+def test_dense_against_itself_has_no_kl_no_hidden_term_and_skips_nothing(dense, tiny_corpus):
+    rows = hidden_terms.first_rows(tiny_corpus, "test", 1)
+    terms = hidden_terms.layer_terms(dense, tiny_corpus, rows, dense.gated, batch_size=4)
+    assert set(terms) == {r.task for r in rows}
+    for task in terms.values():
+        assert task["kl"] == pytest.approx(0.0, abs=1e-6)
+        assert task["hidden_per_layer"] == pytest.approx([0.0] * 6, abs=1e-6)
+        assert task["skipped_whole_share"] == [0.0] * 6
+
+
+def test_a_sets_whole_layer_skips_are_the_runtimes(dense, tiny_corpus):
+    stack = load_stack(StackSpec(gates=ROOT / "artifacts" / "gates" / "decoder-latency-0.7-context"))
+    rows = [r for r in hidden_terms.first_rows(tiny_corpus, "test", 2) if r.task == "transcribe"]
+    terms = hidden_terms.layer_terms(stack, tiny_corpus, rows, dense.gated, batch_size=4)["transcribe"]
+    feats, frames = features_for([load_audio(tiny_corpus / r.audio) for r in rows])
+    mask = stack.pipeline.run(feats, frames, [r.task for r in rows], [r.language for r in rows]).mask
+    names = stack.gated.gate_names
+    for i in range(6):
+        layer = [j for j, n in enumerate(names) if n.startswith(f"dec.{i}.")]
+        skipped = (~mask[:, layer].bool().any(1)).float().mean().item()
+        assert terms["skipped_whole_share"][i] == pytest.approx(skipped)
+    assert max(terms["skipped_whole_share"]) == 1.0  # at 0.7 of the decoder's time, a layer goes whole
+    whole = terms["skipped_whole_share"].index(1.0)
+    assert terms["hidden_per_layer"][whole] > 0.0 and terms["kl"] > 0.0
