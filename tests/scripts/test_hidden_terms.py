@@ -1,5 +1,6 @@
 """scripts/hidden_terms.py on the real Whisper base: dense measured against itself departs nowhere, and a
-shipped set's whole-layer skips are the ones the runtime's masks skip."""
+shipped set's whole-layer skips are the ones the runtime's masks skip, and the decoded errors add up to the
+WER that the eval reports."""
 
 import importlib.util
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
+from ctxprune.eval.metrics import asr_scores
 from ctxprune.stack import StackSpec, load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,3 +47,16 @@ def test_a_sets_whole_layer_skips_are_the_runtimes(dense, tiny_corpus):
     assert max(terms["skipped_whole_share"]) == 1.0  # at 0.7 of the decoder's time, a layer goes whole
     whole = terms["skipped_whole_share"].index(1.0)
     assert terms["hidden_per_layer"][whole] > 0.0 and terms["kl"] > 0.0
+
+
+def test_decoded_errors_add_up_to_the_wer_the_eval_reports(dense, tiny_corpus):
+    rows = hidden_terms.first_rows(tiny_corpus, "test", 3)
+    got = hidden_terms.decoded_errors(dense, tiny_corpus, rows, batch_size=4)
+    spoken = [r for r in rows if r.task == "transcribe"]
+    feats, frames = features_for([load_audio(tiny_corpus / r.audio) for r in spoken])
+    tokens = dense.pipeline.run(feats, frames, [r.task for r in spoken], [r.language for r in spoken]).tokens
+    texts = dense.loaded.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+    wer = asr_scores([r.target for r in spoken], texts, spoken[0].language)["wer"]
+    assert got["rows"] == len(spoken) == 3
+    assert got["wer"] == pytest.approx(wer)
+    assert got["substitutions"] + got["deletions"] + got["insertions"] == pytest.approx(got["wer"])
