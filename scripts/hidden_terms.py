@@ -99,9 +99,10 @@ def layer_terms(stack: Stack, corpus: Path, examples: list, teacher, batch_size:
 @torch.no_grad()
 def decoded_errors(stack: Stack, corpus: Path, examples: list, batch_size: int) -> dict:
     """Greedy decoding of the transcription rows: WER and the shares of reference words substituted,
-    deleted and inserted, over all of them (Whisper's normalizer, then jiwer)."""
+    deleted (and of those, deleted at the end) and inserted, over all of them (Whisper's normalizer,
+    then jiwer)."""
     rows = [e for e in examples if e.task == "transcribe"]
-    counts = {"substitutions": 0, "deletions": 0, "insertions": 0, "words": 0}
+    counts = {"substitutions": 0, "deletions": 0, "insertions": 0, "words": 0, "deleted_at_end": 0}
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         feats, frames = features_for([load_audio(corpus / e.audio) for e in batch])
@@ -116,9 +117,21 @@ def decoded_errors(stack: Stack, corpus: Path, examples: list, batch_size: int) 
             counts["deletions"] += out.deletions
             counts["insertions"] += out.insertions
             counts["words"] += out.substitutions + out.deletions + out.hits
+            counts["deleted_at_end"] += trailing_deletions(out.alignments[0])
     words = max(counts.pop("words"), 1)
+    at_end = counts.pop("deleted_at_end") / words
     shares = {k: v / words for k, v in counts.items()}
-    return {"wer": sum(shares.values()), **shares, "rows": len(rows)}
+    return {"wer": sum(shares.values()), **shares, "deletions_at_end": at_end, "rows": len(rows)}
+
+
+def trailing_deletions(alignment: list) -> int:
+    """Reference words deleted after the last word the hypothesis matched or substituted: what an early
+    end-of-text loses (the rest of the deletions are words skipped inside the sentence)."""
+    spoken = [chunk.ref_end_idx for chunk in alignment if chunk.type != "delete"]
+    end = max(spoken, default=0)
+    return sum(
+        c.ref_end_idx - c.ref_start_idx for c in alignment if c.type == "delete" and c.ref_start_idx >= end
+    )
 
 
 def main() -> None:
@@ -164,7 +177,8 @@ def report(args: argparse.Namespace) -> None:
     for name, d in decoded.items():
         print(
             f"{name} decoded ({d['rows']} transcription rows): WER {d['wer']:.3f} = substitutions "
-            f"{d['substitutions']:.3f} + deletions {d['deletions']:.3f} + insertions {d['insertions']:.3f}"
+            f"{d['substitutions']:.3f} + deletions {d['deletions']:.3f} "
+            f"({d['deletions_at_end']:.3f} at the end) + insertions {d['insertions']:.3f}"
         )
     print(f"written to {args.out}")
 

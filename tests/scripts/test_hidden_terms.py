@@ -5,6 +5,7 @@ WER that the eval reports."""
 import importlib.util
 from pathlib import Path
 
+import jiwer
 import pytest
 
 from ctxprune.data.audio import load_audio
@@ -60,3 +61,14 @@ def test_decoded_errors_add_up_to_the_wer_the_eval_reports(dense, tiny_corpus):
     assert got["rows"] == len(spoken) == 3
     assert got["wer"] == pytest.approx(wer)
     assert got["substitutions"] + got["deletions"] + got["insertions"] == pytest.approx(got["wer"])
+    assert 0.0 <= got["deletions_at_end"] <= got["deletions"]
+
+
+CASES = [("a c", 3, 2), ("", 5, 5), ("a b c d e", 0, 0)]  # hypothesis, deleted, of those at the end
+
+
+@pytest.mark.parametrize(("hypothesis", "deleted", "at_end"), CASES)
+def test_deletions_at_the_end_are_those_after_the_last_spoken_word(hypothesis, deleted, at_end):
+    out = jiwer.process_words("a b c d e", hypothesis)
+    assert out.deletions == deleted
+    assert hidden_terms.trailing_deletions(out.alignments[0]) == at_end
