@@ -28,9 +28,9 @@ import torch
 from ctxprune.data.audio import load_audio
 from ctxprune.data.dataset import Collate
 from ctxprune.data.features import features_for
-from ctxprune.data.manifest import read_manifest
 from ctxprune.errors import CtxpruneError
 from ctxprune.eval.normalize import normalize
+from ctxprune.eval.suite import eval_rows
 from ctxprune.gating.policy import encoder_then_late, two_stage
 from ctxprune.gating.predictor import GateContext
 from ctxprune.gating.skip import SoftGates
@@ -42,86 +42,97 @@ from ctxprune.train.distill import hidden_loss, kl_loss
 from ctxprune.train.objective import teacher_forced_logits
 
 
-def first_rows(corpus: Path, split: str, per_group: int) -> list:
-    """The first `per_group` rows of each (task, language) group, in manifest order."""
-    taken: dict[tuple[str, str], int] = {}
-    rows = []
-    for example in read_manifest(corpus, split):
-        key = (example.task, example.language)
-        if taken.get(key, 0) < per_group:
-            taken[key] = taken.get(key, 0) + 1
-            rows.append(example)
-    return rows
-
-
 @torch.no_grad()
-def layer_terms(stack: Stack, corpus: Path, examples: list, teacher, batch_size: int) -> dict:
-    """Per task: each decoder layer's hidden term, the KL, and the share of rows skipping each layer."""
-    student, policy, names = stack.gated, stack.pipeline.policy, stack.gated.gate_names
-    tokens = stack.loaded.tokens
-    collate = Collate(student.config.num_mel_bins, stack.loaded.tokenizer, tokens)
-    sums: dict[str, dict] = {}
-    layers = student.config.decoder_layers
+def layer_terms(
+    sets: dict[str, Stack], corpus: Path, examples: list, teacher: Stack, batch_size: int
+) -> dict:
+    """Per set and task: each decoder layer's hidden term, the KL, and the share of rows skipping each
+    layer whole. Each batch is loaded and run through the teacher once, for every set."""
+    names, layers = teacher.gated.gate_names, teacher.gated.config.decoder_layers
+    in_layer = [[j for j, name in enumerate(names) if name.startswith(f"dec.{i}.")] for i in range(layers)]
+    collate = Collate(teacher.gated.config.num_mel_bins, teacher.loaded.tokenizer, teacher.loaded.tokens)
+    sums: dict[str, dict[str, dict]] = {name: {} for name in sets}
     for start in range(0, len(examples), batch_size):
         batch = collate([(e, load_audio(corpus / e.audio)) for e in examples[start : start + batch_size]])
-        feats, frames = batch["features"], batch["frames"]
-        ctx = GateContext(batch["tasks"], batch["languages"], pooled_log_mel(feats, frames))
-        encode = encoder_then_late(lambda early, f=feats: student.encode(f, SoftGates(early.values, names)))
-        masks, encoder_out = two_stage(policy, ctx, encode, lambda out, f=frames: pooled_encoder(out, f))
+        feats, frames, tasks = batch["features"], batch["frames"], batch["tasks"]
         ids, labels = batch["decoder_input_ids"], batch["labels"]
-        hidden_s, hidden_t = [], []
-        logits_s = teacher_forced_logits(student, encoder_out, ids, SoftGates(masks.values, names), hidden_s)
-        logits_t = teacher_forced_logits(teacher, teacher.encode(feats), ids, None, hidden_t)
-        keep = masks.values.bool()
-        for task in set(batch["tasks"]):
-            rows = torch.tensor([t == task for t in batch["tasks"]])
-            at = (labels != -100) & rows[:, None]
-            empty = {"rows": 0, "kl": 0.0, "hidden": [0.0] * layers, "skipped": [0] * layers}
-            entry = sums.setdefault(task, empty)
-            n = int(rows.sum())
-            entry["rows"] += n
-            entry["kl"] += n * float(kl_loss(logits_s[rows], logits_t[rows], labels[rows], 2.0))
-            for i in range(layers):
-                entry["hidden"][i] += n * float(hidden_loss([hidden_s[i]], [hidden_t[i]], at))
-                layer = [j for j, name in enumerate(names) if name.startswith(f"dec.{i}.")]
-                entry["skipped"][i] += int((~keep[rows][:, layer].any(1)).sum())
+        hidden_t: list = []
+        logits_t = teacher_forced_logits(teacher.gated, teacher.gated.encode(feats), ids, None, hidden_t)
+        ctx = GateContext(tasks, batch["languages"], pooled_log_mel(feats, frames))
+        for name, stack in sets.items():
+            logits_s, hidden_s, keep = student_run(stack, ctx, feats, frames, ids)
+            for task in set(tasks):
+                rows = torch.tensor([t == task for t in tasks])
+                at = (labels != -100) & rows[:, None]
+                empty = {"rows": 0, "kl": 0.0, "hidden": [0.0] * layers, "skipped": [0] * layers}
+                entry = sums[name].setdefault(task, empty)
+                n = int(rows.sum())
+                entry["rows"] += n
+                entry["kl"] += n * float(kl_loss(logits_s[rows], logits_t[rows], labels[rows], 2.0))
+                for i in range(layers):
+                    entry["hidden"][i] += n * float(hidden_loss([hidden_s[i]], [hidden_t[i]], at))
+                    entry["skipped"][i] += int((~keep[rows][:, in_layer[i]].any(1)).sum())
     return {
-        task: {
-            "rows": e["rows"],
-            "kl": e["kl"] / e["rows"],
-            "hidden_per_layer": [h / e["rows"] for h in e["hidden"]],
-            "skipped_whole_share": [s / e["rows"] for s in e["skipped"]],
+        name: {
+            task: {
+                "rows": e["rows"],
+                "kl": e["kl"] / e["rows"],
+                "hidden_per_layer": [h / e["rows"] for h in e["hidden"]],
+                "skipped_whole_share": [s / e["rows"] for s in e["skipped"]],
+            }
+            for task, e in by_task.items()
         }
-        for task, e in sums.items()
+        for name, by_task in sums.items()
     }
 
 
+def student_run(stack: Stack, ctx: GateContext, feats, frames, ids) -> tuple:
+    """A gate set's logits and decoder layer outputs on `ids` under its inference masks, and the masks."""
+    student, names = stack.gated, stack.gated.gate_names
+    encode = encoder_then_late(lambda early: student.encode(feats, SoftGates(early.values, names)))
+    masks, out = two_stage(stack.pipeline.policy, ctx, encode, lambda o: pooled_encoder(o, frames))
+    hidden: list = []
+    logits = teacher_forced_logits(student, out, ids, SoftGates(masks.values, names), hidden)
+    return logits, hidden, masks.values.bool()
+
+
 @torch.no_grad()
-def decoded_errors(stack: Stack, corpus: Path, examples: list, batch_size: int) -> dict:
-    """Greedy decoding of the transcription rows: WER and the shares of reference words substituted,
-    deleted (and of those, deleted at the end) and inserted, over all of them (Whisper's normalizer,
-    then jiwer)."""
+def decoded_errors(stacks: dict[str, Stack], corpus: Path, examples: list, batch_size: int) -> dict:
+    """Per stack, greedy decoding of the transcription rows: WER and the shares of reference words
+    substituted, deleted (and of those, deleted at the end) and inserted, over all of them (Whisper's
+    normalizer, then jiwer). Each batch's audio is loaded once, for every stack."""
     rows = [e for e in examples if e.task == "transcribe"]
-    counts = {"substitutions": 0, "deletions": 0, "insertions": 0, "words": 0, "deleted_at_end": 0}
+    keys = ("substitutions", "deletions", "insertions", "words", "deleted_at_end")
+    counts = {name: dict.fromkeys(keys, 0) for name in stacks}
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         feats, frames = features_for([load_audio(corpus / e.audio) for e in batch])
-        result = stack.pipeline.run(feats, frames, [e.task for e in batch], [e.language for e in batch])
-        texts = stack.loaded.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
-        for e, text in zip(batch, texts, strict=True):
-            ref, hyp = normalize(e.target, e.language), normalize(text, e.language)
-            if not ref:
-                continue
-            out = jiwer.process_words(ref, hyp)
-            counts["substitutions"] += out.substitutions
-            counts["deletions"] += out.deletions
-            counts["insertions"] += out.insertions
-            counts["words"] += out.substitutions + out.deletions + out.hits
-            counts["deleted_at_end"] += trailing_deletions(out.alignments[0])
-    words = max(counts.pop("words"), 1)
-    at_end = counts.pop("deleted_at_end") / words
-    shares = {k: v / words for k, v in counts.items()}
-    return {"wer": sum(shares.values()), **shares, "deletions_at_end": at_end, "rows": len(rows)}
+        refs = [normalize(e.target, e.language) for e in batch]
+        for name, stack in stacks.items():
+            result = stack.pipeline.run(feats, frames, [e.task for e in batch], [e.language for e in batch])
+            texts = stack.loaded.tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
+            for e, ref, text in zip(batch, refs, texts, strict=True):
+                if not ref:
+                    continue
+                out = jiwer.process_words(ref, normalize(text, e.language))
+                c = counts[name]
+                c["substitutions"] += out.substitutions
+                c["deletions"] += out.deletions
+                c["insertions"] += out.insertions
+                c["words"] += out.substitutions + out.deletions + out.hits
+                c["deleted_at_end"] += trailing_deletions(out.alignments[0])
+    return {name: _shares(c, len(rows)) for name, c in counts.items()}
+
+
+def _shares(counts: dict[str, int], rows: int) -> dict:
+    words = max(counts["words"], 1)
+    shares = {k: counts[k] / words for k in ("substitutions", "deletions", "insertions")}
+    return {
+        "wer": sum(shares.values()),
+        **shares,
+        "deletions_at_end": counts["deleted_at_end"] / words,
+        "rows": rows,
+    }
 
 
 def trailing_deletions(alignment: list) -> int:
@@ -155,16 +166,16 @@ def main() -> None:
 def report(args: argparse.Namespace) -> None:
     """Measure every gate set on the same rows, write the JSON and print one line per set and task."""
     torch.manual_seed(0)
-    examples = first_rows(args.corpus, args.split, args.rows)
+    examples = eval_rows(args.corpus, args.split, args.rows)
     dense = load_stack(StackSpec())
-    results = {}
-    decoded = {"dense": decoded_errors(dense, args.corpus, examples, args.batch_size)} if args.decode else {}
     with progress_bar() as bar:
-        for gate_set in bar.track(args.gate_sets, description="gate sets"):
-            stack = load_stack(StackSpec(gates=gate_set))
-            results[gate_set.name] = layer_terms(stack, args.corpus, examples, dense.gated, args.batch_size)
-            if args.decode:
-                decoded[gate_set.name] = decoded_errors(stack, args.corpus, examples, args.batch_size)
+        sets = {
+            g.name: load_stack(StackSpec(gates=g)) for g in bar.track(args.gate_sets, description="loading")
+        }
+    results = layer_terms(sets, args.corpus, examples, dense, args.batch_size)
+    decoded = (
+        decoded_errors({"dense": dense} | sets, args.corpus, examples, args.batch_size) if args.decode else {}
+    )
     record = {"corpus": str(args.corpus), "split": args.split, "rows_per_group": args.rows, "sets": results}
     if decoded:
         record["decoded_transcription"] = decoded

@@ -11,6 +11,7 @@ import pytest
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.eval.metrics import asr_scores
+from ctxprune.eval.suite import eval_rows
 from ctxprune.stack import StackSpec, load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +26,8 @@ def dense(real_whisper):
 
 
 def test_dense_against_itself_has_no_kl_no_hidden_term_and_skips_nothing(dense, tiny_corpus):
-    rows = hidden_terms.first_rows(tiny_corpus, "test", 1)
-    terms = hidden_terms.layer_terms(dense, tiny_corpus, rows, dense.gated, batch_size=4)
+    rows = eval_rows(tiny_corpus, "test", 1)
+    terms = hidden_terms.layer_terms({"dense": dense}, tiny_corpus, rows, dense, batch_size=4)["dense"]
     assert set(terms) == {r.task for r in rows}
     for task in terms.values():
         assert task["kl"] == pytest.approx(0.0, abs=1e-6)
@@ -36,8 +37,9 @@ def test_dense_against_itself_has_no_kl_no_hidden_term_and_skips_nothing(dense, 
 
 def test_a_sets_whole_layer_skips_are_the_runtimes(dense, tiny_corpus):
     stack = load_stack(StackSpec(gates=ROOT / "artifacts" / "gates" / "decoder-latency-0.7-context"))
-    rows = [r for r in hidden_terms.first_rows(tiny_corpus, "test", 2) if r.task == "transcribe"]
-    terms = hidden_terms.layer_terms(stack, tiny_corpus, rows, dense.gated, batch_size=4)["transcribe"]
+    rows = [r for r in eval_rows(tiny_corpus, "test", 2) if r.task == "transcribe"]
+    terms = hidden_terms.layer_terms({"set": stack}, tiny_corpus, rows, dense, batch_size=4)["set"]
+    terms = terms["transcribe"]
     feats, frames = features_for([load_audio(tiny_corpus / r.audio) for r in rows])
     mask = stack.pipeline.run(feats, frames, [r.task for r in rows], [r.language for r in rows]).mask
     names = stack.gated.gate_names
@@ -51,8 +53,8 @@ def test_a_sets_whole_layer_skips_are_the_runtimes(dense, tiny_corpus):
 
 
 def test_decoded_errors_add_up_to_the_wer_the_eval_reports(dense, tiny_corpus):
-    rows = hidden_terms.first_rows(tiny_corpus, "test", 3)
-    got = hidden_terms.decoded_errors(dense, tiny_corpus, rows, batch_size=4)
+    rows = eval_rows(tiny_corpus, "test", 3)
+    got = hidden_terms.decoded_errors({"dense": dense}, tiny_corpus, rows, batch_size=4)["dense"]
     spoken = [r for r in rows if r.task == "transcribe"]
     feats, frames = features_for([load_audio(tiny_corpus / r.audio) for r in spoken])
     tokens = dense.pipeline.run(feats, frames, [r.task for r in spoken], [r.language for r in spoken]).tokens
