@@ -47,6 +47,10 @@
 #                                                  # name ends -everyN)
 #                                                  # (+wide: a decoder run with the encoder runs' LoRA,
 #                                                  # rank 64, and hidden states distilled; name ends -wide)
+#                                                  # (+onpolicyN: on-policy distillation, the student's own
+#                                                  # greedy outputs in the KL every N-th step once the target
+#                                                  # ramp is over; bare +onpolicy: every step; name ends
+#                                                  # -onpolicyN)
 #                                                  # (+stepsN: this run's steps, in place of STEPS, so that
 #                                                  # runs matching earlier seeds of other lengths share a call)
 #                                                  # (@: continue from that trained set, its target reached
@@ -89,22 +93,23 @@ save_runs() {  # $OUT/runs.tar.gz.00, .01, ...: every run but its checkpoints (1
 save_results() { tar czf "$OUT/results.tar.gz" -C $P results; }  # the evaluations and benches
 
 run_plan() {  # SPEC -> $out (the run's directory), $by, and $args (its `ctxprune train gates` arguments)
-  local spec=$1 flags flag target where kind seed enc start="" speed="" budget="" speaker="" wide="" every=${EVERY:-} steps=${STEPS:-3000}
+  local spec=$1 flags flag target where kind seed enc start="" speed="" budget="" speaker="" wide="" onpolicy="" every=${EVERY:-} steps=${STEPS:-3000}
   [[ "$spec" == *@* ]] && start=${spec#*@} spec=${spec%%@*}
   IFS=+ read -r spec flags <<< "$spec"
   for flag in ${flags//+/ }; do
     case "$flag" in
       speaker) speaker=1 ;; task) budget=task ;; speed) speed=${SPEED:-0.9,1.0,1.1} ;; wide) wide=1 ;;
-      every[0-9]*) every=${flag#every} ;; steps[0-9]*) steps=${flag#steps} ;; *) echo "unknown run flag +$flag"; exit 2 ;;
+      every[0-9]*) every=${flag#every} ;; steps[0-9]*) steps=${flag#steps} ;; onpolicy) onpolicy=1 ;;
+      onpolicy[0-9]*) onpolicy=${flag#onpolicy} ;; *) echo "unknown run flag +$flag"; exit 2 ;;
     esac
   done
   IFS=: read -r target where by kind seed enc <<< "$spec"
   local context=task,language,audio,encoder${speaker:+,speaker}; [ "$kind" = static ] && context=none
   out="$P/runs/$where-$by-$target-$kind-seed$seed${enc:+-enc$enc}${start:+-continued}${speed:+-speed}${budget:+-taskbudget}"
-  out+="${wide:+-wide}${speaker:+-speaker}${every:+-every$every}"
+  out+="${wide:+-wide}${onpolicy:+-onpolicy$onpolicy}${speaker:+-speaker}${every:+-every$every}"
   local ramp=$((steps / 3)) lr=1e-2
   local extra=(--set lora_rank=16 --set lora_alpha=32) options=(${speed:+--set "speed_perturb=[$speed]"}
-    ${budget:+--set budget_per=$budget} ${every:+--set train_every_audio=$every})
+    ${budget:+--set budget_per=$budget} ${every:+--set train_every_audio=$every} ${onpolicy:+--set onpolicy_every=$onpolicy})
   if [ -n "$start" ]; then  # the mask is learned: hold the target, move gates gently, tune the LoRA on
     ramp=0 lr=${GATE_LR:-2e-3} options+=(--set "start_from=$start")
   fi

@@ -86,10 +86,29 @@ def test_an_encoder_spec_continued_from_a_set_holds_its_target_from_the_first_st
     assert setting(args, "lora_rank") == "64"
 
 
+def test_an_on_policy_flag_sets_the_interval_and_continues_from_a_set():
+    runs = plan(
+        "0.7:decoder:latency:context:0+onpolicy2",
+        "0.7:decoder:latency:context:0+onpolicy+steps400@artifacts/gates/decoder-latency-0.7-context",
+        STEPS="1400",
+    )  # fmt: skip
+    scratch = runs["decoder-latency-0.7-context-seed0-onpolicy2"]
+    assert (setting(scratch, "onpolicy_every"), setting(scratch, "target_warmup")) == ("2", "466")
+    continued = runs["decoder-latency-0.7-context-seed0-continued-onpolicy1"]
+    assert setting(continued, "onpolicy_every") == "1" and setting(continued, "target_warmup") == "0"
+    assert setting(continued, "start_from") == "artifacts/gates/decoder-latency-0.7-context"
+    assert continued[continued.index("--steps") + 1] == "400"
+    assert (
+        setting(plan("0.7:decoder:latency:context:0")["decoder-latency-0.7-context-seed0"], "onpolicy_every")
+        is None
+    )
+
+
 @pytest.mark.parametrize(
     "spec",
     [
         "0.5:decoder:flops:context:0+bogus",
+        "0.5:decoder:flops:context:0+onpolicyx",
         "0.5:decoder:flops:context:0+every",
         "0.5:decoder:flops:context:0+steps",
     ],

@@ -24,6 +24,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
         (["speed_perturb=[0.9, 3.0]"], "speed_perturb"),
         (["budget_per=language"], "budget_per must be one of batch, task"),
         (["train_every_audio=0"], "train_every_audio must be at least 1"),
+        (["onpolicy_every=-1"], "onpolicy_every must be 0"),
     ],
 )
 def test_bad_values_are_refused(args, message):

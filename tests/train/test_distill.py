@@ -4,11 +4,21 @@ import pytest
 import torch
 
 from ctxprune import assets
-from ctxprune.data.dataset import Collate, SpeechDataset
+from ctxprune.data.dataset import Collate, SpeechDataset, batch_features
 from ctxprune.data.pseudo_labels import load_pseudo_labels, teacher_name
+from ctxprune.gating.skip import SoftGates
 from ctxprune.models.whisper import GatedWhisper
-from ctxprune.train.distill import DistillWeights, distillation_loss, hidden_loss, join_sequences, kl_loss
-from ctxprune.train.gates import GateTask
+from ctxprune.train.distill import (
+    OWN_OUTPUT,
+    PSEUDO_LABEL,
+    REFERENCE,
+    DistillWeights,
+    distillation_loss,
+    hidden_loss,
+    join_sequences,
+    kl_loss,
+)
+from ctxprune.train.gates import OWN_OUTPUT_SLACK, GateTask
 from ctxprune.train.objective import teacher_forced_logits
 from tests.conftest import make_tiny_whisper
 
@@ -41,11 +51,20 @@ def test_join_puts_every_utterance_once_then_the_reference_rows():
         "decoder_input_ids": torch.tensor([[1, 2, 5, 6], [1, 2, 0, 0]]),
         "labels": torch.tensor([[-100, 5, 6, 9], [-100, -100, -100, -100]]),  # row 1: no reference
     }
-    ids, labels, utterance, is_ref = join_sequences(batch, with_references=True)
-    assert utterance.tolist() == [0, 1, 0] and is_ref.tolist() == [False, False, True]
+    ids, labels, utterance, source = join_sequences(batch, with_references=True)
+    assert utterance.tolist() == [0, 1, 0] and source.tolist() == [PSEUDO_LABEL, PSEUDO_LABEL, REFERENCE]
     assert ids.shape == labels.shape == (3, 4)
     assert labels[0].tolist() == [-100, 3, 9, -100]  # padded with no label
     assert labels[2].tolist() == [-100, 5, 6, 9]
+    # on an on-policy step the student's own outputs come between the two, one per utterance
+    own = {
+        "own_input_ids": torch.tensor([[1, 2, 7, 8, 8]]).repeat(2, 1),
+        "own_labels": torch.full((2, 5), -100),
+    }
+    ids, labels, utterance, source = join_sequences({**batch, **own}, with_references=True)
+    assert utterance.tolist() == [0, 1, 0, 1, 0] and ids.shape == labels.shape == (5, 5)
+    assert source.tolist() == [PSEUDO_LABEL, PSEUDO_LABEL, OWN_OUTPUT, OWN_OUTPUT, REFERENCE]
+    assert ids[2].tolist() == [1, 2, 7, 8, 8] and labels[4].tolist() == [-100, 5, 6, 9, -100]
 
 
 @pytest.fixture()
@@ -60,8 +79,6 @@ def distill_batch(tiny_corpus, tiny_model_dir, tiny_labels):
 def test_the_student_with_every_gate_open_is_the_teacher(distill_batch):
     loaded, batch = distill_batch
     gw = GatedWhisper(loaded.model.eval())
-    from ctxprune.data.dataset import batch_features
-
     encoder = gw.encode(batch_features(batch, gw.device, 80))
     n = len(gw.gate_names)
     weights = DistillWeights(kl=1.0, label=0.5, hidden=1.0)
@@ -90,6 +107,47 @@ def test_a_gate_step_distills_on_rows_without_a_reference(quick, tiny_tokens, di
     assert task.predictor.late_bias.grad.abs().sum() > 0
     lora = [p for n, p in task.peft.named_parameters() if "lora_B" in n]
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+
+
+def test_an_on_policy_step_distills_on_the_students_own_greedy_outputs(quick, tiny_tokens, distill_batch):
+    """The own outputs are what the student decodes under the masks it trains with at that step:
+    teacher-forced on them with those masks, it predicts every labelled token (greedy is argmax)."""
+    _, batch = distill_batch
+    task = GateTask(
+        make_tiny_whisper(), quick(where="decoder", train_lora=True, onpolicy_every=2), tiny_tokens
+    )
+    assert [task.onpolicy_at(s) for s in range(4)] == [True, False, True, False]
+    assert not GateTask(
+        make_tiny_whisper(), quick(where="decoder", target_warmup=3, onpolicy_every=1), tiny_tokens
+    ).onpolicy_at(2)  # not while the target still rises
+    gw, n = task.gw, len(task.gw.gate_names)
+    keep = torch.ones(4, n)
+    keep[1:, gw.gate_names.index("dec.0.ffn")] = 0.0  # rows that differ in their masks
+    keep[2, gw.gate_names.index("dec.1.self_attn")] = 0.0
+    encoder = gw.encode(batch_features(batch, gw.device, 80))
+    task.train()
+    own, logs = task.own_outputs(batch, encoder, keep)
+    assert gw.model.training  # the decode ran without dropout and left the model as it found it
+    labels = own["own_labels"]
+    with torch.no_grad():
+        gw.model.eval()
+        logits = teacher_forced_logits(
+            gw, encoder, own["own_input_ids"], SoftGates(keep, task.predictor.space.names)
+        )
+    at = labels != -100
+    assert at.sum() > 0 and torch.equal(logits.argmax(-1)[at], labels[at])
+    taught = (batch["teacher_labels"] != -100).sum(1)
+    assert (at.sum(1) <= taught.max() + OWN_OUTPUT_SLACK).all()
+    assert logs["own_length_ratio"] == pytest.approx(at.sum().item() / taught.sum().item())
+    ended = [row[row != -100][-1].item() == tiny_tokens.eot for row in labels]
+    assert logs["own_ended"] == pytest.approx(sum(ended) / 4)
+    # the whole step: the own rows join the KL, and its gradient reaches the gates and the LoRA
+    gw.model.train()
+    loss, logs = task.loss(batch, step=0, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert {"kl", "kl_own", "own_length_ratio", "own_ended"} <= set(logs) and torch.isfinite(loss)
+    assert task.predictor.late_bias.grad.abs().sum() > 0
+    assert "kl_own" not in task.loss(batch, step=1, generator=torch.Generator().manual_seed(0))[1]
 
 
 def test_sequences_that_share_an_utterance_share_its_cross_attention_keys():

@@ -159,18 +159,27 @@ class Collate:
 
     def _sequences(self, examples: list[Example], texts: list[list[int] | None]) -> tuple[Tensor, Tensor]:
         """Prompt + text + end-of-text per row, shifted into (inputs, labels); no text: no labels."""
-        rows = []
-        for e, text in zip(examples, texts, strict=True):
-            body = [] if text is None else [*text[: self.max_target_tokens], self.tokens.eot]
-            rows.append((self.tokens.prompt(e.language, e.task), body))
-        width = max(len(p) + len(b) for p, b in rows)
-        seq = torch.full((len(rows), width), self.tokens.eot, dtype=torch.long)
-        labels = torch.full((len(rows), width - 1), -100, dtype=torch.long)
-        for i, (prompt, body) in enumerate(rows):
-            seq[i, : len(prompt) + len(body)] = torch.tensor(prompt + body)
-            if body:
-                labels[i, len(prompt) - 1 : len(prompt) + len(body) - 1] = torch.tensor(body)
-        return seq[:, :-1], labels
+        rows = [
+            (
+                self.tokens.prompt(e.language, e.task),
+                [] if t is None else [*t[: self.max_target_tokens], self.tokens.eot],
+            )
+            for e, t in zip(examples, texts, strict=True)
+        ]
+        return shifted_sequences(rows, self.tokens.eot)
+
+
+def shifted_sequences(rows: list[tuple[list[int], list[int]]], pad: int) -> tuple[Tensor, Tensor]:
+    """(prompt, body) token lists -> (inputs, labels), padded with `pad`: inputs are prompt + body less
+    its last token; the labels are the body's tokens at the positions that predict them, -100 elsewhere."""
+    width = max(len(p) + len(b) for p, b in rows)
+    seq = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width - 1), -100, dtype=torch.long)
+    for i, (prompt, body) in enumerate(rows):
+        seq[i, : len(prompt) + len(body)] = torch.tensor(prompt + body)
+        if body:
+            labels[i, len(prompt) - 1 : len(prompt) + len(body) - 1] = torch.tensor(body)
+    return seq[:, :-1], labels
 
 
 def batch_features(batch: dict, device: torch.device, n_mels: int) -> Tensor:

@@ -58,6 +58,9 @@ class TrainConfig:
     label_weight: float = 0.0  # cross-entropy on the references, where a row has one
     hidden_weight: float = 0.0  # normalized MSE of the decoder layers' outputs (and the encoder output)
     temperature: float = 2.0  # of the KL term (scaled by T^2)
+    # on-policy distillation: every n-th step once the target ramp is over, the student's own greedy
+    # outputs (under the masks it trains with) join the sequences the KL is taken on; 0 = never
+    onpolicy_every: int = 0
     # a pseudo-label whose decode hit the length cap (a loop, as a rule) trains on its first N tokens:
     # one such row in a batch widened every row's decoder pass to 128 tokens (see docs/architecture.md)
     loop_label_tokens: int = 48
@@ -106,6 +109,10 @@ class TrainConfig:
         if self.kind == "gates" and self.kl_weight + self.label_weight + self.hidden_weight == 0:
             raise CtxpruneError("all loss weights are 0: set kl_weight, label_weight or hidden_weight")
         SpeedPerturbation(self.speed_perturb)  # refuses factors out of its range, before any work
+        if self.onpolicy_every < 0:
+            raise CtxpruneError(
+                f"onpolicy_every must be 0 (off) or a step interval, got {self.onpolicy_every}"
+            )
         if min(self.steps, self.batch_size, self.loop_label_tokens, self.train_every_audio) < 1:
             raise CtxpruneError(
                 "--steps, --batch-size, loop_label_tokens and train_every_audio must be at least 1"

@@ -1,8 +1,11 @@
 """Self-distillation: the gated student learns to do what the dense teacher does.
 
 The teacher is the same weights with every gate open and no gate LoRA, run without gradient. The
-student sees two kinds of token sequences per batch: the teacher's own greedy output for every row
-(pseudo-labels, `data/pseudo_labels.py`) and the reference where a row has one. On both it matches the
+student sees up to three kinds of token sequences per batch: the teacher's own greedy output for every
+row (pseudo-labels, `data/pseudo_labels.py`); on on-policy steps its own greedy output under the masks
+it trains with (`onpolicy_every`: teacher-forced on the teacher's outputs it never meets the prefixes its
+own mistakes make, and the 0.7 latency students' extra errors were deletions, docs/training.md); and
+the reference where a row has one. On all of them it matches the
 teacher's token distributions (KL at temperature T, scaled by T^2 so that its gradient does not shrink
 with T); on references it may also learn the labels (cross-entropy); optionally its decoder layers'
 outputs, and its encoder output when encoder gates train, follow the teacher's (MSE normalized by the
@@ -50,23 +53,29 @@ def hidden_loss(student: list[Tensor], teacher: list[Tensor], keep: Tensor | Non
     return torch.stack(terms).mean()
 
 
+# where a joined sequence comes from (`join_sequences`)
+PSEUDO_LABEL, OWN_OUTPUT, REFERENCE = 0, 1, 2
+
+
 def join_sequences(batch: dict, with_references: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Pseudo-label rows for every utterance, then reference rows for those that have one, padded to
-    one width: (input ids, labels, the utterance of each row, which rows are references)."""
-    parts = [(batch["teacher_input_ids"], batch["teacher_labels"])]
-    n = parts[0][0].shape[0]
-    rows = [torch.arange(n)]
+    """Pseudo-label rows for every utterance, then the student's own outputs where the batch has them
+    (`own_input_ids`: on-policy steps, train/gates.py), then reference rows for those that have one,
+    padded to one width: (input ids, labels, the utterance of each row, where each row comes from)."""
+    n = batch["teacher_input_ids"].shape[0]
+    parts = [(batch["teacher_input_ids"], batch["teacher_labels"], torch.arange(n), PSEUDO_LABEL)]
+    if "own_input_ids" in batch:
+        parts.append((batch["own_input_ids"], batch["own_labels"], torch.arange(n), OWN_OUTPUT))
     if with_references:
         has_ref = (batch["labels"] != -100).any(1)
-        rows.append(has_ref.nonzero().flatten())
-        parts.append((batch["decoder_input_ids"][has_ref], batch["labels"][has_ref]))
-    width = max(ids.shape[1] for ids, _ in parts)
+        ref = (batch["decoder_input_ids"][has_ref], batch["labels"][has_ref], has_ref.nonzero().flatten())
+        parts.append((*ref, REFERENCE))
+    width = max(ids.shape[1] for ids, *_ in parts)
     # padding positions come after every target and carry no label: causal attention never sees them
-    pad_ids = [F.pad(ids, (0, width - ids.shape[1])) for ids, _ in parts]
-    pad_labels = [F.pad(lab, (0, width - lab.shape[1]), value=-100) for _, lab in parts]
-    utterance = torch.cat(rows)
-    is_reference = torch.arange(len(utterance)) >= n
-    return torch.cat(pad_ids), torch.cat(pad_labels), utterance, is_reference
+    ids = torch.cat([F.pad(ids.cpu(), (0, width - ids.shape[1])) for ids, *_ in parts])
+    labels = torch.cat([F.pad(lab.cpu(), (0, width - lab.shape[1]), value=-100) for _, lab, *_ in parts])
+    utterance = torch.cat([rows for *_, rows, _ in parts])
+    source = torch.cat([torch.full((len(rows),), kind) for *_, rows, kind in parts])
+    return ids, labels, utterance, source
 
 
 def distillation_loss(
@@ -85,7 +94,7 @@ def distillation_loss(
     is a context in which the model runs as the teacher (the gate LoRA disabled)."""
     device = student_encoder.device
     with_refs = bool((batch["labels"] != -100).any())
-    ids, labels, utterance, is_ref = (t.to(device) for t in join_sequences(batch, with_refs))
+    ids, labels, utterance, source = (t.to(device) for t in join_sequences(batch, with_refs))
     gates = SoftGates(keep.index_select(0, utterance), gw.gate_names)
     student_hidden: list[Tensor] | None = [] if weights.hidden else None
     with record_function("phase: student decoder"):
@@ -96,8 +105,12 @@ def distillation_loss(
         teacher = teacher_forced_logits(gw, dense_encoder, ids, None, teacher_hidden, utterance)
     with record_function("phase: KL"):
         terms = {"kl": kl_loss(student, teacher, labels, weights.temperature)}
+        own = labels.masked_fill((source != OWN_OUTPUT)[:, None], -100)
+        if (own != -100).any():  # for the log: how far the student is from the teacher on its own outputs
+            with torch.no_grad():
+                terms["kl_own"] = kl_loss(student.detach(), teacher, own, weights.temperature)
     if weights.label and with_refs:
-        ref = labels.masked_fill(~is_ref[:, None], -100)
+        ref = labels.masked_fill((source != REFERENCE)[:, None], -100)
         terms["label_ce"] = F.cross_entropy(student.float().flatten(0, 1), ref.flatten(), ignore_index=-100)
     if weights.hidden:
         layers = hidden_loss(student_hidden, teacher_hidden, labels != -100)

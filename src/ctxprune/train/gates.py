@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.profiler import record_function
 from transformers import WhisperForConditionalGeneration
 
-from ctxprune.data.dataset import batch_features
+from ctxprune.data.dataset import batch_features, shifted_sequences
 from ctxprune.data.manifest import read_manifest
 from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM
 from ctxprune.data.synth import LANGUAGES
@@ -28,13 +28,14 @@ from ctxprune.eval.module_times import gate_time_costs, read_gate_times, write_g
 from ctxprune.eval.suite import device_name, rows_sparsity
 from ctxprune.gating.policy import Masks, StraightThrough, encoder_then_late, policy_for, two_stage
 from ctxprune.gating.predictor import GateContext, GatePredictor
-from ctxprune.gating.skip import SoftGates
+from ctxprune.gating.skip import MaskPlan, SoftGates
 from ctxprune.gating.sparsity import SparsityTarget, sparsity_loss
 from ctxprune.gating.straight_through import TemperatureSchedule
 from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper, whisper_gate_names
 from ctxprune.models.whisper_context import pooled_encoder, pooled_log_mel, whisper_predictor_config
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.greedy import greedy_decode
 from ctxprune.runtime.pipeline import Pipeline
 from ctxprune.stack import GATE_LORA, merge_adapter, record_base_adapter
 from ctxprune.train.adapt import add_lora, load_gate_lora, save_half_precision_lora
@@ -42,6 +43,10 @@ from ctxprune.train.calibration import calibrate_predictor, calibration_record
 from ctxprune.train.config import TrainConfig
 from ctxprune.train.distill import DistillWeights, distillation_loss
 from ctxprune.train.objective import decoder_loss
+
+# an on-policy decode stops this many tokens after the batch's longest pseudo-label (a looping student
+# would otherwise run to the cap, and every sequence of the step is as wide as the widest)
+OWN_OUTPUT_SLACK = 8
 
 
 def sparsity_targets(config: TrainConfig) -> list[SparsityTarget]:
@@ -143,7 +148,7 @@ class GateTask:
         if config.start_from:
             self._start_from(Path(config.start_from))
         self.policy = policy_for(self.predictor)
-        self.config = config
+        self.config, self.special = config, special
         self.targets = sparsity_targets(config)
         self.schedule = TemperatureSchedule(config.tau_start, config.tau_end, config.steps)
         self.encoder_grad = config.where != "decoder"
@@ -275,6 +280,41 @@ class GateTask:
         ramp = min(1.0, (step + 1) / self.config.target_warmup) if self.config.target_warmup else 1.0
         return [SparsityTarget(t.prefix, t.target * ramp) for t in self.targets]
 
+    def onpolicy_at(self, step: int) -> bool:
+        """Whether the student decodes its own outputs at `step`: every `onpolicy_every`-th step once
+        the target has stopped rising (before, the student is close to the teacher, and a decode costs
+        more than the rest of a step)."""
+        every = self.config.onpolicy_every
+        return self.distills and every > 0 and step >= self.config.target_warmup and step % every == 0
+
+    def own_outputs(self, batch: dict, encoder_out: Tensor, keep: Tensor) -> tuple[dict, dict]:
+        """The student's greedy outputs under the hard masks `keep` it trains with at this step, as
+        `own_input_ids`/`own_labels` for `join_sequences` (end-of-text where a row ended), and for the
+        log their length against the teacher's and the share that ended. Eager decoding in the model's
+        own precision, without dropout; at most `OWN_OUTPUT_SLACK` tokens past the longest pseudo-label."""
+        special, model = self.special, self.gw.model
+        taught = (batch["teacher_labels"] != -100).sum(1)  # pseudo-label tokens and end-of-text
+        cap = int(taught.max()) + OWN_OUTPUT_SLACK
+        rows = zip(batch["languages"], batch["tasks"], strict=True)
+        prompts = [special.prompt(lang, task) for lang, task in rows]
+        device, dtype = encoder_out.device, next(model.parameters()).dtype
+        training = model.training
+        model.eval()
+        try:
+            with torch.autocast(device.type, enabled=False):
+                plan = MaskPlan(keep.detach() > 0.5, list(self.predictor.space.names), device)
+                source = encoder_out.detach().to(dtype)
+                tokens = greedy_decode(self.gw, source, torch.tensor(prompts), special, plan, cap)
+        finally:
+            model.train(training)
+        bodies = [t + [special.eot] if len(t) < cap else t for t in tokens]
+        ids, labels = shifted_sequences(list(zip(prompts, bodies, strict=True)), special.eot)
+        logs = {
+            "own_length_ratio": sum(map(len, bodies)) / int(taught.sum()),
+            "own_ended": sum(len(t) < cap for t in tokens) / len(tokens),
+        }
+        return {"own_input_ids": ids, "own_labels": labels}, logs
+
     def loss(self, batch: dict, step: int, generator: torch.Generator) -> tuple[Tensor, dict]:
         """The task loss under straight-through gates plus `alpha * (s - target)^2`, and what to log."""
         p, names = self.predictor, list(self.predictor.space.names)
@@ -294,6 +334,11 @@ class GateTask:
         masks, encoder_out = two_stage(
             policy, ctx, encoder_then_late(encoder), lambda out: pooled_encoder(out.detach().float(), frames)
         )
+        own_logs = {}
+        if self.onpolicy_at(step):
+            with record_function("phase: own outputs"):
+                own, own_logs = self.own_outputs(batch, encoder_out, masks.values)
+            batch = {**batch, **own}
         if self.distills:
             task, logs = distillation_loss(
                 self.gw,
@@ -318,6 +363,7 @@ class GateTask:
             budgets = batch["tasks"] if self.config.budget_per == "task" else None
             sparse, executed = sparsity_loss(keep, p.space, targets, by, alpha, budgets)
         _, expected = sparsity_loss(masks.keep_prob.detach(), p.space, targets, by)
+        logs.update(own_logs)
         logs.update({"task_loss": task.item(), "sparsity_loss": sparse.item(), "tau": tau, "noise": noise})
         logs["target"] = targets[0].target
         logs.update({f"expected_s_{k}": v for k, v in expected.items()})
