@@ -6,6 +6,11 @@ references.
 With `--decode`, the same transcription rows decoded greedily (dense first): WER with its substitutions,
 deletions and insertions, to set what teacher forcing measures beside what decoding does.
 
+With `--own`, the KL teacher-forced on the dense teacher's greedy outputs (what distillation trains on)
+beside the KL on each set's own greedy outputs (what on-policy distillation, `onpolicy_every`, adds),
+and how long its outputs are against the teacher's: how far the student strays where its own mistakes
+lead it.
+
 Why: the wider student (`+wide`) distills every decoder layer's output with the same weight. Where a
 mask skips a layer whole, the student's output there is its input, so the term asks the layers that
 run to produce several layers' outputs at once; this shows how much of the term such layers hold
@@ -38,7 +43,7 @@ from ctxprune.models.whisper_context import pooled_encoder, pooled_log_mel
 from ctxprune.paths import write_bytes_atomic
 from ctxprune.progress import progress_bar
 from ctxprune.stack import Stack, StackSpec, load_stack
-from ctxprune.train.distill import hidden_loss, kl_loss
+from ctxprune.train.distill import greedy_sequences, hidden_loss, kl_loss
 from ctxprune.train.objective import teacher_forced_logits
 
 
@@ -86,14 +91,77 @@ def layer_terms(
     }
 
 
-def student_run(stack: Stack, ctx: GateContext, feats, frames, ids) -> tuple:
-    """A gate set's logits and decoder layer outputs on `ids` under its inference masks, and the masks."""
+def inference_masks(stack: Stack, ctx: GateContext, feats, frames) -> tuple:
+    """A gate set's inference masks for a batch, and its encoder output under them."""
     student, names = stack.gated, stack.gated.gate_names
     encode = encoder_then_late(lambda early: student.encode(feats, SoftGates(early.values, names)))
-    masks, out = two_stage(stack.pipeline.policy, ctx, encode, lambda o: pooled_encoder(o, frames))
+    return two_stage(stack.pipeline.policy, ctx, encode, lambda o: pooled_encoder(o, frames))
+
+
+def student_run(stack: Stack, ctx: GateContext, feats, frames, ids) -> tuple:
+    """A gate set's logits and decoder layer outputs on `ids` under its inference masks, and the masks."""
+    masks, out = inference_masks(stack, ctx, feats, frames)
     hidden: list = []
-    logits = teacher_forced_logits(student, out, ids, SoftGates(masks.values, names), hidden)
+    gates = SoftGates(masks.values, stack.gated.gate_names)
+    logits = teacher_forced_logits(stack.gated, out, ids, gates, hidden)
     return logits, hidden, masks.values.bool()
+
+
+@torch.no_grad()
+def own_output_terms(
+    sets: dict[str, Stack], corpus: Path, examples: list, teacher: Stack, batch_size: int
+) -> dict:
+    """Per set and task: the KL teacher-forced on the dense teacher's greedy outputs (what distillation
+    trains on) beside the KL on the set's own greedy outputs (what on-policy distillation adds), and
+    the own outputs' length against the teacher's (tokens and end-of-text, each capped at 128), and
+    the teacher's probability of end-of-text where the set's own outputs end (near 1: it would stop
+    there too; low: the set ends early)."""
+    t, special, cap = teacher.gated, teacher.loaded.tokens, 128
+    sums: dict[str, dict[str, dict]] = {name: {} for name in sets}
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        feats, frames = features_for([load_audio(corpus / e.audio) for e in batch])
+        tasks, languages = [e.task for e in batch], [e.language for e in batch]
+        dense_out = t.encode(feats)
+        every = torch.ones(len(batch), len(t.gate_names), dtype=torch.bool)
+        ids_t, labels_t, _ = greedy_sequences(t, special, dense_out, every, languages, tasks, cap)
+        logits_t = teacher_forced_logits(t, dense_out, ids_t)
+        ctx = GateContext(tasks, languages, pooled_log_mel(feats, frames))
+        for name, stack in sets.items():
+            masks, out = inference_masks(stack, ctx, feats, frames)
+            gates = SoftGates(masks.values, stack.gated.gate_names)
+            ids_s, labels_s, _ = greedy_sequences(
+                stack.gated, special, out, masks.values.bool(), languages, tasks, cap
+            )
+            on_teacher = teacher_forced_logits(stack.gated, out, ids_t, gates)
+            on_own = teacher_forced_logits(stack.gated, out, ids_s, gates)
+            teacher_on_own = teacher_forced_logits(t, dense_out, ids_s)
+            for task in set(tasks):
+                rows = torch.tensor([x == task for x in tasks])
+                keys = ("rows", "kl_t", "kl_own", "tokens_t", "tokens_own", "ends", "eot_p")
+                e = sums[name].setdefault(task, dict.fromkeys(keys, 0))
+                n = int(rows.sum())
+                e["rows"] += n
+                e["kl_t"] += n * float(kl_loss(on_teacher[rows], logits_t[rows], labels_t[rows], 2.0))
+                e["kl_own"] += n * float(kl_loss(on_own[rows], teacher_on_own[rows], labels_s[rows], 2.0))
+                e["tokens_t"] += int((labels_t[rows] != -100).sum())
+                e["tokens_own"] += int((labels_s[rows] != -100).sum())
+                ends = (labels_s == special.eot) & rows[:, None]
+                e["ends"] += int(ends.sum())
+                e["eot_p"] += float(teacher_on_own[ends].float().softmax(-1)[:, special.eot].sum())
+    return {
+        name: {
+            task: {
+                "rows": e["rows"],
+                "kl_on_teacher_outputs": e["kl_t"] / e["rows"],
+                "kl_on_own_outputs": e["kl_own"] / e["rows"],
+                "own_length_ratio": e["tokens_own"] / max(1, e["tokens_t"]),
+                "teacher_eot_prob_at_own_end": e["eot_p"] / max(1, e["ends"]),
+            }
+            for task, e in by_task.items()
+        }
+        for name, by_task in sums.items()
+    }
 
 
 @torch.no_grad()
@@ -155,6 +223,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10, help="rows per task and language")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--decode", action="store_true", help="also decode the transcription rows")
+    parser.add_argument(
+        "--own",
+        action="store_true",
+        help="also the KL on each set's own greedy outputs against the teacher's",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     try:
@@ -176,9 +249,12 @@ def report(args: argparse.Namespace) -> None:
     decoded = (
         decoded_errors({"dense": dense} | sets, args.corpus, examples, args.batch_size) if args.decode else {}
     )
+    own = own_output_terms(sets, args.corpus, examples, dense, args.batch_size) if args.own else {}
     record = {"corpus": str(args.corpus), "split": args.split, "rows_per_group": args.rows, "sets": results}
     if decoded:
         record["decoded_transcription"] = decoded
+    if own:
+        record["own_outputs"] = own
     write_bytes_atomic(args.out, json.dumps(record, indent=1).encode())
     for name, tasks in results.items():
         for task, e in sorted(tasks.items()):
@@ -191,6 +267,13 @@ def report(args: argparse.Namespace) -> None:
             f"{d['substitutions']:.3f} + deletions {d['deletions']:.3f} "
             f"({d['deletions_at_end']:.3f} at the end) + insertions {d['insertions']:.3f}"
         )
+    for name, tasks in own.items():
+        for task, e in sorted(tasks.items()):
+            print(
+                f"{name} {task}: KL on the teacher's outputs {e['kl_on_teacher_outputs']:.3f}, on its own "
+                f"{e['kl_on_own_outputs']:.3f}; own length / teacher's {e['own_length_ratio']:.3f}; "
+                f"teacher's end-of-text probability where it ends {e['teacher_eot_prob_at_own_end']:.3f}"
+            )
     print(f"written to {args.out}")
 
 

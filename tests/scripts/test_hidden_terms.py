@@ -1,18 +1,24 @@
-"""scripts/hidden_terms.py on the real Whisper base: dense measured against itself departs nowhere, and a
-shipped set's whole-layer skips are the ones the runtime's masks skip, and the decoded errors add up to the
-WER that the eval reports."""
+"""scripts/hidden_terms.py on the real Whisper base: dense measured against itself departs nowhere (also on
+its own outputs), a shipped set's whole-layer skips are the ones the runtime's masks skip, its own outputs
+are its greedy choices under its masks, and the decoded errors add up to the WER that the eval reports."""
 
 import importlib.util
 from pathlib import Path
 
 import jiwer
 import pytest
+import torch
 
 from ctxprune.data.audio import load_audio
 from ctxprune.data.features import features_for
 from ctxprune.eval.metrics import asr_scores
 from ctxprune.eval.suite import eval_rows
+from ctxprune.gating.predictor import GateContext
+from ctxprune.gating.skip import SoftGates
+from ctxprune.models.whisper_context import pooled_log_mel
 from ctxprune.stack import StackSpec, load_stack
+from ctxprune.train.distill import greedy_sequences
+from ctxprune.train.objective import teacher_forced_logits
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location("hidden_terms", ROOT / "scripts" / "hidden_terms.py")
@@ -74,3 +80,33 @@ def test_deletions_at_the_end_are_those_after_the_last_spoken_word(hypothesis, d
     out = jiwer.process_words("a b c d e", hypothesis)
     assert out.deletions == deleted
     assert hidden_terms.trailing_deletions(out.alignments[0]) == at_end
+
+
+def test_dense_against_itself_strays_nowhere_on_its_own_outputs(dense, tiny_corpus):
+    rows = eval_rows(tiny_corpus, "test", 1)
+    terms = hidden_terms.own_output_terms({"dense": dense}, tiny_corpus, rows, dense, batch_size=4)["dense"]
+    assert set(terms) == {r.task for r in rows}
+    for task in terms.values():
+        assert task["kl_on_teacher_outputs"] == pytest.approx(0.0, abs=1e-6)
+        assert task["kl_on_own_outputs"] == pytest.approx(0.0, abs=1e-6)
+        assert task["own_length_ratio"] == 1.0
+        assert 0.0 < task["teacher_eot_prob_at_own_end"] <= 1.0
+
+
+def test_a_sets_own_outputs_are_its_greedy_choices_under_its_masks(dense, tiny_corpus):
+    """The on-policy sequences (`train.distill.greedy_sequences`) on the real model: teacher-forced on
+    them under the same masks, the shipped 0.7 latency set predicts every labelled token."""
+    stack = load_stack(StackSpec(gates=ROOT / "artifacts" / "gates" / "decoder-latency-0.7-context"))
+    rows = eval_rows(tiny_corpus, "test", 2)
+    feats, frames = features_for([load_audio(tiny_corpus / r.audio) for r in rows])
+    tasks, languages = [r.task for r in rows], [r.language for r in rows]
+    ctx = GateContext(tasks, languages, pooled_log_mel(feats, frames))
+    with torch.no_grad():
+        masks, out = hidden_terms.inference_masks(stack, ctx, feats, frames)
+        keep = masks.values.bool()
+        assert not keep.all()
+        ids, labels, _ = greedy_sequences(stack.gated, dense.loaded.tokens, out, keep, languages, tasks, 64)
+        gates = SoftGates(masks.values, stack.gated.gate_names)
+        logits = teacher_forced_logits(stack.gated, out, ids, gates)
+    at = labels != -100
+    assert at.sum() > len(rows) and torch.equal(logits.argmax(-1)[at], labels[at])

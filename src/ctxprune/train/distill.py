@@ -22,8 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.profiler import record_function
 
-from ctxprune.gating.skip import SoftGates
+from ctxprune.data.dataset import shifted_sequences
+from ctxprune.gating.skip import MaskPlan, SoftGates
 from ctxprune.models.whisper import GatedWhisper
+from ctxprune.models.whisper_tokens import WhisperTokens
+from ctxprune.runtime.greedy import greedy_decode
 from ctxprune.train.objective import teacher_forced_logits
 
 
@@ -51,6 +54,27 @@ def hidden_loss(student: list[Tensor], teacher: list[Tensor], keep: Tensor | Non
         t = t.float()
         terms.append(F.mse_loss(s.float(), t) / t.var().clamp_min(1e-6))
     return torch.stack(terms).mean()
+
+
+def greedy_sequences(
+    gw: GatedWhisper,
+    special: WhisperTokens,
+    encoder_out: Tensor,
+    keep: Tensor,
+    languages: list[str],
+    tasks: list[str],
+    max_new_tokens: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each row decoded greedily (eagerly) under its hard mask `keep` ([rows, gates], True = run), as
+    teacher-forcing inputs and labels (end-of-text where a row ended within `max_new_tokens`), and
+    which rows ended: the student's own outputs of on-policy distillation (dense: `keep` all True)."""
+    prompts = [special.prompt(lang, task) for lang, task in zip(languages, tasks, strict=True)]
+    plan = MaskPlan(keep, gw.gate_names, encoder_out.device)
+    tokens = greedy_decode(gw, encoder_out, torch.tensor(prompts), special, plan, max_new_tokens)
+    ended = [len(t) < max_new_tokens for t in tokens]
+    bodies = [t + [special.eot] if done else t for t, done in zip(tokens, ended, strict=True)]
+    ids, labels = shifted_sequences(list(zip(prompts, bodies, strict=True)), special.eot)
+    return ids, labels, torch.tensor(ended)
 
 
 # where a joined sequence comes from (`join_sequences`)

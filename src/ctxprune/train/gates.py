@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.profiler import record_function
 from transformers import WhisperForConditionalGeneration
 
-from ctxprune.data.dataset import batch_features, shifted_sequences
+from ctxprune.data.dataset import batch_features
 from ctxprune.data.manifest import read_manifest
 from ctxprune.data.speaker import SPEAKER, SPEAKER_DIM
 from ctxprune.data.synth import LANGUAGES
@@ -28,20 +28,19 @@ from ctxprune.eval.module_times import gate_time_costs, read_gate_times, write_g
 from ctxprune.eval.suite import device_name, rows_sparsity
 from ctxprune.gating.policy import Masks, StraightThrough, encoder_then_late, policy_for, two_stage
 from ctxprune.gating.predictor import GateContext, GatePredictor
-from ctxprune.gating.skip import MaskPlan, SoftGates
+from ctxprune.gating.skip import SoftGates
 from ctxprune.gating.sparsity import SparsityTarget, sparsity_loss
 from ctxprune.gating.straight_through import TemperatureSchedule
 from ctxprune.models.whisper import STACK_PREFIX, GatedWhisper, whisper_gate_names
 from ctxprune.models.whisper_context import pooled_encoder, pooled_log_mel, whisper_predictor_config
 from ctxprune.models.whisper_costs import whisper_gate_space
 from ctxprune.models.whisper_tokens import WhisperTokens
-from ctxprune.runtime.greedy import greedy_decode
 from ctxprune.runtime.pipeline import Pipeline
 from ctxprune.stack import GATE_LORA, merge_adapter, record_base_adapter
 from ctxprune.train.adapt import add_lora, load_gate_lora, save_half_precision_lora
 from ctxprune.train.calibration import calibrate_predictor, calibration_record
 from ctxprune.train.config import TrainConfig
-from ctxprune.train.distill import DistillWeights, distillation_loss
+from ctxprune.train.distill import DistillWeights, distillation_loss, greedy_sequences
 from ctxprune.train.objective import decoder_loss
 
 # an on-policy decode stops this many tokens after the batch's longest pseudo-label (a looping student
@@ -289,29 +288,31 @@ class GateTask:
 
     def own_outputs(self, batch: dict, encoder_out: Tensor, keep: Tensor) -> tuple[dict, dict]:
         """The student's greedy outputs under the hard masks `keep` it trains with at this step, as
-        `own_input_ids`/`own_labels` for `join_sequences` (end-of-text where a row ended), and for the
-        log their length against the teacher's and the share that ended. Eager decoding in the model's
-        own precision, without dropout; at most `OWN_OUTPUT_SLACK` tokens past the longest pseudo-label."""
-        special, model = self.special, self.gw.model
+        `own_input_ids`/`own_labels` for `join_sequences`, and for the log their length against the
+        teacher's and the share that ended. Decoded in the model's own precision, without dropout, at
+        most `OWN_OUTPUT_SLACK` tokens past the longest pseudo-label."""
+        model = self.gw.model
         taught = (batch["teacher_labels"] != -100).sum(1)  # pseudo-label tokens and end-of-text
         cap = int(taught.max()) + OWN_OUTPUT_SLACK
-        rows = zip(batch["languages"], batch["tasks"], strict=True)
-        prompts = [special.prompt(lang, task) for lang, task in rows]
-        device, dtype = encoder_out.device, next(model.parameters()).dtype
         training = model.training
         model.eval()
         try:
-            with torch.autocast(device.type, enabled=False):
-                plan = MaskPlan(keep.detach() > 0.5, list(self.predictor.space.names), device)
-                source = encoder_out.detach().to(dtype)
-                tokens = greedy_decode(self.gw, source, torch.tensor(prompts), special, plan, cap)
+            with torch.autocast(encoder_out.device.type, enabled=False):
+                source = encoder_out.detach().to(next(model.parameters()).dtype)
+                ids, labels, ended = greedy_sequences(
+                    self.gw,
+                    self.special,
+                    source,
+                    keep.detach() > 0.5,
+                    batch["languages"],
+                    batch["tasks"],
+                    cap,
+                )
         finally:
             model.train(training)
-        bodies = [t + [special.eot] if len(t) < cap else t for t in tokens]
-        ids, labels = shifted_sequences(list(zip(prompts, bodies, strict=True)), special.eot)
         logs = {
-            "own_length_ratio": sum(map(len, bodies)) / int(taught.sum()),
-            "own_ended": sum(len(t) < cap for t in tokens) / len(tokens),
+            "own_length_ratio": int((labels != -100).sum()) / int(taught.sum()),
+            "own_ended": float(ended.float().mean()),
         }
         return {"own_input_ids": ids, "own_labels": labels}, logs
 
