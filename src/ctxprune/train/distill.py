@@ -95,8 +95,8 @@ def join_sequences(batch: dict, with_references: bool) -> tuple[Tensor, Tensor, 
         parts.append((*ref, REFERENCE))
     width = max(ids.shape[1] for ids, *_ in parts)
     # padding positions come after every target and carry no label: causal attention never sees them
-    ids = torch.cat([F.pad(ids.cpu(), (0, width - ids.shape[1])) for ids, *_ in parts])
-    labels = torch.cat([F.pad(lab.cpu(), (0, width - lab.shape[1]), value=-100) for _, lab, *_ in parts])
+    ids = torch.cat([F.pad(ids, (0, width - ids.shape[1])) for ids, *_ in parts])
+    labels = torch.cat([F.pad(lab, (0, width - lab.shape[1]), value=-100) for _, lab, *_ in parts])
     utterance = torch.cat([rows for *_, rows, _ in parts])
     source = torch.cat([torch.full((len(rows),), kind) for *_, rows, kind in parts])
     return ids, labels, utterance, source
