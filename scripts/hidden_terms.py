@@ -117,6 +117,7 @@ def own_output_terms(
     the teacher's probability of end-of-text where the set's own outputs end (near 1: it would stop
     there too; low: the set ends early)."""
     t, special, cap = teacher.gated, teacher.loaded.tokens, 128
+    keys = ("rows", "kl_t", "kl_own", "tokens_t", "tokens_own", "ends", "eot_p")
     sums: dict[str, dict[str, dict]] = {name: {} for name in sets}
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
@@ -138,7 +139,6 @@ def own_output_terms(
             teacher_on_own = teacher_forced_logits(t, dense_out, ids_s)
             for task in set(tasks):
                 rows = torch.tensor([x == task for x in tasks])
-                keys = ("rows", "kl_t", "kl_own", "tokens_t", "tokens_own", "ends", "eot_p")
                 e = sums[name].setdefault(task, dict.fromkeys(keys, 0))
                 n = int(rows.sum())
                 e["rows"] += n
